@@ -1,0 +1,99 @@
+"""The `gateway` command: serve, migrate, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway import logs
+from gateway.config import ConfigError, Settings, describe
+
+
+def _env_help() -> str:
+    rows = "\n".join(f"  {var:<44} default {default}" for var, default in describe())
+    return "settings (environment variables):\n" + rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Profile fan-out gateway: accepts customer profiles in one schema, "
+        "stores them durably and delivers them to Ocamba Hood, Omneo and import_batch.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP API (settings from GATEWAY_* variables)")
+    serve.add_argument("--host", help="bind address (GATEWAY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (GATEWAY_PORT, default 8080)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (GATEWAY_WORKERS, default 1)"
+    )
+
+    sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    if workers > 1:
+        # Each worker builds its own app from the environment.
+        os.environ.update({"GATEWAY_HOST": host, "GATEWAY_PORT": str(port)})
+        uvicorn.run(
+            "gateway.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+        )
+        return 0
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from gateway.store.factory import store_from_settings
+
+    async def run() -> None:
+        store = store_from_settings(settings)
+        await store.open()
+        await store.close()
+
+    asyncio.run(run())
+    print(f"schema is up to date: {settings.database_url}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "migrate":
+        return _migrate(settings)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

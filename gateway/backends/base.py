@@ -1,0 +1,103 @@
+"""What the dispatcher may ask of a backend adapter, and what it gets back.
+
+An adapter maps normalized profiles to one backend's API and reads that API's
+answers back into per-delivery outcomes. It knows nothing of SQL, routing or
+retry timing: it gets `Item`s, returns one `Outcome` per item, and reaches the
+network only through a `Sender` (see `gateway.backends.http`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+import httpx
+import msgspec
+
+from gateway.schema import Backend, NormalizedProfile
+
+# accepted:  the backend took it; final where the backend never confirms.
+# confirmed: the backend's own synchronous answer says it is done.
+# failed:    permanent, `error` says why a person should care.
+# retry:     transient; the dispatcher schedules another attempt.
+OutcomeState = Literal["accepted", "confirmed", "failed", "retry"]
+
+
+class Item(msgspec.Struct, frozen=True):
+    """One delivery of one profile write to this backend."""
+
+    delivery_id: int
+    profile: NormalizedProfile
+    backend_id: str | None = None  # the id this backend gave the profile before, if any
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    delivery_id: int
+    state: OutcomeState
+    error: str | None = None
+    # Recorded even on `retry`: an Ocamba profile created before a failed import
+    # must not be created twice.
+    backend_id: str | None = None
+    retry_after: float | None = None
+
+
+class BackendError(Exception):
+    """A whole call failed; `status` is the HTTP status, None for transport errors."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientError(BackendError):
+    """Worth retrying: 408, 429, 5xx but 501/505, timeouts, connection errors."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentError(BackendError):
+    """Retrying cannot help: other 4xx, 501, 505."""
+
+
+class Sender(Protocol):
+    """The transport boundary: paced, timed, classified HTTP."""
+
+    async def post(
+        self, endpoint: str, path: str, *, json: Any, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """POST to base URL + path. Returns only 2xx answers; raises
+        `TransientError` or `PermanentError` for everything else. `endpoint` is a
+        short label for metrics ("create", "import", "batch")."""
+        ...
+
+
+class BackendAdapter(Protocol):
+    name: Backend
+    batch_size: int  # most items the dispatcher hands over in one call
+
+    async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
+        """One outcome per item, in any order. May raise `TransientError` /
+        `PermanentError` when the whole call failed alike for every item."""
+        ...
+
+
+def attribute_type(value: str | int | float | bool) -> str:
+    """The type name backends use for a custom property value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "date" if _looks_like_date(value) else "string"
+
+
+def _looks_like_date(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True

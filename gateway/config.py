@@ -1,0 +1,111 @@
+"""Every setting, its environment variable and its default, in one place.
+
+`Settings.from_env()` is the only reader of `os.environ`; everything else gets a
+`Settings`. A setting's env variable is `GATEWAY_` + its name upper-cased.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.schema import BACKENDS, Backend
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    # Inbound API
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    api_tokens: str = ""  # "app1:token1,app2:token2"
+    max_body_bytes: int = 5 * 1024 * 1024
+    log_level: str = "INFO"
+
+    # Store
+    database_url: str = "sqlite:///gateway.db"
+    store_batch_max: int = 256  # writes grouped into one commit
+
+    # Backends: a backend is on when its URL is set.
+    ocamba_url: str = ""
+    ocamba_token: str = ""
+    ocamba_rate_per_second: int = 10  # seeds/000, seeds/001: burst 10/s
+    ocamba_rate_per_minute: int = 150  # steady 150/min
+    ocamba_max_in_flight: int = 4
+    ocamba_import_batch_size: int = 100
+
+    omneo_url: str = ""
+    omneo_token: str = ""
+    omneo_match_criteria: str = "email"
+    omneo_batch_size: int = 500  # seeds/002: 1-500 profiles
+    omneo_webhook_secret: str = ""
+    omneo_webhook_signature_header: str = "X-Omneo-Hmac-SHA256"
+    omneo_confirm_timeout: float = 15 * 60
+
+    import_batch_url: str = ""
+    import_batch_token: str = ""
+    import_batch_db_id: int = 1
+    import_batch_matching: str = "email"
+    import_batch_batch_size: int = 1000  # vendor advises at most 10,000 and 10 MB
+
+    # Dispatcher
+    batch_linger: float = 0.2  # seconds a partial batch waits for company
+    lease_seconds: float = 60.0
+    max_attempts: int = 8
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    backend_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            var = "GATEWAY_" + field.name.upper()
+            if var in env:
+                values[field.name] = env[var]
+        try:
+            # strict=False lets "8080" become an int and "0.5" a float.
+            settings = msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid setting: {exc}") from exc
+        settings.api_token_map()  # fail at start, not on the first request
+        return settings
+
+    def api_token_map(self) -> dict[str, str]:
+        """token -> app name, from `app1:token1,app2:token2`."""
+        tokens: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.api_tokens.split(","))):
+            app, sep, token = item.partition(":")
+            if not sep or not app or not token:
+                raise ConfigError("GATEWAY_API_TOKENS must look like app1:token1,app2:token2")
+            tokens[token] = app
+        return tokens
+
+    def configured_backends(self) -> list[Backend]:
+        urls = {
+            "ocamba": self.ocamba_url,
+            "omneo": self.omneo_url,
+            "import_batch": self.import_batch_url,
+        }
+        return [b for b in BACKENDS if urls[b]]
+
+    def sqlite_path(self) -> Path:
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise ConfigError(f"not an SQLite URL: {self.database_url!r}")
+        return Path(self.database_url[len(prefix) :])
+
+
+def describe() -> list[tuple[str, str]]:
+    """(env variable, default) for every setting, for `--help` and the README."""
+    return [
+        ("GATEWAY_" + f.name.upper(), repr(f.default)) for f in msgspec.structs.fields(Settings)
+    ]

@@ -1,0 +1,55 @@
+"""Structured logs: one JSON object per line, with personal data masked.
+
+Code logs external ids and counts, never profiles; the redaction here is the
+safety net for a message that slips an email or phone number in anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+# Seven or more digits with optional separators, not inside a word or an IP
+# address: phone numbers in any format.
+_PHONE = re.compile(r"(?<![\w.])\+?\d[\d ()-]{5,}\d(?![\w.])")
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+
+
+def redact(text: str) -> str:
+    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key in _RESERVED or key.startswith("_"):
+                continue
+            # Ids (an Ocamba id is all digits) are not personal data; mask the rest.
+            masked = isinstance(value, str) and not key.endswith("id")
+            entry[key] = redact(value) if masked else value
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's access log repeats what gateway_http_requests counts, unstructured.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

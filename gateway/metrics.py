@@ -1,0 +1,119 @@
+"""Every Prometheus metric the gateway exports, named and documented in one place.
+
+Each app gets its own registry so that several apps (tests, the demo) can live
+in one process without clashing over global metric names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+
+        # Inbound API
+        self.http_requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests answered, by route, method and status code",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "gateway_http_request_seconds",
+            "Time to answer an HTTP request, by route and method",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inbound_requests = Counter(
+            "gateway_inbound_requests",
+            "Profile write requests, by calling app and outcome"
+            " (accepted, replayed, invalid, conflict, unauthorized, too_large, error)",
+            ["app", "outcome"],
+            registry=r,
+        )
+        self.inbound_profiles = Counter(
+            "gateway_inbound_profiles",
+            "Profiles in write requests, by calling app and outcome",
+            ["app", "outcome"],
+            registry=r,
+        )
+        self.store_write_latency = Histogram(
+            "gateway_store_write_seconds",
+            "Time from handing a write to the store until it is committed",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # Delivery
+        self.deliveries = Counter(
+            "gateway_deliveries",
+            "Delivery attempts ended, by backend and outcome"
+            " (accepted, confirmed, failed, retry, dead)",
+            ["backend", "outcome"],
+            registry=r,
+        )
+        self.backend_calls = Histogram(
+            "gateway_backend_call_seconds",
+            "Backend HTTP call latency, by backend, endpoint and status",
+            ["backend", "endpoint", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth",
+            "Deliveries waiting to be sent (pending or retrying), by backend",
+            ["backend"],
+            registry=r,
+        )
+        self.oldest_pending_age = Gauge(
+            "gateway_oldest_pending_seconds",
+            "Age of the oldest delivery still waiting to be sent, by backend",
+            ["backend"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gateway_retries",
+            "Deliveries scheduled for another attempt, by backend",
+            ["backend"],
+            registry=r,
+        )
+        self.rate_limit_wait = Counter(
+            "gateway_rate_limit_wait_seconds",
+            "Time spent waiting for a backend's rate limit, by backend",
+            ["backend"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "gateway_batch_size",
+            "Deliveries per backend call, by backend",
+            ["backend"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+
+        # Omneo webhooks
+        self.webhooks = Counter(
+            "gateway_webhooks",
+            "Omneo webhooks received, by event and result"
+            " (applied, duplicate, unmatched, bad_signature)",
+            ["event", "result"],
+            registry=r,
+        )
+        self.confirmation_lag = Histogram(
+            "gateway_confirmation_lag_seconds",
+            "Time from a delivery being accepted by Omneo to its webhook confirming it",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.unconfirmed = Gauge(
+            "gateway_unconfirmed_deliveries",
+            "Omneo deliveries whose webhook did not arrive within the confirm timeout",
+            registry=r,
+        )

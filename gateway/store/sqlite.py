@@ -1,0 +1,340 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Writes go through a single writer thread that drains whatever is queued and
+commits it as one transaction (group commit), so a burst of requests costs one
+fsync rather than one each, and the event loop never waits on disk. Each queued
+job runs inside its own SAVEPOINT, so one failing job (an idempotency conflict)
+does not undo its neighbours. Reads run on a small thread pool with their own
+connections; WAL lets them proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from gateway.schema import NormalizedProfile
+from gateway.store import migrations
+from gateway.store.base import (
+    AcceptResult,
+    DeliveryView,
+    IdempotencyConflict,
+    NewRequest,
+    ProfileView,
+    ProfileWriteView,
+    RequestView,
+    StoreError,
+)
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+_encode = msgspec.json.Encoder().encode
+_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: transactions are explicit, so group commit controls them.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a 202 promises the write survives power loss, not only a crash.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _resolve(fut: asyncio.Future[Any], exc: BaseException | None, result: Any) -> None:
+    if fut.done():  # the awaiting request was cancelled; the write stands anyway
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+class _Writer:
+    """The one thread that writes; see the module docstring."""
+
+    def __init__(self, conn: sqlite3.Connection, max_batch: int) -> None:
+        self._conn = conn
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[
+            tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self.commits = 0  # transactions committed, for tests and benchmarks
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((job, fut, loop))
+        return fut
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+
+    def _run_batch(
+        self, batch: list[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop]]
+    ) -> None:
+        conn = self._conn
+        results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job, fut, loop in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job(conn)
+                except sqlite3.Error:
+                    raise  # the transaction itself is in doubt: fail the whole batch
+                except Exception as job_error:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((fut, loop, job_error, None))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((fut, loop, None, result))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = StoreError(f"store write failed: {exc}")
+            results = [(fut, loop, error, None) for _, fut, loop in batch]
+        for fut, loop, failure, result in results:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(_resolve, fut, failure, result)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path | str, *, max_batch: int = 256, readers: int = 4) -> None:
+        self.path = Path(path)
+        self._max_batch = max_batch
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writer: _Writer | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, max_batch: int = 256) -> SQLiteStore:
+        prefix = "sqlite:///"
+        if not url.startswith(prefix):
+            raise ValueError(f"not an SQLite URL: {url!r}")
+        return cls(url[len(prefix) :], max_batch=max_batch)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        def setup() -> sqlite3.Connection:
+            if self.path.parent:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = connect(self.path)
+            migrations.apply_sqlite(conn)
+            return conn
+
+        conn = await asyncio.to_thread(setup)
+        self._writer = _Writer(conn, self._max_batch)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.stop)
+            writer._conn.close()
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._read_conns:
+                conn.close()
+            self._read_conns.clear()
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer else 0
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        result: T = await self._writer.submit(job)
+        return result
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._read_conns.append(conn)
+        return conn
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, lambda: query(self._reader()))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    # -- inbound -----------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def accept(self, request: NewRequest) -> AcceptResult:
+        return await self._write(lambda conn: _accept(conn, request))
+
+    async def get_request(self, request_id: str) -> RequestView | None:
+        return await self._read(lambda conn: _get_request(conn, request_id))
+
+    async def get_profile(self, external_id: str) -> ProfileView | None:
+        return await self._read(lambda conn: _get_profile(conn, external_id))
+
+
+def _accept(conn: sqlite3.Connection, req: NewRequest) -> AcceptResult:
+    if req.idempotency_key is not None:
+        row = conn.execute(
+            "SELECT body_hash, request_id FROM idempotency_keys WHERE app = ? AND key = ?",
+            (req.app, req.idempotency_key),
+        ).fetchone()
+        if row is not None:
+            if row[0] != req.body_hash:
+                raise IdempotencyConflict(row[1])
+            count, targets = conn.execute(
+                "SELECT profile_count, targets FROM requests WHERE id = ?", (row[1],)
+            ).fetchone()
+            return AcceptResult(row[1], count, json.loads(targets), replayed=True)
+    now = time.time()
+    conn.execute(
+        "INSERT INTO requests (id, app, received_at, targets, profile_count)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (req.request_id, req.app, req.received_at, json.dumps(req.targets), len(req.profiles)),
+    )
+    for position, profile in enumerate(req.profiles):
+        cur = conn.execute(
+            "INSERT INTO profile_writes (request_id, position, external_id, body, received_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (req.request_id, position, profile.external_id, _encode(profile), req.received_at),
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(cur.lastrowid, profile.external_id, b, now, now, now) for b in req.targets],
+        )
+    if req.idempotency_key is not None:
+        conn.execute(
+            "INSERT INTO idempotency_keys (app, key, body_hash, request_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (req.app, req.idempotency_key, req.body_hash, req.request_id, now),
+        )
+    return AcceptResult(req.request_id, len(req.profiles), list(req.targets))
+
+
+_DELIVERY_COLUMNS = (
+    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id"
+    " FROM deliveries d LEFT JOIN backend_ids b"
+    " ON b.external_id = d.external_id AND b.backend = d.backend"
+)
+
+
+def _delivery(row: tuple[Any, ...]) -> DeliveryView:
+    return DeliveryView(
+        backend=row[0],
+        state=row[1],
+        attempts=row[2],
+        last_error=row[3],
+        updated_at=row[4],
+        backend_id=row[5],
+    )
+
+
+def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestView | None:
+    row = conn.execute(
+        "SELECT app, received_at, targets FROM requests WHERE id = ?", (request_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    writes = conn.execute(
+        "SELECT id, position, external_id FROM profile_writes WHERE request_id = ?"
+        " ORDER BY position",
+        (request_id,),
+    ).fetchall()
+    by_write: dict[int, list[DeliveryView]] = {w[0]: [] for w in writes}
+    for d in conn.execute(
+        f"SELECT d.write_id, {_DELIVERY_COLUMNS}"
+        " JOIN profile_writes w ON w.id = d.write_id WHERE w.request_id = ? ORDER BY d.id",
+        (request_id,),
+    ):
+        by_write[d[0]].append(_delivery(d[1:]))
+    return RequestView(
+        request_id=request_id,
+        app=row[0],
+        received_at=row[1],
+        targets=json.loads(row[2]),
+        profiles=[ProfileWriteView(w[2], w[1], by_write[w[0]]) for w in writes],
+    )
+
+
+def _get_profile(conn: sqlite3.Connection, external_id: str) -> ProfileView | None:
+    latest = conn.execute(
+        "SELECT request_id, body, received_at FROM profile_writes WHERE external_id = ?"
+        " ORDER BY id DESC LIMIT 1",
+        (external_id,),
+    ).fetchone()
+    if latest is None:
+        return None
+    deliveries = [
+        _delivery(r)
+        for r in conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} WHERE d.id IN"
+            " (SELECT MAX(id) FROM deliveries WHERE external_id = ? GROUP BY backend)",
+            (external_id,),
+        )
+    ]
+    ids = dict(
+        conn.execute(
+            "SELECT backend, backend_id FROM backend_ids WHERE external_id = ?", (external_id,)
+        ).fetchall()
+    )
+    return ProfileView(
+        external_id=external_id,
+        last_request_id=latest[0],
+        updated_at=latest[2],
+        profile=_decode_profile(latest[1]),
+        backends={d.backend: d for d in deliveries},
+        backend_ids=ids,
+    )

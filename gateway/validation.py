@@ -1,0 +1,238 @@
+"""Turns a decoded JSON body into normalized profiles, or into every error at once.
+
+msgspec stops at the first error, but callers fixing a batch of 1000 profiles
+need all of them, each with its path (`profiles[3].email`). So the fast path
+converts a whole profile in one call, and only a profile that fails is walked
+field by field to collect each error; the struct types stay the one source of
+truth for what a field accepts.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import phonenumbers
+
+from gateway.schema import (
+    BACKENDS,
+    MAX_BATCH,
+    Backend,
+    FieldError,
+    NormalizedProfile,
+    Profile,
+)
+
+# Ocamba stores at most 100 custom properties per profile (seeds/000).
+OCAMBA_MAX_PROPERTIES = 100
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
+_MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Profile)}
+_REQUIRED = [f.encode_name for f in msgspec.structs.fields(Profile) if f.required]
+
+
+class InvalidInput(Exception):
+    """The body is well-formed JSON but breaks the schema; carries every error."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+def _join(prefix: str, suffix: str) -> str:
+    if not prefix:
+        return suffix.lstrip(".")
+    if not suffix:
+        return prefix
+    return prefix + suffix if suffix.startswith("[") else f"{prefix}.{suffix.lstrip('.')}"
+
+
+def _from_msgspec(exc: msgspec.ValidationError, prefix: str) -> FieldError:
+    m = _MSGSPEC_PATH.match(str(exc))
+    assert m is not None  # the pattern matches any string
+    return FieldError(path=_join(prefix, m.group("path") or ""), message=m.group("msg"))
+
+
+def _is_dict_type(tp: Any) -> bool:
+    return any(typing.get_origin(arg) is dict for arg in typing.get_args(tp))
+
+
+def _dict_value_type(tp: Any) -> Any:
+    for arg in typing.get_args(tp):
+        if typing.get_origin(arg) is dict:
+            return typing.get_args(arg)[1]
+    raise TypeError(tp)
+
+
+def _field_errors(raw: dict[str, Any], prefix: str) -> list[FieldError]:
+    """Every type error in one raw profile, one per offending field or entry."""
+    errors: list[FieldError] = []
+    for name in _REQUIRED:
+        if name not in raw:
+            errors.append(FieldError(_join(prefix, name), "required field is missing"))
+    for name, value in raw.items():
+        path = _join(prefix, name)
+        field = _FIELDS.get(name)
+        if field is None:
+            errors.append(FieldError(path, "unknown field"))
+            continue
+        if _is_dict_type(field.type) and isinstance(value, dict):
+            # msgspec reports a bad dict entry as `$[...]`; name the key instead.
+            value_type = _dict_value_type(field.type)
+            for key, item in value.items():
+                try:
+                    msgspec.convert(key, str)
+                    msgspec.convert(item, value_type)
+                except msgspec.ValidationError as exc:
+                    errors.append(_from_msgspec(exc, f"{path}.{key}"))
+            continue
+        try:
+            msgspec.convert(value, field.type)
+        except msgspec.ValidationError as exc:
+            errors.append(_from_msgspec(exc, path))
+    return errors
+
+
+def _normalize(profile: Profile, prefix: str) -> tuple[NormalizedProfile | None, list[FieldError]]:
+    errors: list[FieldError] = []
+    fields = msgspec.structs.asdict(profile)
+    if profile.email is not None:
+        email = profile.email.strip().lower()
+        if not _EMAIL.match(email):
+            errors.append(FieldError(_join(prefix, "email"), "not a valid email address"))
+        fields["email"] = email
+    if profile.phone is not None:
+        try:
+            number = phonenumbers.parse(profile.phone, profile.country_code)
+            if not phonenumbers.is_valid_number(number):
+                raise ValueError("invalid")
+        except (phonenumbers.NumberParseException, ValueError):
+            hint = (
+                ""
+                if profile.phone.startswith("+") or profile.country_code
+                else (" (a number without +country needs country_code)")
+            )
+            errors.append(FieldError(_join(prefix, "phone"), f"not a valid phone number{hint}"))
+        else:
+            fields["phone"] = phonenumbers.format_number(
+                number, phonenumbers.PhoneNumberFormat.E164
+            )
+            fields["phone_country"] = phonenumbers.region_code_for_number(number)
+    if errors:
+        return None, errors
+    return NormalizedProfile(**fields), []
+
+
+def normalize_profile(
+    raw: Any, prefix: str = ""
+) -> tuple[NormalizedProfile | None, list[FieldError]]:
+    """Validate one decoded profile; returns it normalized, or its errors."""
+    if not isinstance(raw, dict):
+        return None, [FieldError(prefix or "$", "expected a profile object")]
+    try:
+        profile = msgspec.convert(raw, Profile)
+    except msgspec.ValidationError:
+        return None, _field_errors(raw, prefix) or [FieldError(prefix or "$", "invalid profile")]
+    return _normalize(profile, prefix)
+
+
+def validate_targets(
+    raw: Any, configured: Sequence[Backend], path: str = "targets"
+) -> tuple[list[Backend], list[FieldError]]:
+    """`targets` defaults to every configured backend; naming another is an error."""
+    if raw is None:
+        return list(configured), []
+    if not isinstance(raw, list) or not raw:
+        return [], [FieldError(path, "expected a non-empty list of backend names")]
+    errors: list[FieldError] = []
+    targets: list[Backend] = []
+    for i, name in enumerate(raw):
+        if name not in BACKENDS:
+            errors.append(
+                FieldError(f"{path}[{i}]", f"unknown target {name!r}; known: {', '.join(BACKENDS)}")
+            )
+        elif name not in configured:
+            errors.append(FieldError(f"{path}[{i}]", f"target {name!r} is not configured"))
+        elif name not in targets:
+            targets.append(name)
+    return targets, errors
+
+
+def _target_rules(
+    profiles: Iterable[tuple[str, NormalizedProfile]], targets: Sequence[Backend]
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if "ocamba" in targets:
+        for prefix, p in profiles:
+            if p.attributes and len(p.attributes) > OCAMBA_MAX_PROPERTIES:
+                errors.append(
+                    FieldError(
+                        _join(prefix, "attributes"),
+                        f"Ocamba accepts at most {OCAMBA_MAX_PROPERTIES} custom properties",
+                    )
+                )
+    return errors
+
+
+def parse_single(
+    body: Any, configured: Sequence[Backend]
+) -> tuple[list[NormalizedProfile], list[Backend]]:
+    """The body of `POST /v1/profiles`: a profile with an optional `targets` key."""
+    if not isinstance(body, dict):
+        raise InvalidInput([FieldError("$", "expected a JSON object")])
+    raw = dict(body)
+    targets, errors = validate_targets(raw.pop("targets", None), configured)
+    profile, profile_errors = normalize_profile(raw)
+    errors += profile_errors
+    if profile is not None:
+        errors += _target_rules([("", profile)], targets)
+    if errors:
+        raise InvalidInput(errors)
+    assert profile is not None
+    return [profile], targets
+
+
+def parse_batch(
+    body: Any, configured: Sequence[Backend]
+) -> tuple[list[NormalizedProfile], list[Backend]]:
+    """The body of `POST /v1/profiles/batch`: `{"profiles": [...], "targets": [...]}`."""
+    if not isinstance(body, dict):
+        raise InvalidInput([FieldError("$", "expected a JSON object")])
+    errors = [FieldError(k, "unknown field") for k in body if k not in ("profiles", "targets")]
+    targets, target_errors = validate_targets(body.get("targets"), configured)
+    errors += target_errors
+    raw_profiles = body.get("profiles")
+    if not isinstance(raw_profiles, list):
+        errors.append(FieldError("profiles", "required: a list of 1 to 1000 profiles"))
+        raise InvalidInput(errors)
+    if not 1 <= len(raw_profiles) <= MAX_BATCH:
+        errors.append(
+            FieldError("profiles", f"expected 1 to {MAX_BATCH} profiles, got {len(raw_profiles)}")
+        )
+        raise InvalidInput(errors)
+    profiles: list[NormalizedProfile] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(raw_profiles):
+        prefix = f"profiles[{i}]"
+        profile, profile_errors = normalize_profile(raw, prefix)
+        errors += profile_errors
+        if profile is None:
+            continue
+        errors += _target_rules([(prefix, profile)], targets)
+        first = seen.setdefault(profile.external_id, i)
+        if first != i:
+            # Two writes of one person in one batch have no order a caller could rely on.
+            errors.append(
+                FieldError(
+                    f"{prefix}.external_id",
+                    f"duplicate of profiles[{first}].external_id within one batch",
+                )
+            )
+        profiles.append(profile)
+    if errors:
+        raise InvalidInput(errors)
+    return profiles, targets
