@@ -30,11 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API (settings from GATEWAY_* variables)")
     serve.add_argument("--host", help="bind address (GATEWAY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (GATEWAY_PORT, default 8080)")
-    serve.add_argument(
-        "--workers", type=int, help="worker processes (GATEWAY_WORKERS, default 1)"
-    )
+    serve.add_argument("--workers", type=int, help="worker processes (GATEWAY_WORKERS, default 1)")
 
     sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
+
+    demo = sub.add_parser(
+        "demo", help="run the gateway with embedded SQLite and the backend simulators"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    demo.add_argument(
+        "--database", default="demo.db", help="SQLite file (default demo.db in the working dir)"
+    )
     return parser
 
 
@@ -91,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "demo":
+        from gateway import demo
+
+        return demo.main(args.host, args.port, args.database)
     parser.error(f"unknown command {args.command}")
     return 2
 

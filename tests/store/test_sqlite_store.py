@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.schema import NormalizedProfile
+from gateway.store.base import IdempotencyConflict, NewRequest
+from gateway.store.sqlite import SQLiteStore
+
+
+def request(
+    rid: str, *ids: str, key: str | None = None, body_hash: str | None = None
+) -> NewRequest:
+    return NewRequest(
+        request_id=rid,
+        app="crm",
+        targets=["omneo"],
+        profiles=[NormalizedProfile(external_id=i) for i in ids],
+        received_at=time.time(),
+        idempotency_key=key,
+        body_hash=body_hash,
+    )
+
+
+@pytest.mark.anyio
+async def test_migrations_apply_once(tmp_path: Path) -> None:
+    for _ in range(2):
+        store = SQLiteStore(tmp_path / "g.db")
+        await store.open()
+        await store.close()
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "g.db")
+    assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
+        (1, "0001_init.sql")
+    ]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@pytest.mark.anyio
+async def test_a_failing_job_does_not_undo_its_neighbours_in_the_same_commit(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "g.db")
+    await store.open()
+    try:
+        await store.accept(request("r0", "a", key="k", body_hash="h1"))
+        results = await asyncio.gather(
+            store.accept(request("r1", "b")),
+            store.accept(request("r2", "c", key="k", body_hash="other")),
+            store.accept(request("r3", "d")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], IdempotencyConflict)
+        assert [r.request_id for r in (results[0], results[2])] == ["r1", "r3"]  # type: ignore[union-attr]
+        assert await store.get_request("r2") is None
+        assert (await store.get_request("r3")) is not None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_write_path_batches_commits_under_concurrency(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.accept(request(f"r{i}", f"p{i}")) for i in range(500)))
+        assert store.commits < 500 / 2
+        view = await store.get_profile("p499")
+        assert view is not None and view.backends["omneo"].state == "pending"
+    finally:
+        await store.close()
