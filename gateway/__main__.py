@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gateway import logs
+from gateway import cli_dead_letters, logs
 from gateway.config import ConfigError, Settings, describe
 
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--database", default="demo.db", help="SQLite file (default demo.db in the working dir)"
     )
+    cli_dead_letters.add_parser(sub)
     return parser
 
 
@@ -98,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "dead-letters":
+        return cli_dead_letters.main(settings, args)
     if args.command == "demo":
         from gateway import demo
 

@@ -56,6 +56,8 @@ class Settings(msgspec.Struct, kw_only=True):
     import_batch_batch_size: int = 1000  # vendor advises at most 10,000 and 10 MB
 
     # Dispatcher
+    dispatcher_enabled: bool = True  # off for API-only replicas
+    workers_per_backend: int = 2
     batch_linger: float = 0.2  # seconds a partial batch waits for company
     lease_seconds: float = 60.0
     max_attempts: int = 8

@@ -33,6 +33,8 @@ def settings(db_path: Path) -> Settings:
         ocamba_url="http://127.0.0.1:9",
         omneo_url="http://127.0.0.1:9",
         import_batch_url="http://127.0.0.1:9",
+        # The API tests look at deliveries as the API left them.
+        dispatcher_enabled=False,
     )
 
 

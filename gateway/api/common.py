@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -26,6 +27,8 @@ class Context:
         self.metrics = metrics
         self.tokens = settings.api_token_map()
         self.configured: list[Backend] = settings.configured_backends()
+        # Set when a dispatcher runs in this process: wakes it after a commit.
+        self.notify: Callable[[Sequence[Backend]], None] | None = None
 
 
 def context(request: Request) -> Context:

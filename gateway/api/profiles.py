@@ -100,6 +100,8 @@ async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, 
     finally:
         ctx.metrics.store_write_latency.observe(time.perf_counter() - started)
 
+    if ctx.notify is not None and not result.replayed:
+        ctx.notify(result.targets)
     outcome = "replayed" if result.replayed else "accepted"
     log.info(
         "write %s",

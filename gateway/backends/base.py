@@ -40,6 +40,9 @@ class Outcome(msgspec.Struct, frozen=True):
     # must not be created twice.
     backend_id: str | None = None
     retry_after: float | None = None
+    # The key the backend will name the profile by when it reports back later
+    # (Omneo's webhooks: the email or the match_criteria identity).
+    match_key: str | None = None
 
 
 class BackendError(Exception):

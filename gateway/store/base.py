@@ -89,6 +89,87 @@ class ProfileView(msgspec.Struct):
     backend_ids: dict[str, str]
 
 
+class Claim(msgspec.Struct, frozen=True):
+    """A delivery leased to one dispatcher worker until `lease_expires_at`."""
+
+    delivery_id: int
+    external_id: str
+    profile: NormalizedProfile
+    attempts: int  # including this one
+    created_at: float
+    backend_id: str | None = None
+
+
+class DeliveryResult(msgspec.Struct, frozen=True):
+    """What became of one claimed delivery; the dispatcher decides the state."""
+
+    delivery_id: int
+    state: DeliveryState
+    error: str | None = None
+    backend_id: str | None = None
+    next_attempt_at: float | None = None  # for `retrying`
+    match_key: str | None = None  # how the backend's webhooks will name the profile
+
+
+class DeadLetter(msgspec.Struct):
+    delivery_id: int
+    request_id: str
+    external_id: str
+    backend: Backend
+    state: DeliveryState
+    attempts: int
+    last_error: str | None
+    updated_at: float
+
+
+class ReplayResult(msgspec.Struct):
+    requeued: list[int]
+    # A newer write of the same person already reached the backend; sending the
+    # old one again would overwrite newer data.
+    superseded: list[int]
+
+
+class QueueStats(msgspec.Struct):
+    backend: Backend
+    depth: int
+    oldest_age: float
+
+
+class WebhookEvent(msgspec.Struct, frozen=True):
+    """A backend's webhook as received, with what the receiver read out of it."""
+
+    source: Backend
+    event: str
+    body_hash: str
+    body: bytes
+    received_at: float
+    backend_id: str | None = None  # the id the backend gave the profile
+    match_key: str | None = None  # correlates with `DeliveryResult.match_key`
+    event_time: float | None = None  # the backend's own timestamp of the change
+    invalid: bool = False  # signed but unreadable: kept for a person to look at
+
+
+class SavedEvent(msgspec.Struct, frozen=True):
+    event_id: int
+    duplicate: bool
+
+
+class Confirmation(msgspec.Struct, frozen=True):
+    delivery_id: int
+    external_id: str
+    lag: float  # seconds from the backend accepting the delivery to the event
+
+
+WebhookResult = Literal["applied", "unmatched", "stale", "invalid"]
+
+
+class AppliedEvent(msgspec.Struct, frozen=True):
+    event_id: int
+    event: str
+    result: WebhookResult
+    confirmations: list[Confirmation]
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -109,3 +190,61 @@ class Store(Protocol):
     async def get_request(self, request_id: str) -> RequestView | None: ...
 
     async def get_profile(self, external_id: str) -> ProfileView | None: ...
+
+    # -- the dispatcher's queue ---------------------------------------------
+
+    async def claim(
+        self, backend: Backend, limit: int, owner: str, lease_seconds: float
+    ) -> list[Claim]:
+        """Lease up to `limit` due deliveries of `backend`, oldest first. A
+        delivery is due when pending or retrying and its time has come, or in
+        flight with an expired lease (its worker died). A delivery is never due
+        while an earlier write of the same person to the same backend is still
+        open, so two writes of one profile never overtake each other."""
+        ...
+
+    async def record(self, owner: str, results: list[DeliveryResult]) -> int:
+        """Store outcomes of deliveries leased by `owner`; results for a lease
+        that expired and passed to another worker are ignored. Returns the count
+        applied."""
+        ...
+
+    async def queue_stats(self) -> list[QueueStats]: ...
+
+    # -- dead letters --------------------------------------------------------
+
+    async def list_deliveries(
+        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
+    ) -> list[DeadLetter]: ...
+
+    async def replay(
+        self,
+        states: list[DeliveryState],
+        *,
+        delivery_id: int | None = None,
+        backend: Backend | None = None,
+    ) -> ReplayResult:
+        """Put matching deliveries back to `pending` with their attempts reset."""
+        ...
+
+    # -- webhooks ------------------------------------------------------------
+
+    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
+        """Commit the event before anyone answers the sender. The same event
+        (same source, event name and body) is stored once; later copies come
+        back as `duplicate`."""
+        ...
+
+    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
+        """Apply stored, not yet applied events, oldest first: each confirms the
+        `accepted` or `unconfirmed` deliveries of its match key that were
+        accepted before it arrived, and records the backend's id of the
+        profile. An event older (by the backend's own clock) than one already
+        applied for the same profile is `stale` and changes nothing."""
+        ...
+
+    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
+        """`accepted` deliveries older than the cut-off become `unconfirmed`."""
+        ...
+
+    async def count_state(self, backend: Backend, state: DeliveryState) -> int: ...

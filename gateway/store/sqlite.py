@@ -24,17 +24,26 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from gateway.schema import NormalizedProfile
-from gateway.store import migrations
+from gateway.schema import Backend, NormalizedProfile
+from gateway.store import migrations, sqlite_queue, sqlite_webhooks
 from gateway.store.base import (
     AcceptResult,
+    AppliedEvent,
+    Claim,
+    DeadLetter,
+    DeliveryResult,
+    DeliveryState,
     DeliveryView,
     IdempotencyConflict,
     NewRequest,
     ProfileView,
     ProfileWriteView,
+    QueueStats,
+    ReplayResult,
     RequestView,
+    SavedEvent,
     StoreError,
+    WebhookEvent,
 )
 
 T = TypeVar("T")
@@ -223,6 +232,55 @@ class SQLiteStore:
 
     async def get_profile(self, external_id: str) -> ProfileView | None:
         return await self._read(lambda conn: _get_profile(conn, external_id))
+
+    # -- the dispatcher's queue (see sqlite_queue) ---------------------------
+
+    async def claim(
+        self, backend: Backend, limit: int, owner: str, lease_seconds: float
+    ) -> list[Claim]:
+        return await self._write(
+            lambda conn: sqlite_queue.claim(conn, backend, limit, owner, lease_seconds)
+        )
+
+    async def record(self, owner: str, results: list[DeliveryResult]) -> int:
+        return await self._write(lambda conn: sqlite_queue.record(conn, owner, results))
+
+    async def queue_stats(self) -> list[QueueStats]:
+        return await self._read(sqlite_queue.queue_stats)
+
+    async def list_deliveries(
+        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        return await self._read(
+            lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit)
+        )
+
+    async def replay(
+        self,
+        states: list[DeliveryState],
+        *,
+        delivery_id: int | None = None,
+        backend: Backend | None = None,
+    ) -> ReplayResult:
+        return await self._write(
+            lambda conn: sqlite_queue.replay(conn, states, delivery_id, backend)
+        )
+
+    # -- webhooks (see sqlite_webhooks) ------------------------------------------
+
+    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
+        return await self._write(lambda conn: sqlite_webhooks.save_webhook(conn, event))
+
+    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
+        return await self._write(lambda conn: sqlite_webhooks.apply_webhooks(conn, source, limit))
+
+    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
+        return await self._write(
+            lambda conn: sqlite_webhooks.mark_unconfirmed(conn, backend, accepted_before)
+        )
+
+    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
+        return await self._read(lambda conn: sqlite_webhooks.count_state(conn, backend, state))
 
 
 def _accept(conn: sqlite3.Connection, req: NewRequest) -> AcceptResult:

@@ -35,7 +35,8 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
 
     conn = sqlite3.connect(tmp_path / "g.db")
     assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-        (1, "0001_init.sql")
+        (1, "0001_init.sql"),
+        (2, "0002_webhooks.sql"),
     ]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 

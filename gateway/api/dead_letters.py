@@ -1,0 +1,92 @@
+"""`GET /v1/dead-letters` and `POST /v1/dead-letters/replay`."""
+
+from __future__ import annotations
+
+import logging
+import typing
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.common import ApiError, authenticate, context, json_response, read_body
+from gateway.schema import BACKENDS, Backend, FieldError
+from gateway.store.base import DeliveryState
+
+log = logging.getLogger("gateway.api")
+
+# Deliveries a person may send again: retries spent, refused as permanent (after
+# fixing the data or the config), or never confirmed by an Omneo webhook.
+REPLAYABLE: tuple[DeliveryState, ...] = ("dead", "failed", "unconfirmed")
+ReplayableState = typing.Literal["dead", "failed", "unconfirmed"]
+MAX_LIST = 1000
+
+
+class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Exactly one of `delivery_id` or `backend`."""
+
+    delivery_id: int | None = None
+    backend: Backend | None = None
+    state: ReplayableState = "dead"
+
+
+def _backend(value: str | None) -> Backend | None:
+    if value is None:
+        return None
+    if value not in BACKENDS:
+        raise ApiError(
+            422,
+            "invalid",
+            "unknown backend",
+            [FieldError("backend", f"one of {', '.join(BACKENDS)}")],
+        )
+    return value
+
+
+def _state(value: str | None) -> DeliveryState:
+    if value is None:
+        return "dead"
+    if value not in REPLAYABLE:
+        raise ApiError(
+            422,
+            "invalid",
+            "unknown state",
+            [FieldError("state", f"one of {', '.join(REPLAYABLE)}")],
+        )
+    return value
+
+
+async def list_dead_letters(request: Request) -> Response:
+    authenticate(request)
+    q = request.query_params
+    limit_text = q.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST:
+        raise ApiError(422, "invalid", "bad limit", [FieldError("limit", f"1 to {MAX_LIST}")])
+    rows = await context(request).store.list_deliveries(
+        [_state(q.get("state"))], backend=_backend(q.get("backend")), limit=int(limit_text)
+    )
+    return json_response({"dead_letters": rows})
+
+
+async def replay(request: Request) -> Response:
+    app = authenticate(request)
+    ctx = context(request)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    try:
+        body = msgspec.json.decode(raw, type=ReplayBody)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+    if (body.delivery_id is None) == (body.backend is None):
+        raise ApiError(422, "invalid", "give exactly one of delivery_id or backend")
+    result = await ctx.store.replay(
+        [body.state], delivery_id=body.delivery_id, backend=body.backend
+    )
+    log.info(
+        "replay",
+        extra={"app": app, "requeued": len(result.requeued), "superseded": len(result.superseded)},
+    )
+    if ctx.notify is not None:
+        ctx.notify(list(BACKENDS))
+    return json_response(result)

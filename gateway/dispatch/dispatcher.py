@@ -1,0 +1,186 @@
+"""Claims due deliveries, batches them, hands them to an adapter, records outcomes.
+
+One set of worker tasks per backend, so a slow or dead backend only ever holds
+its own workers: the inbound API and the other backends go on. Every delivery
+is leased before it is sent; if this process dies mid-send the lease expires
+and another worker sends it again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+
+from gateway.backends.base import (
+    BackendAdapter,
+    Item,
+    Outcome,
+    PermanentError,
+    TransientError,
+)
+from gateway.config import Settings
+from gateway.dispatch.retry import RetryPolicy
+from gateway.metrics import Metrics
+from gateway.schema import Backend
+from gateway.store.base import Claim, DeliveryResult, Store, StoreError
+
+log = logging.getLogger("gateway.dispatch")
+
+STATS_INTERVAL = 5.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        adapters: Mapping[Backend, BackendAdapter],
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        poll_interval: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.adapters = dict(adapters)
+        self.settings = settings
+        self.metrics = metrics
+        self.policy = RetryPolicy.from_settings(settings)
+        self.poll_interval = poll_interval
+        self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self._rng = rng or random.Random()
+        self._wake = {b: asyncio.Event() for b in self.adapters}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for backend, adapter in self.adapters.items():
+            for n in range(self.settings.workers_per_backend):
+                task = asyncio.create_task(self._work(backend, adapter), name=f"{backend}-{n}")
+                self._tasks.append(task)
+        self._tasks.append(asyncio.create_task(self._report_stats(), name="queue-stats"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def notify(self, backends: Iterable[Backend]) -> None:
+        """New deliveries were committed: wake those backends' workers now."""
+        for backend in backends:
+            if backend in self._wake:
+                self._wake[backend].set()
+
+    # -- one worker ----------------------------------------------------------
+
+    async def _work(self, backend: Backend, adapter: BackendAdapter) -> None:
+        wake = self._wake[backend]
+        while True:
+            try:
+                claims = await self._claim_batch(backend, adapter.batch_size)
+            except StoreError:
+                log.exception("claim failed", extra={"backend": backend})
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if not claims:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                continue
+            await self._send(backend, adapter, claims)
+
+    async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
+        lease = self.settings.lease_seconds
+        claims = await self.store.claim(backend, size, self.owner, lease)
+        if not claims or len(claims) >= size:
+            return claims
+        # A partial batch waits until its oldest write is `batch_linger` old, so a
+        # burst arriving over a few milliseconds still travels as one call.
+        wait = min(c.created_at for c in claims) + self.settings.batch_linger - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            claims += await self.store.claim(backend, size - len(claims), self.owner, lease)
+        return claims
+
+    async def _send(self, backend: Backend, adapter: BackendAdapter, claims: list[Claim]) -> None:
+        items = [Item(c.delivery_id, c.profile, c.backend_id) for c in claims]
+        self.metrics.batch_size.labels(backend).observe(len(items))
+        try:
+            outcomes = await adapter.deliver(items)
+        except TransientError as exc:
+            outcomes = [
+                Outcome(i.delivery_id, "retry", str(exc), retry_after=exc.retry_after)
+                for i in items
+            ]
+        except PermanentError as exc:
+            outcomes = [Outcome(i.delivery_id, "failed", str(exc)) for i in items]
+        except Exception as exc:
+            # An adapter bug must not lose writes: retry, and let attempts run out.
+            log.exception("adapter raised", extra={"backend": backend})
+            outcomes = [Outcome(i.delivery_id, "retry", f"internal error: {exc!r}") for i in items]
+        results = self._results(backend, claims, outcomes)
+        try:
+            await self.store.record(self.owner, results)
+        except StoreError:
+            # The leases expire and the deliveries are sent again: at-least-once.
+            log.exception("recording outcomes failed", extra={"backend": backend})
+
+    def _results(
+        self, backend: Backend, claims: Sequence[Claim], outcomes: Sequence[Outcome]
+    ) -> list[DeliveryResult]:
+        by_id = {o.delivery_id: o for o in outcomes}
+        now = time.time()
+        results = []
+        for claim in claims:
+            outcome = by_id.get(claim.delivery_id) or Outcome(
+                claim.delivery_id, "retry", "the adapter returned no outcome"
+            )
+            if outcome.state != "retry":
+                results.append(
+                    DeliveryResult(
+                        claim.delivery_id, outcome.state, outcome.error, outcome.backend_id
+                    )
+                )
+                self.metrics.deliveries.labels(backend, outcome.state).inc()
+            elif self.policy.exhausted(claim.attempts):
+                error = f"gave up after {claim.attempts} attempts: {outcome.error}"
+                results.append(DeliveryResult(claim.delivery_id, "dead", error, outcome.backend_id))
+                self.metrics.deliveries.labels(backend, "dead").inc()
+                log.warning(
+                    "delivery dead", extra={"backend": backend, "delivery_id": claim.delivery_id}
+                )
+            else:
+                delay = self.policy.delay(claim.attempts, outcome.retry_after, self._rng)
+                results.append(
+                    DeliveryResult(
+                        claim.delivery_id,
+                        "retrying",
+                        outcome.error,
+                        outcome.backend_id,
+                        next_attempt_at=now + delay,
+                    )
+                )
+                self.metrics.deliveries.labels(backend, "retry").inc()
+                self.metrics.retries.labels(backend).inc()
+        return results
+
+    # -- gauges ----------------------------------------------------------------
+
+    async def _report_stats(self) -> None:
+        while True:
+            try:
+                stats = {s.backend: s for s in await self.store.queue_stats()}
+            except StoreError:
+                log.exception("queue stats failed")
+            else:
+                for backend in self.adapters:
+                    s = stats.get(backend)
+                    self.metrics.queue_depth.labels(backend).set(s.depth if s else 0)
+                    self.metrics.oldest_pending_age.labels(backend).set(s.oldest_age if s else 0)
+            await asyncio.sleep(STATS_INTERVAL)

@@ -1,0 +1,177 @@
+"""The delivery queue on SQLite: claim with leases, record outcomes, dead letters.
+
+Plain functions of a connection, run by `SQLiteStore` on its writer thread (for
+writes) or a reader thread (for reads), so each runs inside one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+
+from gateway.schema import Backend, NormalizedProfile
+from gateway.store.base import (
+    OPEN_STATES,
+    Claim,
+    DeadLetter,
+    DeliveryResult,
+    DeliveryState,
+    QueueStats,
+    ReplayResult,
+)
+
+_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+_OPEN = "('pending', 'retrying', 'in_flight')"
+assert set(OPEN_STATES) == {"pending", "retrying", "in_flight"}
+
+_DUE = f"""
+SELECT d.id, d.external_id, d.attempts, d.created_at, w.body, b.backend_id
+FROM deliveries d
+JOIN profile_writes w ON w.id = d.write_id
+LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
+WHERE d.backend = :backend
+  AND ((d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now)
+       OR (d.state = 'in_flight' AND d.lease_expires_at <= :now))
+  AND NOT EXISTS (
+      SELECT 1 FROM deliveries e
+      WHERE e.backend = d.backend AND e.external_id = d.external_id
+        AND e.id < d.id AND e.state IN {_OPEN})
+ORDER BY d.id
+LIMIT :limit
+"""
+
+
+def claim(
+    conn: sqlite3.Connection, backend: Backend, limit: int, owner: str, lease_seconds: float
+) -> list[Claim]:
+    now = time.time()
+    rows = conn.execute(_DUE, {"backend": backend, "now": now, "limit": limit}).fetchall()
+    if not rows:
+        return []
+    conn.executemany(
+        "UPDATE deliveries SET state = 'in_flight', lease_owner = ?, lease_expires_at = ?,"
+        " attempts = attempts + 1, updated_at = ? WHERE id = ?",
+        [(owner, now + lease_seconds, now, r[0]) for r in rows],
+    )
+    return [
+        Claim(
+            delivery_id=r[0],
+            external_id=r[1],
+            attempts=r[2] + 1,
+            created_at=r[3],
+            profile=_decode_profile(r[4]),
+            backend_id=r[5],
+        )
+        for r in rows
+    ]
+
+
+def record(conn: sqlite3.Connection, owner: str, results: list[DeliveryResult]) -> int:
+    now = time.time()
+    applied = 0
+    for r in results:
+        cur = conn.execute(
+            "UPDATE deliveries SET state = :state, last_error = :error, updated_at = :now,"
+            " next_attempt_at = COALESCE(:next, next_attempt_at),"
+            " match_key = COALESCE(:match_key, match_key),"
+            " lease_owner = NULL, lease_expires_at = NULL,"
+            " accepted_at = CASE WHEN :state IN ('accepted', 'confirmed')"
+            "   THEN COALESCE(accepted_at, :now) ELSE accepted_at END,"
+            " confirmed_at = CASE WHEN :state = 'confirmed' THEN :now ELSE confirmed_at END"
+            " WHERE id = :id AND state = 'in_flight' AND lease_owner = :owner"
+            " RETURNING external_id, backend",
+            {
+                "state": r.state,
+                "error": r.error,
+                "now": now,
+                "next": r.next_attempt_at,
+                "match_key": r.match_key,
+                "id": r.delivery_id,
+                "owner": owner,
+            },
+        )
+        row = cur.fetchone()
+        if row is None:
+            continue  # the lease expired and another worker owns it now
+        applied += 1
+        if r.backend_id is not None:
+            set_backend_id(conn, row[0], row[1], r.backend_id, now)
+    return applied
+
+
+def set_backend_id(
+    conn: sqlite3.Connection, external_id: str, backend: str, backend_id: str, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (external_id, backend)"
+        " DO UPDATE SET backend_id = excluded.backend_id, updated_at = excluded.updated_at",
+        (external_id, backend, backend_id, now),
+    )
+
+
+def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
+    now = time.time()
+    rows = conn.execute(
+        "SELECT backend, COUNT(*), MIN(created_at) FROM deliveries"
+        " WHERE state IN ('pending', 'retrying', 'in_flight') GROUP BY backend"
+    ).fetchall()
+    return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
+
+
+def _filters(
+    states: list[DeliveryState], delivery_id: int | None, backend: Backend | None
+) -> tuple[str, list[Any]]:
+    marks = ", ".join("?" for _ in states)
+    where = [f"d.state IN ({marks})"]
+    params: list[Any] = list(states)
+    if delivery_id is not None:
+        where.append("d.id = ?")
+        params.append(delivery_id)
+    if backend is not None:
+        where.append("d.backend = ?")
+        params.append(backend)
+    return " AND ".join(where), params
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    states: list[DeliveryState],
+    backend: Backend | None,
+    limit: int,
+) -> list[DeadLetter]:
+    where, params = _filters(states, None, backend)
+    rows = conn.execute(
+        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
+        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
+        f" WHERE {where} ORDER BY d.id LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [DeadLetter(*r) for r in rows]
+
+
+def replay(
+    conn: sqlite3.Connection,
+    states: list[DeliveryState],
+    delivery_id: int | None,
+    backend: Backend | None,
+) -> ReplayResult:
+    where, params = _filters(states, delivery_id, backend)
+    rows = conn.execute(
+        "SELECT d.id, EXISTS (SELECT 1 FROM deliveries n WHERE n.backend = d.backend"
+        "   AND n.external_id = d.external_id AND n.id > d.id"
+        "   AND n.state IN ('accepted', 'confirmed'))"
+        f" FROM deliveries d WHERE {where}",
+        params,
+    ).fetchall()
+    now = time.time()
+    requeued = [r[0] for r in rows if not r[1]]
+    conn.executemany(
+        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+        " updated_at = ? WHERE id = ?",
+        [(now, now, i) for i in requeued],
+    )
+    return ReplayResult(requeued=requeued, superseded=[r[0] for r in rows if r[1]])

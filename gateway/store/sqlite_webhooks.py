@@ -1,0 +1,112 @@
+"""Webhook events on SQLite: store first, apply after, once each."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from gateway.schema import Backend
+from gateway.store.base import (
+    AppliedEvent,
+    Confirmation,
+    DeliveryState,
+    SavedEvent,
+    WebhookEvent,
+    WebhookResult,
+)
+from gateway.store.sqlite_queue import set_backend_id
+
+
+def save_webhook(conn: sqlite3.Connection, ev: WebhookEvent) -> SavedEvent:
+    row = conn.execute(
+        "INSERT INTO webhook_events (source, event, body_hash, body, backend_id, match_key,"
+        " event_time, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (source, event, body_hash) DO NOTHING RETURNING id",
+        (
+            ev.source,
+            ev.event,
+            ev.body_hash,
+            ev.body,
+            ev.backend_id,
+            ev.match_key,
+            ev.event_time,
+            ev.received_at,
+            "invalid" if ev.invalid else "received",
+        ),
+    ).fetchone()
+    if row is not None:
+        return SavedEvent(event_id=row[0], duplicate=False)
+    (existing,) = conn.execute(
+        "SELECT id FROM webhook_events WHERE source = ? AND event = ? AND body_hash = ?",
+        (ev.source, ev.event, ev.body_hash),
+    ).fetchone()
+    return SavedEvent(event_id=existing, duplicate=True)
+
+
+def _is_stale(
+    conn: sqlite3.Connection, source: str, backend_id: str | None, event_time: float | None
+) -> bool:
+    if backend_id is None or event_time is None:
+        return False
+    newer = conn.execute(
+        "SELECT 1 FROM webhook_events WHERE source = ? AND backend_id = ? AND event_time > ?"
+        " AND state IN ('applied', 'unmatched') LIMIT 1",
+        (source, backend_id, event_time),
+    ).fetchone()
+    return newer is not None
+
+
+def apply_webhooks(conn: sqlite3.Connection, source: Backend, limit: int) -> list[AppliedEvent]:
+    now = time.time()
+    events = conn.execute(
+        "SELECT id, event, backend_id, match_key, event_time, received_at FROM webhook_events"
+        " WHERE source = ? AND state = 'received' ORDER BY id LIMIT ?",
+        (source, limit),
+    ).fetchall()
+    applied = []
+    for event_id, event, backend_id, match_key, event_time, received_at in events:
+        confirmations: list[Confirmation] = []
+        result: WebhookResult
+        if _is_stale(conn, source, backend_id, event_time):
+            result = "stale"
+        elif match_key is None:
+            result = "unmatched"
+        else:
+            rows = conn.execute(
+                "UPDATE deliveries SET state = 'confirmed', confirmed_at = ?, updated_at = ?,"
+                " last_error = NULL"
+                " WHERE backend = ? AND match_key = ? AND state IN ('accepted', 'unconfirmed')"
+                " AND accepted_at <= ? RETURNING id, external_id, accepted_at",
+                (now, now, source, match_key, received_at),
+            ).fetchall()
+            confirmations = sorted(
+                (Confirmation(r[0], r[1], max(0.0, received_at - r[2])) for r in rows),
+                key=lambda c: c.delivery_id,
+            )
+            result = "applied" if confirmations else "unmatched"
+            if backend_id is not None:
+                for external_id in {c.external_id for c in confirmations}:
+                    set_backend_id(conn, external_id, source, backend_id, now)
+        conn.execute(
+            "UPDATE webhook_events SET state = ?, confirmed = ?, applied_at = ? WHERE id = ?",
+            (result, len(confirmations), now, event_id),
+        )
+        applied.append(AppliedEvent(event_id, event, result, confirmations))
+    return applied
+
+
+def mark_unconfirmed(conn: sqlite3.Connection, backend: Backend, accepted_before: float) -> int:
+    cur = conn.execute(
+        "UPDATE deliveries SET state = 'unconfirmed', updated_at = ?,"
+        " last_error = 'no webhook confirmed it in time'"
+        " WHERE backend = ? AND state = 'accepted' AND accepted_at < ?",
+        (time.time(), backend, accepted_before),
+    )
+    return cur.rowcount
+
+
+def count_state(conn: sqlite3.Connection, backend: Backend, state: DeliveryState) -> int:
+    (n,) = conn.execute(
+        "SELECT COUNT(*) FROM deliveries WHERE backend = ? AND state = ?", (backend, state)
+    ).fetchone()
+    return int(n)

@@ -1,0 +1,149 @@
+"""The delivery queue: leases, per-person ordering, outcomes, dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.schema import Backend, NormalizedProfile
+from gateway.store.base import DeliveryResult, NewRequest
+from gateway.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "q.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def write(
+    store: SQLiteStore, rid: str, *ids: str, targets: list[Backend] | None = None
+) -> None:
+    await store.accept(
+        NewRequest(
+            request_id=rid,
+            app="crm",
+            targets=targets or ["omneo"],
+            profiles=[NormalizedProfile(external_id=i, first_name=rid) for i in ids],
+            received_at=time.time(),
+        )
+    )
+
+
+@pytest.mark.anyio
+async def test_claim_leases_in_order_and_never_twice(store: SQLiteStore) -> None:
+    await write(store, "r1", "a", "b", "c")
+    first = await store.claim("omneo", 2, "w1", 60)
+    second = await store.claim("omneo", 10, "w2", 60)
+    assert [c.external_id for c in first] == ["a", "b"]
+    assert [c.external_id for c in second] == ["c"]
+    assert await store.claim("omneo", 10, "w3", 60) == []
+    assert first[0].attempts == 1
+    assert first[0].profile.first_name == "r1"
+
+
+@pytest.mark.anyio
+async def test_a_later_write_waits_for_the_earlier_one_of_the_same_person(
+    store: SQLiteStore,
+) -> None:
+    await write(store, "r1", "a")
+    await write(store, "r2", "a", "b")
+    claims = await store.claim("omneo", 10, "w", 60)
+    assert [(c.external_id, c.profile.first_name) for c in claims] == [("a", "r1"), ("b", "r2")]
+    # r2's write of "a" is held while r1's is in flight ...
+    assert await store.claim("omneo", 10, "w", 60) == []
+    # ... and while it is retrying, even when its own time has come.
+    await store.record(
+        "w",
+        [
+            DeliveryResult(
+                claims[0].delivery_id, "retrying", "500", next_attempt_at=time.time() + 60
+            )
+        ],
+    )
+    assert await store.claim("omneo", 10, "w", 60) == []
+    await store.replay(["retrying"])
+    [again] = await store.claim("omneo", 10, "w", 60)
+    assert (again.profile.first_name, again.attempts) == ("r1", 1)
+    await store.record("w", [DeliveryResult(again.delivery_id, "accepted")])
+    [later] = await store.claim("omneo", 10, "w", 60)
+    assert (later.external_id, later.profile.first_name) == ("a", "r2")
+
+
+@pytest.mark.anyio
+async def test_backends_are_independent(store: SQLiteStore) -> None:
+    await write(store, "r1", "a", targets=["omneo", "ocamba"])
+    assert len(await store.claim("omneo", 10, "w", 60)) == 1
+    assert len(await store.claim("ocamba", 10, "w", 60)) == 1
+
+
+@pytest.mark.anyio
+async def test_an_expired_lease_is_claimed_again_and_the_old_owner_cannot_record(
+    store: SQLiteStore,
+) -> None:
+    await write(store, "r1", "a")
+    [crashed] = await store.claim("omneo", 10, "dead-worker", lease_seconds=0.0)
+    [retaken] = await store.claim("omneo", 10, "new-worker", 60)
+    assert retaken.delivery_id == crashed.delivery_id
+    assert retaken.attempts == 2
+    stale = await store.record("dead-worker", [DeliveryResult(crashed.delivery_id, "failed", "x")])
+    assert stale == 0
+    assert (
+        await store.record(
+            "new-worker", [DeliveryResult(retaken.delivery_id, "confirmed", backend_id="B-1")]
+        )
+        == 1
+    )
+    view = await store.get_profile("a")
+    assert view is not None
+    assert view.backends["omneo"].state == "confirmed"
+    assert view.backend_ids == {"omneo": "B-1"}
+
+
+@pytest.mark.anyio
+async def test_dead_letters_list_and_replay(store: SQLiteStore) -> None:
+    await write(store, "r1", "a", "b", targets=["omneo", "import_batch"])
+    for backend in ("omneo", "import_batch"):
+        claims = await store.claim(backend, 10, "w", 60)  # type: ignore[arg-type]
+        await store.record("w", [DeliveryResult(c.delivery_id, "dead", "gave up") for c in claims])
+    dead = await store.list_deliveries(["dead"], backend="omneo")
+    assert [(d.external_id, d.backend, d.last_error, d.request_id) for d in dead] == [
+        ("a", "omneo", "gave up", "r1"),
+        ("b", "omneo", "gave up", "r1"),
+    ]
+    one = await store.replay(["dead"], delivery_id=dead[0].delivery_id)
+    assert one.requeued == [dead[0].delivery_id]
+    rest = await store.replay(["dead"], backend="omneo")
+    assert rest.requeued == [dead[1].delivery_id]
+    assert len(await store.list_deliveries(["dead"])) == 2  # import_batch untouched
+    assert [c.attempts for c in await store.claim("omneo", 10, "w", 60)] == [1, 1]
+
+
+@pytest.mark.anyio
+async def test_replay_skips_a_dead_write_superseded_by_a_newer_delivered_one(
+    store: SQLiteStore,
+) -> None:
+    await write(store, "old", "a")
+    [old] = await store.claim("omneo", 10, "w", 60)
+    await store.record("w", [DeliveryResult(old.delivery_id, "dead", "gave up")])
+    await write(store, "new", "a")
+    [new] = await store.claim("omneo", 10, "w", 60)
+    await store.record("w", [DeliveryResult(new.delivery_id, "accepted")])
+    result = await store.replay(["dead"])
+    assert result.requeued == []
+    assert result.superseded == [old.delivery_id]
+
+
+@pytest.mark.anyio
+async def test_queue_stats(store: SQLiteStore) -> None:
+    await write(store, "r1", "a", "b", targets=["omneo", "ocamba"])
+    await store.claim("ocamba", 1, "w", 60)
+    stats = {s.backend: s for s in await store.queue_stats()}
+    assert stats["omneo"].depth == 2
+    assert stats["ocamba"].depth == 2  # in flight still counts as not yet delivered
+    assert stats["omneo"].oldest_age >= 0
