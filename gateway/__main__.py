@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--database", default="demo.db", help="SQLite file (default demo.db in the working dir)"
     )
+    simulate = sub.add_parser(
+        "simulate", help="run the three backend simulators (Ocamba, Omneo, import_batch)"
+    )
+    simulate.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    simulate.add_argument("--ocamba-port", type=int, default=9101, help="default 9101")
+    simulate.add_argument("--omneo-port", type=int, default=9102, help="default 9102")
+    simulate.add_argument("--import-batch-port", type=int, default=9103, help="default 9103")
+    simulate.add_argument(
+        "--webhook-base-url",
+        help="where Omneo's webhooks go, e.g. http://127.0.0.1:8080 (default: none sent)",
+    )
+    simulate.add_argument(
+        "--webhook-secret", default="", help="HMAC secret the Omneo simulator signs with"
+    )
+
     cli_dead_letters.add_parser(sub)
     return parser
 
@@ -83,6 +99,29 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway.simulators.runner import RunningSimulators, serve_simulators
+
+    def ready(sims: RunningSimulators) -> None:
+        print("simulators running; point the gateway at them with:", flush=True)
+        for var, value in sims.gateway_env().items():
+            print(f"  export {var}={value}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_simulators(
+                host=args.host,
+                ocamba_port=args.ocamba_port,
+                omneo_port=args.omneo_port,
+                import_batch_port=args.import_batch_port,
+                omneo_webhook_base_url=args.webhook_base_url,
+                omneo_webhook_secret=args.webhook_secret,
+                on_ready=ready,
+            )
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -101,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "dead-letters":
         return cli_dead_letters.main(settings, args)
+    if args.command == "simulate":
+        return _simulate(args)
     if args.command == "demo":
         from gateway import demo
 

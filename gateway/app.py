@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -12,13 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api import health, openapi, profiles, requests
+from gateway.api import dead_letters, health, openapi, profiles, requests
 from gateway.api.common import ApiError, Context, error_response
 from gateway.api.observe import ObserveMiddleware
+from gateway.backends import registry
+from gateway.backends.base import BackendAdapter
 from gateway.config import Settings
+from gateway.dispatch.dispatcher import Dispatcher
 from gateway.metrics import Metrics
+from gateway.schema import Backend
 from gateway.store.base import Store
 from gateway.store.factory import store_from_settings
+from gateway.webhooks import omneo as omneo_webhooks
+from gateway.webhooks.applier import WebhookApplier
 
 log = logging.getLogger("gateway")
 
@@ -28,9 +34,50 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+@contextlib.asynccontextmanager
+async def _adapters_from_settings(ctx: Context) -> AsyncIterator[dict[Backend, BackendAdapter]]:
+    metrics = ctx.metrics
+
+    def on_call(backend: Backend, endpoint: str, status: str, seconds: float) -> None:
+        metrics.backend_calls.labels(backend, endpoint, status).observe(seconds)
+
+    def on_wait(backend: Backend, seconds: float) -> None:
+        metrics.rate_limit_wait.labels(backend).inc(seconds)
+
+    async with registry.new_client(ctx.settings) as client:
+        yield registry.build_adapters(ctx.settings, client, on_call=on_call, on_wait=on_wait)
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    ctx: Context, adapters: Mapping[Backend, BackendAdapter] | None
+) -> AsyncIterator[None]:
+    """The dispatcher and the webhook applier, for as long as the app runs."""
+    if not ctx.settings.dispatcher_enabled:
+        yield
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        if adapters is None:
+            adapters = await stack.enter_async_context(_adapters_from_settings(ctx))
+        dispatcher = Dispatcher(ctx.store, adapters, ctx.settings, ctx.metrics)
+        applier = WebhookApplier(ctx.store, ctx.settings, ctx.metrics)
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+        await applier.start()
+        stack.push_async_callback(applier.stop)
+        ctx.notify = dispatcher.notify
+        ctx.notify_webhooks = applier.notify
+        yield
+
+
 def create_app(
-    settings: Settings | None = None, *, store: Store | None = None, metrics: Metrics | None = None
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    adapters: Mapping[Backend, BackendAdapter] | None = None,
 ) -> Starlette:
+    """`adapters` replaces the ones built from `settings` (tests inject their own)."""
     settings = settings or Settings.from_env()
     metrics = metrics or Metrics()
     store = store or store_from_settings(settings)
@@ -43,8 +90,11 @@ def create_app(
             log.warning("GATEWAY_API_TOKENS is empty: every API call will be refused with 401")
         if not ctx.configured:
             log.warning("no backend URL is set: writes are stored but go nowhere")
+        if settings.omneo_url and not settings.omneo_webhook_secret:
+            log.warning("GATEWAY_OMNEO_WEBHOOK_SECRET is empty: Omneo webhooks will be refused")
         try:
-            yield
+            async with _background(ctx, adapters):
+                yield
         finally:
             await store.close()
 
@@ -53,6 +103,9 @@ def create_app(
         Route("/v1/profiles/batch", profiles.post_batch, methods=["POST"]),
         Route("/v1/profiles/{external_id:path}", profiles.get_profile, methods=["GET"]),
         Route("/v1/requests/{request_id}", requests.get_request, methods=["GET"]),
+        Route("/v1/dead-letters", dead_letters.list_dead_letters, methods=["GET"]),
+        Route("/v1/dead-letters/replay", dead_letters.replay, methods=["POST"]),
+        Route("/v1/webhooks/omneo/{event}", omneo_webhooks.receive, methods=["POST"]),
         Route("/livez", health.livez, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),

@@ -1,56 +1,80 @@
 """`gateway demo`: the whole flow on one machine, for a newcomer.
 
-Embedded SQLite in the working directory, a demo token, and (as they land) the
-built-in backend simulators with the gateway pointed at them.
+Embedded SQLite in the working directory, a demo token, the three backend
+simulators on local ports, and the gateway pointed at them, with Omneo's
+webhooks coming back signed to the gateway's receivers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
 DEMO_TOKEN = "demo-token"
 
 
-def demo_settings(host: str, port: int, database: str) -> Settings:
-    return Settings(
-        host=host,
-        port=port,
-        api_tokens=f"demo:{DEMO_TOKEN}",
-        database_url=f"sqlite:///{database}",
-    )
+def demo_settings(sims: RunningSimulators, host: str, port: int, database: str) -> Settings:
+    env = {
+        **sims.gateway_env(),
+        "GATEWAY_HOST": host,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_API_TOKENS": f"demo:{DEMO_TOKEN}",
+        "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
+        # Short so a newcomer sees `unconfirmed` too if a webhook goes missing.
+        "GATEWAY_OMNEO_CONFIRM_TIMEOUT": "60",
+    }
+    return Settings.from_env(env)
 
 
-def banner(settings: Settings) -> str:
+def banner(settings: Settings, sims: RunningSimulators) -> str:
     base = f"http://{settings.host}:{settings.port}"
+    auth = f"-H 'Authorization: Bearer {DEMO_TOKEN}'"
     return f"""
-Profile gateway demo running at {base} (SQLite file: {settings.sqlite_path()})
+Profile gateway demo at {base}   (SQLite file: {settings.sqlite_path()})
+Simulators: ocamba {sims.ocamba_url}  omneo {sims.omneo_url}  import_batch {sims.import_batch_url}
 
-Post a profile:
-  curl -s -X POST {base}/v1/profiles -H 'Authorization: Bearer {DEMO_TOKEN}' \\
-       -H 'Content-Type: application/json' \\
-       -d '{{"external_id": "demo-1", "email": "jane@example.com", "first_name": "Jane"}}'
+1. Post a profile:
+   curl -s -X POST {base}/v1/profiles {auth} -H 'Content-Type: application/json' \\
+        -d '{{"external_id": "demo-1", "email": "jane@example.com", "first_name": "Jane",
+             "phone": "+61412345678", "attributes": {{"tier": "gold"}}}}'
 
-Watch its state:
-  curl -s {base}/v1/profiles/demo-1 -H 'Authorization: Bearer {DEMO_TOKEN}'
-Metrics: {base}/metrics    API description: {base}/openapi.json
+2. Watch it reach each backend (ocamba accepted, import_batch confirmed, omneo
+   accepted then confirmed when Omneo's webhook comes back):
+   curl -s {base}/v1/profiles/demo-1 {auth}
+
+3. See what the simulators received:  curl -s {sims.omneo_url}/_sim/received
+   Break a backend and watch retries:  curl -s -X PUT {sims.import_batch_url}/_sim/faults \\
+        -d '{{"outage": true}}'   (and back with '{{"outage": false}}')
+   Dead letters: curl -s {base}/v1/dead-letters {auth}
+   Metrics: {base}/metrics    API description: {base}/openapi.json
+
 Stop with Ctrl-C.
 """
 
 
 async def run_demo(host: str, port: int, database: str) -> None:
-    settings = demo_settings(host, port, database)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None)
+    config = SimulatorConfig(
+        host=host,
+        omneo_webhook_base_url=f"http://{host}:{port}",
+        omneo_webhook_secret=secrets.token_hex(16),
+        omneo_processing_delay=0.5,
     )
-    print(banner(settings), flush=True)
-    await server.serve()
+    async with running_simulators(config) as sims:
+        settings = demo_settings(sims, host, port, database)
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None))
+        print(banner(settings, sims), flush=True)
+        await server.serve()
 
 
 def main(host: str, port: int, database: str) -> int:
-    asyncio.run(run_demo(host, port, database))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(host, port, database))
     return 0

@@ -50,6 +50,8 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log repeats what gateway_http_requests counts, unstructured.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every backend call at INFO; gateway_backend_call_seconds counts them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

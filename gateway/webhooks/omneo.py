@@ -1,0 +1,111 @@
+"""Omneo's `profile.created` / `profile.updated` webhooks: verify, store, answer.
+
+Omneo posts the profile context itself (no envelope, no event name), so the
+event name comes from the URL: one webhook per trigger. The event is committed
+before the 200 goes back and applied afterwards by `WebhookApplier`, so the
+answer is fast and a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import time
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.common import ApiError, context, json_response, read_body
+from gateway.backends.omneo_keys import match_key_of_context
+from gateway.store.base import WebhookEvent
+
+log = logging.getLogger("gateway.webhooks")
+EVENTS = ("profile.created", "profile.updated")
+
+
+def signature_ok(secret: str, body: bytes, presented: str | None) -> bool:
+    """HMAC-SHA256 of the raw body, sent hex or base64; compared in constant time."""
+    if not secret or not presented:
+        return False
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    presented = presented.strip()
+    if presented.lower().startswith("sha256="):
+        presented = presented[len("sha256=") :]
+    candidates = []
+    with contextlib.suppress(ValueError):
+        candidates.append(bytes.fromhex(presented))
+    with contextlib.suppress(binascii.Error, ValueError):
+        candidates.append(base64.b64decode(presented, validate=True))
+    # Every candidate is compared, so timing does not tell which encoding matched.
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(candidate, digest)
+    return matched
+
+
+def _event_time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace(" ", "T"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def read_event(event: str, body: bytes, match_criteria: str, received_at: float) -> WebhookEvent:
+    digest = hashlib.sha256(body).hexdigest()
+    try:
+        ctx = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        ctx = None
+    if not isinstance(ctx, dict):
+        return WebhookEvent("omneo", event, digest, body, received_at, invalid=True)
+    omneo_id = ctx.get("id")
+    return WebhookEvent(
+        source="omneo",
+        event=event,
+        body_hash=digest,
+        body=body,
+        received_at=received_at,
+        backend_id=str(omneo_id) if omneo_id is not None else None,
+        match_key=match_key_of_context(ctx, match_criteria),
+        event_time=_event_time(ctx.get("updated_at")),
+    )
+
+
+async def receive(request: Request) -> Response:
+    ctx = context(request)
+    settings = ctx.settings
+    event = request.path_params["event"]
+    if event not in EVENTS:
+        raise ApiError(404, "not_found", f"no webhook {event!r}; known: {', '.join(EVENTS)}")
+    if not settings.omneo_webhook_secret:
+        raise ApiError(503, "not_configured", "GATEWAY_OMNEO_WEBHOOK_SECRET is not set")
+    body = await read_body(request, settings.max_body_bytes)
+    presented = request.headers.get(settings.omneo_webhook_signature_header)
+    if not signature_ok(settings.omneo_webhook_secret, body, presented):
+        ctx.metrics.webhooks.labels(event, "bad_signature").inc()
+        log.warning("webhook with a bad or missing signature", extra={"event": event})
+        raise ApiError(401, "bad_signature", "missing or wrong webhook signature")
+
+    stored = read_event(event, body, settings.omneo_match_criteria, time.time())
+    saved = await ctx.store.save_webhook(stored)
+    if saved.duplicate:
+        ctx.metrics.webhooks.labels(event, "duplicate").inc()
+        return json_response({"status": "duplicate", "event_id": saved.event_id})
+    if stored.invalid:
+        ctx.metrics.webhooks.labels(event, "invalid").inc()
+        raise ApiError(400, "bad_json", "webhook body is not a JSON object; it was kept")
+    if ctx.notify_webhooks is not None:
+        ctx.notify_webhooks()
+    return json_response({"status": "stored", "event_id": saved.event_id})
