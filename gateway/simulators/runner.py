@@ -45,6 +45,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     ocamba_token: str = DEFAULT_OCAMBA_TOKEN
     ocamba_per_second: int = 10
     ocamba_per_minute: int = 150
+    ocamba_second_window: float = 1.0
+    ocamba_minute_window: float = 60.0  # shrunk by tests that watch the steady limit
     ocamba_max_in_flight: int = 4
     omneo_token: str = DEFAULT_OMNEO_TOKEN
     omneo_namespace: str = DEFAULT_OMNEO_NAMESPACE
@@ -100,6 +102,8 @@ def build_apps(config: SimulatorConfig) -> tuple[Starlette, Starlette, Starlette
         token=config.ocamba_token,
         per_second=config.ocamba_per_second,
         per_minute=config.ocamba_per_minute,
+        second_window=config.ocamba_second_window,
+        minute_window=config.ocamba_minute_window,
         max_in_flight=config.ocamba_max_in_flight,
         seed=config.seed,
     )
