@@ -29,6 +29,7 @@ class Context:
         self.configured: list[Backend] = settings.configured_backends()
         # Set when a dispatcher runs in this process: wakes it after a commit.
         self.notify: Callable[[Sequence[Backend]], None] | None = None
+        self.notify_webhooks: Callable[[], None] | None = None
 
 
 def context(request: Request) -> Context:

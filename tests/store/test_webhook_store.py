@@ -1,0 +1,126 @@
+"""Webhook events: stored once, applied once, never moving a delivery backwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.schema import NormalizedProfile
+from gateway.store.base import DeliveryResult, NewRequest, WebhookEvent
+from gateway.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "w.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def accepted_delivery(store: SQLiteStore, external_id: str, email: str) -> int:
+    await store.accept(
+        NewRequest(
+            request_id=f"r-{external_id}-{time.monotonic_ns()}",
+            app="crm",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id=external_id, email=email)],
+            received_at=time.time(),
+        )
+    )
+    [claim] = await store.claim("omneo", 10, "w", 60)
+    await store.record("w", [DeliveryResult(claim.delivery_id, "accepted", match_key=email)])
+    return claim.delivery_id
+
+
+def event(
+    key: str | None, omneo_id: str = "1001", when: float | None = None, body: bytes = b"{}"
+) -> WebhookEvent:
+    return WebhookEvent(
+        source="omneo",
+        event="profile.created",
+        body_hash=f"{key}-{omneo_id}-{when}-{body!r}",
+        body=body,
+        received_at=time.time(),
+        backend_id=omneo_id,
+        match_key=key,
+        event_time=when,
+    )
+
+
+@pytest.mark.anyio
+async def test_an_event_confirms_the_accepted_delivery_and_records_the_omneo_id(
+    store: SQLiteStore,
+) -> None:
+    delivery = await accepted_delivery(store, "a", "a@example.com")
+    saved = await store.save_webhook(event("a@example.com"))
+    assert not saved.duplicate
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "applied"
+    assert [c.delivery_id for c in applied.confirmations] == [delivery]
+    assert applied.confirmations[0].lag >= 0
+    view = await store.get_profile("a")
+    assert view is not None
+    assert view.backends["omneo"].state == "confirmed"
+    assert view.backend_ids == {"omneo": "1001"}
+    assert await store.apply_webhooks("omneo") == []  # applied once
+
+
+@pytest.mark.anyio
+async def test_the_same_event_twice_is_stored_once(store: SQLiteStore) -> None:
+    first = await store.save_webhook(event("x@example.com"))
+    second = await store.save_webhook(event("x@example.com"))
+    assert second.duplicate and second.event_id == first.event_id
+    assert len(await store.apply_webhooks("omneo")) == 1
+
+
+@pytest.mark.anyio
+async def test_unmatched_events_are_kept(store: SQLiteStore) -> None:
+    await store.save_webhook(event("nobody@example.com"))
+    await store.save_webhook(event(None, omneo_id="5"))
+    results = [a.result for a in await store.apply_webhooks("omneo")]
+    assert results == ["unmatched", "unmatched"]
+
+
+@pytest.mark.anyio
+async def test_an_older_event_than_one_applied_changes_nothing(store: SQLiteStore) -> None:
+    await accepted_delivery(store, "a", "a@example.com")
+    await store.save_webhook(event("a@example.com", when=2000.0))
+    await store.apply_webhooks("omneo")
+    later = await accepted_delivery(store, "a", "a@example.com")
+    await store.save_webhook(event("a@example.com", when=1000.0))
+    [stale] = await store.apply_webhooks("omneo")
+    assert stale.result == "stale"
+    view = await store.get_profile("a")
+    assert view is not None and view.backends["omneo"].state == "accepted"
+    assert (await store.list_deliveries(["accepted"]))[0].delivery_id == later
+
+
+@pytest.mark.anyio
+async def test_an_event_never_confirms_a_delivery_accepted_after_it_arrived(
+    store: SQLiteStore,
+) -> None:
+    await store.save_webhook(event("a@example.com"))
+    await accepted_delivery(store, "a", "a@example.com")
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "unmatched"
+
+
+@pytest.mark.anyio
+async def test_overdue_deliveries_become_unconfirmed_and_a_late_event_still_confirms(
+    store: SQLiteStore,
+) -> None:
+    delivery = await accepted_delivery(store, "a", "a@example.com")
+    assert await store.mark_unconfirmed("omneo", accepted_before=time.time() - 60) == 0
+    assert await store.mark_unconfirmed("omneo", accepted_before=time.time() + 1) == 1
+    assert await store.count_state("omneo", "unconfirmed") == 1
+    [listed] = await store.list_deliveries(["unconfirmed"])
+    assert listed.delivery_id == delivery
+    await store.save_webhook(event("a@example.com"))
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "applied"
+    assert await store.count_state("omneo", "unconfirmed") == 0
+    assert await store.count_state("omneo", "confirmed") == 1
