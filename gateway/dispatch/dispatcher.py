@@ -144,7 +144,11 @@ class Dispatcher:
             if outcome.state != "retry":
                 results.append(
                     DeliveryResult(
-                        claim.delivery_id, outcome.state, outcome.error, outcome.backend_id
+                        claim.delivery_id,
+                        outcome.state,
+                        outcome.error,
+                        outcome.backend_id,
+                        match_key=outcome.match_key,
                     )
                 )
                 self.metrics.deliveries.labels(backend, outcome.state).inc()

@@ -1,0 +1,221 @@
+"""import_batch: `POST /v1.1/profiles/import_batch`, one result per profile.
+
+The answer's `result[]` repeats the order of `data[]` (seeds/003), so outcomes
+are read by position; an answer whose `result` has another length cannot be
+matched to the profiles sent and is retried whole rather than guessed at.
+
+Mapping: only fields the doc shows are sent (`_fname`, `_lname`, `email`,
+`phone`, and `profile_id` when matching by it); the gateway's `external_id`
+and every attribute go as top-level custom fields. The doc lists no system
+field for gender, birth date, address, language or consents (its
+`subscriptions` need a `resource_id` the gateway has no setting for), so those
+are not sent. With `matching: custom` the gateway matches on its own stable key:
+`field_name` is "external_id", so no extra setting is needed.
+
+Top-level error codes (the vendor publishes none; these follow the simulator's
+table in `gateway.simulators.import_batch_codes`): 1-5 are about the request or
+the account (bad parameter, token, db_id) and fail every profile; 6-7 (too many
+profiles or bytes) split the request; 8-11 and codes we do not know are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from gateway.backends.base import Item, Outcome, PermanentError, Sender, TransientError
+from gateway.config import Settings
+from gateway.schema import Backend, NormalizedProfile
+
+log = logging.getLogger("gateway.backends.import_batch")
+
+IMPORT_PATH: Final = "/v1.1/profiles/import_batch"
+EXTERNAL_ID_FIELD: Final = "external_id"
+# The vendor's advice (PRODUCT.md, seeds/003): at most 10,000 profiles and 10 MB.
+MAX_PROFILES: Final = 10_000
+MAX_BYTES: Final = 10_000_000
+_ENVELOPE_BYTES: Final = 4_096  # token, db_id, matching, field_name and punctuation
+
+CUSTOM_MATCHING: Final = frozenset({"custom", "custom_sub"})
+PROFILE_ID_MATCHING: Final = frozenset({"profile_id", "email_profile"})
+# Fields the gateway fills itself; an attribute of the same name would overwrite one.
+RESERVED_FIELDS: Final = frozenset(
+    {"email", "phone", "phones", "profile_id", "subscriptions", EXTERNAL_ID_FIELD}
+)
+
+_FAIL_ALL: Final = frozenset({1, 2, 3, 4, 5})
+_TOO_BIG: Final = frozenset({6, 7})
+
+
+class _Result(msgspec.Struct):
+    error: int
+    error_text: str = ""
+    profile_id: str | None = None
+
+
+class _Answer(msgspec.Struct):
+    error: int
+    error_text: str = ""
+    result: list[_Result] | None = None
+
+
+class _SplitNeeded(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def data_item(profile: NormalizedProfile, backend_id: str | None, matching: str) -> dict[str, Any]:
+    """One entry of `data[]`."""
+    item: dict[str, Any] = {}
+    if profile.first_name is not None:
+        item["_fname"] = profile.first_name
+    if profile.last_name is not None:
+        item["_lname"] = profile.last_name
+    if profile.email is not None:
+        item["email"] = profile.email
+    if profile.phone is not None:
+        item["phone"] = profile.phone
+    if matching in PROFILE_ID_MATCHING and backend_id is not None:
+        item["profile_id"] = backend_id
+    for name, value in (profile.attributes or {}).items():
+        item[name] = value
+    item[EXTERNAL_ID_FIELD] = profile.external_id
+    return item
+
+
+def reserved_clash(profile: NormalizedProfile) -> str | None:
+    """Why this profile's attributes cannot go out as top-level fields, or None."""
+    for name in profile.attributes or {}:
+        if name in RESERVED_FIELDS or name.startswith("_"):
+            return (
+                f"attribute '{name}' would overwrite an import_batch field the gateway sets"
+                " (system fields start with '_'); rename the attribute"
+            )
+    return None
+
+
+class ImportBatchAdapter:
+    name: Backend = "import_batch"
+
+    def __init__(self, settings: Settings, sender: Sender) -> None:
+        self.batch_size = max(1, min(settings.import_batch_batch_size, MAX_PROFILES))
+        self.sender = sender
+        self.token = settings.import_batch_token
+        self.db_id = settings.import_batch_db_id
+        self.matching = settings.import_batch_matching
+
+    def envelope(self, data: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"token": self.token, "db_id": self.db_id, "matching": self.matching}
+        if self.matching in CUSTOM_MATCHING:
+            body["field_name"] = EXTERNAL_ID_FIELD
+        body["data"] = data
+        return body
+
+    async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
+        done: dict[int, Outcome] = {}
+        pending: list[tuple[Item, dict[str, Any], int]] = []
+        for item in items:
+            clash = reserved_clash(item.profile)
+            if clash is not None:
+                done[item.delivery_id] = Outcome(item.delivery_id, "failed", clash)
+                continue
+            data = data_item(item.profile, item.backend_id, self.matching)
+            size = len(msgspec.json.encode(data)) + 1
+            if size > MAX_BYTES - _ENVELOPE_BYTES:
+                done[item.delivery_id] = Outcome(
+                    item.delivery_id,
+                    "failed",
+                    f"profile is {size} bytes; import_batch takes at most {MAX_BYTES} per request",
+                )
+                continue
+            pending.append((item, data, size))
+        try:
+            for chunk in _chunks(pending, self.batch_size):
+                await self._send(chunk, done)
+        except TransientError as exc:
+            error, retry_after = str(exc), exc.retry_after
+        else:
+            error, retry_after = "import_batch: no outcome was recorded for this delivery", None
+        return [
+            done.get(item.delivery_id)
+            or Outcome(item.delivery_id, "retry", error, retry_after=retry_after)
+            for item in items
+        ]
+
+    async def _send(
+        self, chunk: Sequence[tuple[Item, dict[str, Any], int]], done: dict[int, Outcome]
+    ) -> None:
+        try:
+            self._read(chunk, await self._post(chunk), done)
+        except _SplitNeeded as exc:
+            if len(chunk) == 1:
+                item = chunk[0][0]
+                done[item.delivery_id] = Outcome(item.delivery_id, "failed", str(exc))
+                return
+            middle = len(chunk) // 2
+            await self._send(chunk[:middle], done)
+            await self._send(chunk[middle:], done)
+        except PermanentError as exc:
+            for item, _, _ in chunk:
+                done[item.delivery_id] = Outcome(item.delivery_id, "failed", str(exc))
+
+    async def _post(self, chunk: Sequence[tuple[Item, dict[str, Any], int]]) -> bytes:
+        body = self.envelope([data for _, data, _ in chunk])
+        try:
+            response = await self.sender.post("import", IMPORT_PATH, json=body)
+        except PermanentError as exc:
+            if exc.status == 413:
+                raise _SplitNeeded(str(exc)) from None
+            raise
+        return response.content
+
+    def _read(
+        self,
+        chunk: Sequence[tuple[Item, dict[str, Any], int]],
+        content: bytes,
+        done: dict[int, Outcome],
+    ) -> None:
+        try:
+            answer = msgspec.json.decode(content, type=_Answer)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise TransientError(f"import_batch import: unreadable answer ({exc})") from None
+        if answer.error != 0:
+            message = f"import_batch import: error {answer.error}: {answer.error_text}"
+            if answer.error in _TOO_BIG:
+                raise _SplitNeeded(message)
+            if answer.error in _FAIL_ALL:
+                raise PermanentError(message)
+            raise TransientError(message)
+        results = answer.result or []
+        if len(results) != len(chunk):
+            raise TransientError(
+                f"import_batch import: {len(results)} results for {len(chunk)} profiles;"
+                " cannot tell which result belongs to which profile"
+            )
+        for (item, _, _), result in zip(chunk, results, strict=True):
+            delivery_id = item.delivery_id
+            if result.error == 0:
+                done[delivery_id] = Outcome(delivery_id, "confirmed", backend_id=result.profile_id)
+            else:
+                error = f"import_batch error {result.error}: {result.error_text}"
+                done[delivery_id] = Outcome(delivery_id, "failed", error)
+        log.info("import_batch imported", extra={"count": len(chunk)})
+
+
+def _chunks(
+    entries: Sequence[tuple[Item, dict[str, Any], int]], max_count: int
+) -> list[Sequence[tuple[Item, dict[str, Any], int]]]:
+    """Consecutive runs of at most `max_count` profiles and MAX_BYTES per request."""
+    chunks: list[Sequence[tuple[Item, dict[str, Any], int]]] = []
+    start, size = 0, _ENVELOPE_BYTES
+    for index, (_, _, item_size) in enumerate(entries):
+        if index > start and (index - start >= max_count or size + item_size > MAX_BYTES):
+            chunks.append(entries[start:index])
+            start, size = index, _ENVELOPE_BYTES
+        size += item_size
+    if start < len(entries):
+        chunks.append(entries[start:])
+    return chunks

@@ -1,0 +1,277 @@
+"""Ocamba Hood: create profiles one by one, then import their custom properties.
+
+Ocamba has no upsert. A profile it has never seen (no `backend_id` yet) is
+created with `POST /v1/hood/profiles` (201 with its `id`, synchronous); every
+profile with `attributes` then goes through `POST /v1/hood/profiles/import`,
+which only updates `custom_properties` of existing ids and answers 202 (queued,
+never confirmed later). Consequences:
+
+- A profile Ocamba already knows gets only its attributes: changes to its email,
+  phone or name cannot reach Ocamba through these two endpoints. Such a write
+  with no attributes is `confirmed` with nothing sent: there is nothing Ocamba
+  would take.
+- A create that got its 201 is never repeated: the id travels in the outcome
+  even when the import after it has to be retried, and a 201 whose id cannot be
+  read is `failed`, not retried, because a retry would create a second profile.
+
+Creates go one at a time: Ocamba's steady limit (150/min, 2.5/s) is below what
+one connection achieves anyway, and sequential calls keep "which items were
+not attempted" exact when a call fails transiently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, Literal
+
+import msgspec
+
+from gateway.backends.base import (
+    Item,
+    Outcome,
+    PermanentError,
+    Sender,
+    TransientError,
+    attribute_type,
+)
+from gateway.config import Settings
+from gateway.schema import Backend, NormalizedProfile
+
+log = logging.getLogger("gateway.backends.ocamba")
+
+CREATE_PATH: Final = "/v1/hood/profiles"
+IMPORT_PATH: Final = "/v1/hood/profiles/import"
+MAX_CUSTOM_PROPERTIES: Final = 100  # seeds/000: per profile
+
+NEEDS_CONTACT: Final = "Ocamba needs an email or a mobile phone number to create a profile"
+
+# 400 on an import may be about one profile of the chunk (an id Ocamba deleted);
+# these are split to find it rather than failing the innocent ones with it,
+# within a budget of extra calls, as a 400 about the request as a whole would
+# otherwise cost two calls per profile of Ocamba's scarce quota.
+_SPLIT_ON: Final = frozenset({400, 422})
+_SPLIT_BUDGET: Final = 16
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+class _Created(msgspec.Struct):
+    id: str | int
+
+
+def create_body(profile: NormalizedProfile) -> dict[str, str]:
+    """The create request, with only the fields seeds/001 documents."""
+    body: dict[str, str] = {}
+    if profile.email:
+        body["email"] = profile.email
+    if profile.phone:
+        body["mobile_phone_number"] = profile.phone
+    full_name = profile.full_name or " ".join(
+        part for part in (profile.first_name, profile.last_name) if part
+    )
+    if full_name:
+        body["full_name"] = full_name
+    return body
+
+
+def custom_properties(profile: NormalizedProfile) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"type": attribute_type(value), "value": value}
+        for name, value in (profile.attributes or {}).items()
+    }
+
+
+def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, Any]:
+    """The import request for (Ocamba id, profile) pairs, in write order.
+
+    Ocamba refuses an id twice in one request; two writes of one profile in a
+    batch become one entry, the later write's values winning, as they would
+    had they been sent one after the other."""
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    for backend_id, profile in entries:
+        merged.setdefault(backend_id, {}).update(custom_properties(profile))
+    return {
+        "profiles": [
+            {"id": backend_id, "custom_properties": properties}
+            for backend_id, properties in merged.items()
+        ]
+    }
+
+
+def unsendable(profile: NormalizedProfile, *, known: bool) -> str | None:
+    """Why this profile can never be delivered as it is, or None. `known`:
+    Ocamba has an id for it already, so nothing needs creating."""
+    attributes = profile.attributes or {}
+    if len(attributes) > MAX_CUSTOM_PROPERTIES:
+        return (
+            f"Ocamba accepts at most {MAX_CUSTOM_PROPERTIES} custom properties per profile;"
+            f" this profile has {len(attributes)}"
+        )
+    if not known and not (profile.email or profile.phone):
+        return NEEDS_CONTACT
+    return None
+
+
+class OcambaAdapter:
+    name: Backend = "ocamba"
+
+    def __init__(
+        self,
+        settings: Settings,
+        sender: Sender,
+        *,
+        time_budget: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`time_budget`: seconds after which `deliver` starts no new call and
+        hands the rest back as `retry`, so that pacing a large batch under
+        Ocamba's limits cannot outlast the dispatcher's lease on it (another
+        worker would then create the same profiles again). None: no budget."""
+        self.batch_size = max(1, settings.ocamba_import_batch_size)
+        self.sender = sender
+        self.time_budget = time_budget
+        self.clock = clock
+
+    async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
+        return await _Delivery(self, items).run()
+
+
+class _Delivery:
+    """One `deliver` call: what is done so far, so a failure can hand back the rest."""
+
+    def __init__(self, adapter: OcambaAdapter, items: Sequence[Item]) -> None:
+        self.adapter = adapter
+        self.items = items
+        self.done: dict[int, Outcome] = {}
+        self.ids: dict[int, str] = {i.delivery_id: i.backend_id for i in items if i.backend_id}
+        # external_id -> Ocamba id, so a second write of a profile created earlier
+        # in this same batch updates it instead of creating it again.
+        self.known: dict[str, str] = {
+            i.profile.external_id: i.backend_id for i in items if i.backend_id
+        }
+        budget = adapter.time_budget
+        self.deadline = None if budget is None else adapter.clock() + budget
+        self.calls = 0
+        self.split_budget = _SPLIT_BUDGET
+
+    async def run(self) -> list[Outcome]:
+        try:
+            to_import = await self._create_all()
+            for chunk in _chunks(to_import, self.adapter.batch_size):
+                await self._import(chunk)
+        except TransientError as exc:
+            return self._rest_retry(str(exc), exc.retry_after)
+        except _OutOfTime:
+            budget = self.adapter.time_budget
+            return self._rest_retry(
+                f"ocamba: not sent yet: this batch used its {budget:g} s time budget"
+                " (pacing for Ocamba's rate limits)",
+                None,
+            )
+        # Every item has its outcome by now; the fallback only guards a bug.
+        return self._rest_retry("ocamba: no outcome was recorded for this delivery", None)
+
+    async def _create_all(self) -> list[Item]:
+        """Creates what Ocamba does not know yet; returns the items to import."""
+        to_import: list[Item] = []
+        for item in self.items:
+            delivery_id = item.delivery_id
+            external_id = item.profile.external_id
+            if delivery_id not in self.ids and external_id in self.known:
+                self.ids[delivery_id] = self.known[external_id]
+            reason = unsendable(item.profile, known=delivery_id in self.ids)
+            if reason is not None:
+                self.done[delivery_id] = Outcome(
+                    delivery_id, "failed", reason, backend_id=self.ids.get(delivery_id)
+                )
+                continue
+            if delivery_id not in self.ids:
+                try:
+                    self.ids[delivery_id] = await self._create(item)
+                except PermanentError as exc:
+                    self.done[delivery_id] = Outcome(delivery_id, "failed", str(exc))
+                    continue
+                self.known[external_id] = self.ids[delivery_id]
+            if item.profile.attributes:
+                to_import.append(item)
+            else:
+                # Created just now (201 is synchronous), or known and nothing
+                # Ocamba's import could take: done either way.
+                self.done[delivery_id] = Outcome(
+                    delivery_id, "confirmed", backend_id=self.ids[delivery_id]
+                )
+        return to_import
+
+    async def _create(self, item: Item) -> str:
+        self._before_call()
+        response = await self.adapter.sender.post(
+            "create", CREATE_PATH, json=create_body(item.profile)
+        )
+        try:
+            created = msgspec.json.decode(response.content, type=_Created)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise PermanentError(
+                f"ocamba create: HTTP {response.status_code} without a readable profile id;"
+                " not retried, as a retry would create the profile twice",
+                status=response.status_code,
+            ) from None
+        backend_id = str(created.id)
+        log.info(
+            "ocamba profile created",
+            extra={"delivery_id": item.delivery_id, "backend_id": backend_id},
+        )
+        return backend_id
+
+    async def _import(self, chunk: Sequence[Item]) -> None:
+        self._before_call()
+        body = import_body([(self.ids[i.delivery_id], i.profile) for i in chunk])
+        try:
+            await self.adapter.sender.post("import", IMPORT_PATH, json=body)
+        except PermanentError as exc:
+            if exc.status in _SPLIT_ON and len(chunk) > 1 and self.split_budget >= 2:
+                self.split_budget -= 2
+                middle = len(chunk) // 2
+                await self._import(chunk[:middle])
+                await self._import(chunk[middle:])
+                return
+            for item in chunk:
+                self._finish(item, "failed", str(exc))
+            return
+        for item in chunk:
+            # 202 means queued; Ocamba reports nothing later, so this is final.
+            self._finish(item, "accepted", None)
+
+    def _finish(self, item: Item, state: Literal["accepted", "failed"], error: str | None) -> None:
+        delivery_id = item.delivery_id
+        self.done[delivery_id] = Outcome(
+            delivery_id, state, error, backend_id=self.ids[delivery_id]
+        )
+
+    def _before_call(self) -> None:
+        # The first call always goes out, so a tiny budget still makes progress.
+        if self.calls and self.deadline is not None and self.adapter.clock() > self.deadline:
+            raise _OutOfTime
+        self.calls += 1
+
+    def _rest_retry(self, error: str, retry_after: float | None) -> list[Outcome]:
+        return [
+            self.done.get(item.delivery_id)
+            or Outcome(
+                item.delivery_id,
+                "retry",
+                error,
+                # Kept on retry: the next attempt must import, not create again.
+                backend_id=self.ids.get(item.delivery_id),
+                retry_after=retry_after,
+            )
+            for item in self.items
+        ]
+
+
+def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
