@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import context, json_response
+from gateway.api.common import Context, context, json_response
 
 log = logging.getLogger("gateway.health")
 READY_TIMEOUT = 2.0
@@ -28,6 +28,24 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ok", "store": "ok"})
 
 
+async def _refresh_queue_gauges(ctx: Context) -> None:
+    """Queue depth and age are read from the store at scrape time, so they are
+    current and every replica (API-only ones too) reports the same truth."""
+    try:
+        stats = {
+            s.backend: s for s in await asyncio.wait_for(ctx.store.queue_stats(), READY_TIMEOUT)
+        }
+    except Exception as exc:
+        log.warning("queue stats unavailable: %s", exc)
+        return
+    for backend in ctx.configured:
+        s = stats.get(backend)
+        ctx.metrics.queue_depth.labels(backend).set(s.depth if s else 0)
+        ctx.metrics.oldest_pending_age.labels(backend).set(s.oldest_age if s else 0)
+
+
 async def metrics(request: Request) -> Response:
-    body = generate_latest(context(request).metrics.registry)
+    ctx = context(request)
+    await _refresh_queue_gauges(ctx)
+    body = generate_latest(ctx.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -43,6 +43,10 @@ class Outcome(msgspec.Struct, frozen=True):
     # The key the backend will name the profile by when it reports back later
     # (Omneo's webhooks: the email or the match_criteria identity).
     match_key: str | None = None
+    # False when the adapter handed the item back without calling the backend
+    # (its own pacing or time budget): that try does not count as an attempt,
+    # or a long backlog would run out of attempts without ever being sent.
+    sent: bool = True
 
 
 class BackendError(Exception):
@@ -61,6 +65,10 @@ class TransientError(BackendError):
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+
+
+class NotSent(TransientError):
+    """The call was never made: our own pacing would have waited too long."""
 
 
 class PermanentError(BackendError):

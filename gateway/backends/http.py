@@ -15,7 +15,7 @@ from typing import Any, Final
 import httpx
 import msgspec
 
-from gateway.backends.base import PermanentError, TransientError
+from gateway.backends.base import NotSent, PermanentError, TransientError
 from gateway.dispatch.ratelimit import Pacer, PacingTimeout
 from gateway.dispatch.retry import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
 
@@ -63,7 +63,7 @@ class HttpSender:
         try:
             permit = await self._pacer.acquire(self._max_wait)
         except PacingTimeout as exc:
-            raise TransientError(f"{label}: not sent: {exc}", retry_after=exc.wait) from None
+            raise NotSent(f"{label}: not sent: {exc}", retry_after=exc.wait) from None
         status: int | None = None
         response_headers: Mapping[str, str] | None = None
         started = time.perf_counter()

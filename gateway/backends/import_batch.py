@@ -26,7 +26,14 @@ from typing import Any, Final
 
 import msgspec
 
-from gateway.backends.base import Item, Outcome, PermanentError, Sender, TransientError
+from gateway.backends.base import (
+    Item,
+    NotSent,
+    Outcome,
+    PermanentError,
+    Sender,
+    TransientError,
+)
 from gateway.config import Settings
 from gateway.schema import Backend, NormalizedProfile
 
@@ -136,12 +143,13 @@ class ImportBatchAdapter:
             for chunk in _chunks(pending, self.batch_size):
                 await self._send(chunk, done)
         except TransientError as exc:
-            error, retry_after = str(exc), exc.retry_after
+            error, retry_after, sent = str(exc), exc.retry_after, not isinstance(exc, NotSent)
         else:
             error, retry_after = "import_batch: no outcome was recorded for this delivery", None
+            sent = True
         return [
             done.get(item.delivery_id)
-            or Outcome(item.delivery_id, "retry", error, retry_after=retry_after)
+            or Outcome(item.delivery_id, "retry", error, retry_after=retry_after, sent=sent)
             for item in items
         ]
 

@@ -30,6 +30,7 @@ import msgspec
 
 from gateway.backends.base import (
     Item,
+    NotSent,
     Outcome,
     PermanentError,
     Sender,
@@ -157,23 +158,29 @@ class _Delivery:
         self.deadline = None if budget is None else adapter.clock() + budget
         self.calls = 0
         self.split_budget = _SPLIT_BUDGET
+        self.current: set[int] = set()  # delivery ids of the call under way
 
     async def run(self) -> list[Outcome]:
         try:
             to_import = await self._create_all()
             for chunk in _chunks(to_import, self.adapter.batch_size):
                 await self._import(chunk)
+        except NotSent as exc:
+            return self._rest_retry(str(exc), exc.retry_after, sent=set())
         except TransientError as exc:
-            return self._rest_retry(str(exc), exc.retry_after)
+            return self._rest_retry(str(exc), exc.retry_after, sent=self.current)
         except _OutOfTime:
             budget = self.adapter.time_budget
             return self._rest_retry(
                 f"ocamba: not sent yet: this batch used its {budget:g} s time budget"
                 " (pacing for Ocamba's rate limits)",
                 None,
+                sent=set(),
             )
         # Every item has its outcome by now; the fallback only guards a bug.
-        return self._rest_retry("ocamba: no outcome was recorded for this delivery", None)
+        return self._rest_retry(
+            "ocamba: no outcome was recorded for this delivery", None, sent=self.current
+        )
 
     async def _create_all(self) -> list[Item]:
         """Creates what Ocamba does not know yet; returns the items to import."""
@@ -208,6 +215,7 @@ class _Delivery:
 
     async def _create(self, item: Item) -> str:
         self._before_call()
+        self.current = {item.delivery_id}
         response = await self.adapter.sender.post(
             "create", CREATE_PATH, json=create_body(item.profile)
         )
@@ -228,6 +236,7 @@ class _Delivery:
 
     async def _import(self, chunk: Sequence[Item]) -> None:
         self._before_call()
+        self.current = {i.delivery_id for i in chunk}
         body = import_body([(self.ids[i.delivery_id], i.profile) for i in chunk])
         try:
             await self.adapter.sender.post("import", IMPORT_PATH, json=body)
@@ -257,7 +266,11 @@ class _Delivery:
             raise _OutOfTime
         self.calls += 1
 
-    def _rest_retry(self, error: str, retry_after: float | None) -> list[Outcome]:
+    def _rest_retry(
+        self, error: str, retry_after: float | None, *, sent: set[int]
+    ) -> list[Outcome]:
+        """Outcomes so far, and `retry` for the rest; only the items of the call
+        that failed count the try as an attempt (`sent`)."""
         return [
             self.done.get(item.delivery_id)
             or Outcome(
@@ -267,6 +280,7 @@ class _Delivery:
                 # Kept on retry: the next attempt must import, not create again.
                 backend_id=self.ids.get(item.delivery_id),
                 retry_after=retry_after,
+                sent=item.delivery_id in sent,
             )
             for item in self.items
         ]

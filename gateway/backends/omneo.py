@@ -27,7 +27,14 @@ from typing import Any, Final
 
 import msgspec
 
-from gateway.backends.base import Item, Outcome, PermanentError, Sender, TransientError
+from gateway.backends.base import (
+    Item,
+    NotSent,
+    Outcome,
+    PermanentError,
+    Sender,
+    TransientError,
+)
 from gateway.backends.base import attribute_type as _attribute_type
 from gateway.backends.omneo_keys import match_key_of_profile
 from gateway.config import Settings
@@ -171,13 +178,19 @@ class OmneoAdapter:
             for chunk in _chunks(sendable, self.batch_size):
                 await self._send(chunk, done, budget)
         except TransientError as exc:
-            error, retry_after = str(exc), exc.retry_after
+            error, retry_after, sent = str(exc), exc.retry_after, not isinstance(exc, NotSent)
         else:
             error, retry_after = "omneo: no outcome was recorded for this delivery", None
+            sent = True
         return [
             done.get(item.delivery_id)
             or Outcome(
-                item.delivery_id, "retry", error, retry_after=retry_after, match_key=self._key(item)
+                item.delivery_id,
+                "retry",
+                error,
+                retry_after=retry_after,
+                match_key=self._key(item),
+                sent=sent,
             )
             for item in items
         ]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from gateway.backends.base import (
     BackendAdapter,
     Item,
+    NotSent,
     Outcome,
     PermanentError,
     TransientError,
@@ -30,8 +31,6 @@ from gateway.schema import Backend
 from gateway.store.base import Claim, DeliveryResult, Store, StoreError
 
 log = logging.getLogger("gateway.dispatch")
-
-STATS_INTERVAL = 5.0
 
 
 class Dispatcher:
@@ -61,7 +60,6 @@ class Dispatcher:
             for n in range(self.settings.workers_per_backend):
                 task = asyncio.create_task(self._work(backend, adapter), name=f"{backend}-{n}")
                 self._tasks.append(task)
-        self._tasks.append(asyncio.create_task(self._report_stats(), name="queue-stats"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -114,8 +112,9 @@ class Dispatcher:
         try:
             outcomes = await adapter.deliver(items)
         except TransientError as exc:
+            sent = not isinstance(exc, NotSent)
             outcomes = [
-                Outcome(i.delivery_id, "retry", str(exc), retry_after=exc.retry_after)
+                Outcome(i.delivery_id, "retry", str(exc), retry_after=exc.retry_after, sent=sent)
                 for i in items
             ]
         except PermanentError as exc:
@@ -152,15 +151,18 @@ class Dispatcher:
                     )
                 )
                 self.metrics.deliveries.labels(backend, outcome.state).inc()
-            elif self.policy.exhausted(claim.attempts):
-                error = f"gave up after {claim.attempts} attempts: {outcome.error}"
+                continue
+            # A try that never reached the backend is handed back, not spent.
+            attempts = claim.attempts if outcome.sent else claim.attempts - 1
+            if outcome.sent and self.policy.exhausted(attempts):
+                error = f"gave up after {attempts} attempts: {outcome.error}"
                 results.append(DeliveryResult(claim.delivery_id, "dead", error, outcome.backend_id))
                 self.metrics.deliveries.labels(backend, "dead").inc()
                 log.warning(
                     "delivery dead", extra={"backend": backend, "delivery_id": claim.delivery_id}
                 )
             else:
-                delay = self.policy.delay(claim.attempts, outcome.retry_after, self._rng)
+                delay = self.policy.delay(attempts, outcome.retry_after, self._rng)
                 results.append(
                     DeliveryResult(
                         claim.delivery_id,
@@ -168,23 +170,9 @@ class Dispatcher:
                         outcome.error,
                         outcome.backend_id,
                         next_attempt_at=now + delay,
+                        refund_attempt=not outcome.sent,
                     )
                 )
                 self.metrics.deliveries.labels(backend, "retry").inc()
                 self.metrics.retries.labels(backend).inc()
         return results
-
-    # -- gauges ----------------------------------------------------------------
-
-    async def _report_stats(self) -> None:
-        while True:
-            try:
-                stats = {s.backend: s for s in await self.store.queue_stats()}
-            except StoreError:
-                log.exception("queue stats failed")
-            else:
-                for backend in self.adapters:
-                    s = stats.get(backend)
-                    self.metrics.queue_depth.labels(backend).set(s.depth if s else 0)
-                    self.metrics.oldest_pending_age.labels(backend).set(s.oldest_age if s else 0)
-            await asyncio.sleep(STATS_INTERVAL)

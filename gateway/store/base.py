@@ -109,6 +109,7 @@ class DeliveryResult(msgspec.Struct, frozen=True):
     backend_id: str | None = None
     next_attempt_at: float | None = None  # for `retrying`
     match_key: str | None = None  # how the backend's webhooks will name the profile
+    refund_attempt: bool = False  # handed back unsent: the claim's attempt does not count
 
 
 class DeadLetter(msgspec.Struct):

@@ -77,6 +77,7 @@ def record(conn: sqlite3.Connection, owner: str, results: list[DeliveryResult]) 
             "UPDATE deliveries SET state = :state, last_error = :error, updated_at = :now,"
             " next_attempt_at = COALESCE(:next, next_attempt_at),"
             " match_key = COALESCE(:match_key, match_key),"
+            " attempts = attempts - :refund,"
             " lease_owner = NULL, lease_expires_at = NULL,"
             " accepted_at = CASE WHEN :state IN ('accepted', 'confirmed')"
             "   THEN COALESCE(accepted_at, :now) ELSE accepted_at END,"
@@ -89,6 +90,7 @@ def record(conn: sqlite3.Connection, owner: str, results: list[DeliveryResult]) 
                 "now": now,
                 "next": r.next_attempt_at,
                 "match_key": r.match_key,
+                "refund": int(r.refund_attempt),
                 "id": r.delivery_id,
                 "owner": owner,
             },

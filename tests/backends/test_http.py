@@ -4,7 +4,7 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.backends.base import PermanentError, TransientError
+from gateway.backends.base import NotSent, PermanentError, TransientError
 from gateway.backends.http import HttpSender
 from gateway.dispatch.ratelimit import FixedWindowPacer, unlimited_pacer
 from tests.backends.fakes import Backend
@@ -164,7 +164,7 @@ async def test_a_long_pacing_wait_is_handed_back_without_sending() -> None:
     sender = make_sender(backend, pacer=pacer, max_wait=0.5)
     await sender.post("import", "/x", json={})
 
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(NotSent) as caught:
         await sender.post("import", "/x", json={})
 
     assert len(backend.requests) == 1

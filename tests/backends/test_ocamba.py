@@ -226,10 +226,13 @@ async def test_transient_create_retries_the_rest_and_keeps_ids_already_created()
 
     error = "ocamba create: HTTP 429: Rate limit exceeded."
     assert backend.paths() == [CREATE_PATH, CREATE_PATH]  # no further call after the 429
-    assert outcomes[1] == Outcome(1, "retry", error, backend_id="9001", retry_after=12.0)
-    assert outcomes[2] == Outcome(2, "retry", error, retry_after=12.0)
-    assert outcomes[3] == Outcome(3, "retry", error, retry_after=12.0)
-    assert outcomes[4] == Outcome(4, "retry", error, backend_id="444", retry_after=12.0)
+    # Only the call that got the 429 spent an attempt; the rest were never sent.
+    assert outcomes[1] == Outcome(
+        1, "retry", error, backend_id="9001", retry_after=12.0, sent=False
+    )
+    assert outcomes[2] == Outcome(2, "retry", error, retry_after=12.0, sent=True)
+    assert outcomes[3] == Outcome(3, "retry", error, retry_after=12.0, sent=False)
+    assert outcomes[4] == Outcome(4, "retry", error, backend_id="444", retry_after=12.0, sent=False)
 
 
 async def test_the_retry_imports_without_creating_again() -> None:
@@ -329,6 +332,7 @@ async def test_time_budget_hands_the_rest_back_for_later() -> None:
     assert outcomes[3].backend_id == "9003"
     assert outcomes[4].backend_id is None
     assert outcomes[4].error is not None and "time budget" in outcomes[4].error
+    assert not outcomes[4].sent and not outcomes[1].sent  # handed back: no attempt spent
 
 
 async def test_a_201_without_an_id_fails_rather_than_create_twice() -> None:

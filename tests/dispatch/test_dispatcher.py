@@ -1,0 +1,193 @@
+"""The dispatcher against a real SQLite store and scripted adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from gateway.backends.base import Item, NotSent, Outcome
+from gateway.config import Settings
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.metrics import Metrics
+from gateway.schema import Backend, NormalizedProfile
+from gateway.store.base import NewRequest
+from gateway.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+class ScriptedAdapter:
+    """Records what it is handed; `behaviour` decides each call's fate."""
+
+    name: Backend = "omneo"
+    batch_size = 50
+
+    def __init__(self, behaviour: str = "ok") -> None:
+        self.behaviour = behaviour
+        self.calls: list[list[str]] = []
+        self.hang = asyncio.Event()
+        self.called = asyncio.Event()
+
+    async def calls_reach(self, n: int) -> None:
+        while len(self.calls) < n:
+            self.called.clear()
+            await asyncio.wait_for(self.called.wait(), 5)
+
+    async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
+        self.calls.append([i.profile.external_id for i in items])
+        self.called.set()
+        if self.behaviour == "hang":
+            await self.hang.wait()
+        if self.behaviour == "bug":
+            raise ZeroDivisionError("adapter bug")
+        if self.behaviour == "not_sent":
+            raise NotSent("pacing would wait too long", retry_after=0.01)
+        if self.behaviour == "forget":
+            return []
+        return [
+            Outcome(i.delivery_id, "confirmed", backend_id=f"id-{i.delivery_id}") for i in items
+        ]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "d.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def settings(**overrides: object) -> Settings:
+    base = {"retry_base": 0.01, "retry_cap": 0.02, "batch_linger": 0.0, "workers_per_backend": 1}
+    return Settings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+async def write(store: SQLiteStore, *ids: str) -> None:
+    await store.accept(
+        NewRequest(
+            request_id=f"r-{time.monotonic_ns()}",
+            app="t",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id=i) for i in ids],
+            received_at=time.time(),
+        )
+    )
+
+
+async def state_of(store: SQLiteStore, external_id: str) -> tuple[str, int]:
+    view = await store.get_profile(external_id)
+    assert view is not None
+    d = view.backends["omneo"]
+    return d.state, d.attempts
+
+
+async def until(store: SQLiteStore, external_id: str, state: str, within: float = 5) -> int:
+    deadline = time.monotonic() + within
+    while True:
+        current, attempts = await state_of(store, external_id)
+        if current == state:
+            return attempts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{external_id} is {current}, not {state}")
+        await asyncio.sleep(0.01)
+
+
+async def run(dispatcher: Dispatcher) -> Dispatcher:
+    await dispatcher.start()
+    return dispatcher
+
+
+async def test_a_crash_mid_send_is_sent_again_after_the_lease(store: SQLiteStore) -> None:
+    await write(store, "a")
+    stuck = ScriptedAdapter("hang")
+    first = await run(Dispatcher(store, {"omneo": stuck}, settings(lease_seconds=0.3), Metrics()))
+    await stuck.calls_reach(1)
+    await first.stop()  # the process "dies" holding the lease; nothing recorded
+    assert await state_of(store, "a") == ("in_flight", 1)
+
+    healthy = ScriptedAdapter()
+    second = await run(Dispatcher(store, {"omneo": healthy}, settings(), Metrics()))
+    try:
+        assert await until(store, "a", "confirmed") == 2
+        assert healthy.calls == [["a"]]
+    finally:
+        await second.stop()
+
+
+async def test_an_adapter_bug_retries_and_finally_ends_dead(store: SQLiteStore) -> None:
+    await write(store, "a")
+    metrics = Metrics()
+    d = await run(
+        Dispatcher(store, {"omneo": ScriptedAdapter("bug")}, settings(max_attempts=3), metrics)
+    )
+    try:
+        assert await until(store, "a", "dead") == 3
+        [dead] = await store.list_deliveries(["dead"])
+        assert dead.last_error is not None
+        assert (
+            "gave up after 3 attempts" in dead.last_error and "ZeroDivisionError" in dead.last_error
+        )
+    finally:
+        await d.stop()
+    assert metrics.deliveries.labels("omneo", "dead")._value.get() == 1
+    assert metrics.retries.labels("omneo")._value.get() == 2
+
+
+async def test_a_missing_outcome_is_retried_not_lost(store: SQLiteStore) -> None:
+    await write(store, "a")
+    d = await run(
+        Dispatcher(store, {"omneo": ScriptedAdapter("forget")}, settings(max_attempts=2), Metrics())
+    )
+    try:
+        await until(store, "a", "dead")
+        [dead] = await store.list_deliveries(["dead"])
+        assert "no outcome" in (dead.last_error or "")
+    finally:
+        await d.stop()
+
+
+async def test_items_handed_back_unsent_do_not_use_up_attempts(store: SQLiteStore) -> None:
+    await write(store, "a")
+    adapter = ScriptedAdapter("not_sent")
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(max_attempts=2), Metrics()))
+    try:
+        await adapter.calls_reach(6)  # far more tries than max_attempts
+        state, attempts = await state_of(store, "a")
+        assert state in ("retrying", "in_flight") and attempts <= 1
+        adapter.behaviour = "ok"
+        assert await until(store, "a", "confirmed") == 1
+    finally:
+        await d.stop()
+
+
+async def test_a_burst_travels_as_one_batch_after_the_linger(store: SQLiteStore) -> None:
+    adapter = ScriptedAdapter()
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(batch_linger=0.3), Metrics()))
+    try:
+        await write(store, "a")
+        d.notify(["omneo"])
+        await asyncio.sleep(0.05)
+        await write(store, "b", "c")
+        d.notify(["omneo"])
+        await until(store, "c", "confirmed")
+        assert adapter.calls == [["a", "b", "c"]]
+    finally:
+        await d.stop()
+
+
+async def test_outcomes_and_backend_ids_are_recorded(store: SQLiteStore) -> None:
+    await write(store, "a", "b")
+    metrics = Metrics()
+    d = await run(Dispatcher(store, {"omneo": ScriptedAdapter()}, settings(), metrics))
+    try:
+        await until(store, "b", "confirmed")
+    finally:
+        await d.stop()
+    view = await store.get_profile("a")
+    assert view is not None and view.backend_ids["omneo"].startswith("id-")
+    assert metrics.deliveries.labels("omneo", "confirmed")._value.get() == 2
+    assert metrics.batch_size.labels("omneo")._sum.get() == 2
