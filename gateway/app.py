@@ -21,7 +21,7 @@ from gateway.config import Settings
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.metrics import Metrics
 from gateway.schema import Backend
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreError
 from gateway.store.factory import store_from_settings
 from gateway.webhooks import omneo as omneo_webhooks
 from gateway.webhooks.applier import WebhookApplier
@@ -32,6 +32,19 @@ log = logging.getLogger("gateway")
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    # Nothing was stored; 503 tells the caller (or Omneo) to send it again.
+    log.error("store unavailable: %s", exc, extra={"path": request.url.path})
+    return error_response(
+        ApiError(
+            503,
+            "store_unavailable",
+            "the store could not answer; retry later",
+            headers={"Retry-After": "1"},
+        )
+    )
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +127,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(ObserveMiddleware, metrics=metrics)],
-        exception_handlers={ApiError: _api_error},
+        exception_handlers={ApiError: _api_error, StoreError: _store_error},
         lifespan=lifespan,
     )
     app.state.ctx = ctx

@@ -6,11 +6,14 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from gateway.simulators.omneo import omneo_sim
+from gateway.store.sqlite import SQLiteStore
+from gateway.webhooks.omneo import read_event
 from tests.e2e.flow import WEBHOOK_SECRET, Flow, all_in, eventually, running_flow
 
 pytestmark = pytest.mark.anyio
@@ -145,3 +148,41 @@ async def test_events_that_match_nothing_are_kept_and_counted(tmp_path: Path) ->
 
 async def _metric(flow: Flow, fragment: str) -> bool:
     return fragment in await flow.metrics()
+
+
+async def test_a_webhook_is_not_lost_when_the_store_cannot_take_it(tmp_path: Path) -> None:
+    async with running_flow(tmp_path) as flow:
+        omneo_sim(flow.sims.omneo).update_settings({"drop_rate": 1.0})
+        rid = await flow.post(PROFILES[0], targets=["omneo"])
+        await flow.wait_for(rid, all_in("accepted"))
+        store = flow.app.state.ctx.store
+        writer = store._writer._conn
+        writer.execute(
+            f"PRAGMA max_page_count = {writer.execute('PRAGMA page_count').fetchone()[0]}"
+        )
+        header = flow.settings.omneo_webhook_signature_header
+        body = json.dumps({"id": 5, "email": "w0@example.com", "note": "x" * 20000}).encode()
+        full = await flow.http.post(CREATED, content=body, headers={header: sign(body)})
+        assert full.status_code == 503  # Omneo retries a non-2xx answer
+        assert full.headers["retry-after"] == "1"
+        writer.execute("PRAGMA max_page_count = 1073741823")
+        again = await flow.http.post(CREATED, content=body, headers={header: sign(body)})
+        assert again.status_code == 200
+        await flow.wait_for(rid, all_in("confirmed"))
+
+
+async def test_an_event_stored_before_a_crash_is_applied_after_restart(tmp_path: Path) -> None:
+    async with running_flow(tmp_path) as flow:
+        omneo_sim(flow.sims.omneo).update_settings({"drop_rate": 1.0})
+        rid = await flow.post(PROFILES[0], targets=["omneo"])
+        await flow.wait_for(rid, all_in("accepted"))
+    # The receiver committed an event, then the process died before applying it.
+    store = SQLiteStore(tmp_path / "gateway.db")
+    await store.open()
+    body = json.dumps({"id": 9, "email": "w0@example.com"}).encode()
+    await store.save_webhook(read_event("profile.created", body, "email", time.time()))
+    await store.close()
+    async with running_flow(tmp_path) as restarted:
+        await restarted.wait_for(rid, all_in("confirmed"))
+        view = (await restarted.http.get("/v1/profiles/w0")).json()
+        assert view["backend_ids"]["omneo"] == "9"
