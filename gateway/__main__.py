@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--database", default="demo.db", help="SQLite file (default demo.db in the working dir)"
     )
+    demo.add_argument(
+        "--sim-base-port",
+        type=int,
+        default=9101,
+        help="simulators listen on this port (Ocamba) and the next two (Omneo, import_batch)",
+    )
     simulate = sub.add_parser(
         "simulate", help="run the three backend simulators (Ocamba, Omneo, import_batch)"
     )
@@ -145,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from gateway import demo
 
-        return demo.main(args.host, args.port, args.database)
+        return demo.main(args.host, args.port, args.database, args.sim_base_port)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -76,5 +76,5 @@ async def _run(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         await store.close()
 
 
-def main(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    return asyncio.run(_run(store_from_settings(settings), args, out))
+def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return asyncio.run(_run(store_from_settings(settings), args, out or sys.stdout))

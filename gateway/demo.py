@@ -59,9 +59,12 @@ Stop with Ctrl-C.
 """
 
 
-async def run_demo(host: str, port: int, database: str) -> None:
+async def run_demo(host: str, port: int, database: str, sim_base_port: int = 9101) -> None:
     config = SimulatorConfig(
         host=host,
+        ocamba_port=sim_base_port,
+        omneo_port=sim_base_port + 1,
+        import_batch_port=sim_base_port + 2,
         omneo_webhook_base_url=f"http://{host}:{port}",
         omneo_webhook_secret=secrets.token_hex(16),
         omneo_processing_delay=0.5,
@@ -74,7 +77,7 @@ async def run_demo(host: str, port: int, database: str) -> None:
         await server.serve()
 
 
-def main(host: str, port: int, database: str) -> int:
+def main(host: str, port: int, database: str, sim_base_port: int = 9101) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(host, port, database))
+        asyncio.run(run_demo(host, port, database, sim_base_port))
     return 0
