@@ -16,7 +16,6 @@ import json
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, sqlite_queue, sqlite_webhooks
+from gateway.store import migrations, sqlite_accept, sqlite_queue, sqlite_webhooks
 from gateway.store.base import (
     AcceptResult,
     AppliedEvent,
@@ -34,7 +33,6 @@ from gateway.store.base import (
     DeliveryResult,
     DeliveryState,
     DeliveryView,
-    IdempotencyConflict,
     NewRequest,
     ProfileView,
     ProfileWriteView,
@@ -47,7 +45,9 @@ from gateway.store.base import (
 )
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
+# A queued write: a function run in its own savepoint, or a request to accept,
+# which is stored together with the other requests of the same commit.
+Job = Callable[[sqlite3.Connection], Any] | NewRequest
 
 _encode = msgspec.json.Encoder().encode
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
@@ -121,9 +121,16 @@ class _Writer:
     ) -> None:
         conn = self._conn
         results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
+        accepts = [(job, fut, loop) for job, fut, loop in batch if isinstance(job, NewRequest)]
+        others = [(job, fut, loop) for job, fut, loop in batch if not isinstance(job, NewRequest)]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job, fut, loop in batch:
+            if accepts:
+                stored = sqlite_accept.accept_many(conn, [job for job, _, _ in accepts])
+                for (_, fut, loop), outcome in zip(accepts, stored, strict=True):
+                    failed = isinstance(outcome, Exception)
+                    results.append((fut, loop, outcome if failed else None, outcome))
+            for job, fut, loop in others:
                 conn.execute("SAVEPOINT job")
                 try:
                     result = job(conn)
@@ -225,7 +232,10 @@ class SQLiteStore:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def accept(self, request: NewRequest) -> AcceptResult:
-        return await self._write(lambda conn: _accept(conn, request))
+        if self._writer is None:
+            raise StoreError("store is not open")
+        result: AcceptResult = await self._writer.submit(request)
+        return result
 
     async def get_request(self, request_id: str) -> RequestView | None:
         return await self._read(lambda conn: _get_request(conn, request_id))
@@ -281,45 +291,6 @@ class SQLiteStore:
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int:
         return await self._read(lambda conn: sqlite_webhooks.count_state(conn, backend, state))
-
-
-def _accept(conn: sqlite3.Connection, req: NewRequest) -> AcceptResult:
-    if req.idempotency_key is not None:
-        row = conn.execute(
-            "SELECT body_hash, request_id FROM idempotency_keys WHERE app = ? AND key = ?",
-            (req.app, req.idempotency_key),
-        ).fetchone()
-        if row is not None:
-            if row[0] != req.body_hash:
-                raise IdempotencyConflict(row[1])
-            count, targets = conn.execute(
-                "SELECT profile_count, targets FROM requests WHERE id = ?", (row[1],)
-            ).fetchone()
-            return AcceptResult(row[1], count, json.loads(targets), replayed=True)
-    now = time.time()
-    conn.execute(
-        "INSERT INTO requests (id, app, received_at, targets, profile_count)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (req.request_id, req.app, req.received_at, json.dumps(req.targets), len(req.profiles)),
-    )
-    for position, profile in enumerate(req.profiles):
-        cur = conn.execute(
-            "INSERT INTO profile_writes (request_id, position, external_id, body, received_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (req.request_id, position, profile.external_id, _encode(profile), req.received_at),
-        )
-        conn.executemany(
-            "INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [(cur.lastrowid, profile.external_id, b, now, now, now) for b in req.targets],
-        )
-    if req.idempotency_key is not None:
-        conn.execute(
-            "INSERT INTO idempotency_keys (app, key, body_hash, request_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (req.app, req.idempotency_key, req.body_hash, req.request_id, now),
-        )
-    return AcceptResult(req.request_id, len(req.profiles), list(req.targets))
 
 
 _DELIVERY_COLUMNS = (

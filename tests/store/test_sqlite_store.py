@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway.schema import NormalizedProfile
-from gateway.store.base import IdempotencyConflict, NewRequest
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import migrations
+from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest
+from gateway.store.sqlite import SQLiteStore, connect
+from gateway.store.sqlite_accept import accept_many
 
 
 def request(
@@ -74,3 +76,47 @@ async def test_write_path_batches_commits_under_concurrency(tmp_path: Path) -> N
         assert view is not None and view.backends["omneo"].state == "pending"
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_the_same_key_twice_in_one_commit_stores_once(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db")
+    await store.open()
+    try:
+        same = await asyncio.gather(
+            store.accept(request("r1", "a", key="k", body_hash="h")),
+            store.accept(request("r2", "a", key="k", body_hash="h")),
+            store.accept(request("r3", "b", key="other", body_hash="x")),
+            store.accept(request("r4", "b", key="other", body_hash="y")),
+            return_exceptions=True,
+        )
+        first, replay, third, conflict = same
+        assert isinstance(first, AcceptResult) and not first.replayed
+        assert isinstance(replay, AcceptResult) and replay.replayed
+        assert replay.request_id == "r1"
+        assert isinstance(third, AcceptResult) and third.request_id == "r3"
+        assert isinstance(conflict, IdempotencyConflict) and conflict.request_id == "r3"
+        assert await store.get_request("r2") is None
+        assert await store.get_request("r4") is None
+    finally:
+        await store.close()
+
+
+def test_accept_many_resolves_keys_repeated_within_one_commit(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "g.db")
+    migrations.apply_sqlite(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    outcomes = accept_many(
+        conn,
+        [
+            request("r1", "a", key="k", body_hash="h"),
+            request("r2", "a", key="k", body_hash="h"),
+            request("r3", "b", key="k", body_hash="other"),
+        ],
+    )
+    conn.execute("COMMIT")
+    assert outcomes[0] == AcceptResult("r1", 1, ["omneo"])
+    assert outcomes[1] == AcceptResult("r1", 1, ["omneo"], replayed=True)
+    assert isinstance(outcomes[2], IdempotencyConflict)
+    assert conn.execute("SELECT id FROM requests").fetchall() == [("r1",)]
+    assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (1,)
