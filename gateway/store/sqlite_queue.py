@@ -51,10 +51,13 @@ def claim(
     rows = conn.execute(_DUE, {"backend": backend, "now": now, "limit": limit}).fetchall()
     if not rows:
         return []
-    conn.executemany(
+    # One statement for the whole claim: each statement step hands the GIL back
+    # and forth with the event loop (see sqlite_accept).
+    marks = ", ".join("?" * len(rows))
+    conn.execute(
         "UPDATE deliveries SET state = 'in_flight', lease_owner = ?, lease_expires_at = ?,"
-        " attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        [(owner, now + lease_seconds, now, r[0]) for r in rows],
+        f" attempts = attempts + 1, updated_at = ? WHERE id IN ({marks})",
+        [owner, now + lease_seconds, now, *(r[0] for r in rows)],
     )
     return [
         Claim(
