@@ -48,12 +48,20 @@ class Settings(msgspec.Struct, kw_only=True):
     omneo_webhook_secret: str = ""
     omneo_webhook_signature_header: str = "X-Omneo-Hmac-SHA256"
     omneo_confirm_timeout: float = 15 * 60
+    # Omneo and import_batch document no rate limit: 0 means none, only the cap
+    # on calls in flight; set them if your account has one.
+    omneo_rate_per_second: int = 0
+    omneo_rate_per_minute: int = 0
+    omneo_max_in_flight: int = 8
 
     import_batch_url: str = ""
     import_batch_token: str = ""
     import_batch_db_id: int = 1
     import_batch_matching: str = "email"
     import_batch_batch_size: int = 1000  # vendor advises at most 10,000 and 10 MB
+    import_batch_rate_per_second: int = 0
+    import_batch_rate_per_minute: int = 0
+    import_batch_max_in_flight: int = 8
 
     # Dispatcher
     dispatcher_enabled: bool = True  # off for API-only replicas

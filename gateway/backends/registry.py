@@ -8,7 +8,6 @@ limits (and learn from the server's headers about the other replicas).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Final
 
 import httpx
 
@@ -18,7 +17,7 @@ from gateway.backends.import_batch import ImportBatchAdapter
 from gateway.backends.ocamba import OcambaAdapter
 from gateway.backends.omneo import OmneoAdapter
 from gateway.config import Settings
-from gateway.dispatch.ratelimit import FixedWindowPacer, unlimited_pacer
+from gateway.dispatch.ratelimit import FixedWindowPacer
 from gateway.schema import Backend
 
 # (backend, endpoint, status, seconds): status is the HTTP code, "timeout" or "error".
@@ -26,9 +25,15 @@ BackendCallObserver = Callable[[Backend, str, str, float], None]
 # (backend, seconds) held back by a rate limit, for `gateway_rate_limit_wait_seconds`.
 BackendWaitObserver = Callable[[Backend, float], None]
 
-# Omneo and import_batch document no rate limit; this only keeps one process
-# from opening an unbounded number of connections to them.
-UNLIMITED_MAX_IN_FLIGHT: Final = 8
+
+def optional_pacer(
+    per_second: int, per_minute: int, max_in_flight: int, on_wait: Callable[[float], None] | None
+) -> FixedWindowPacer:
+    """Pacing for a backend without documented limits: none unless configured
+    (0 = none), and always a cap on calls in flight."""
+    return FixedWindowPacer(
+        per_second or None, per_minute or None, max_in_flight=max_in_flight, on_wait=on_wait
+    )
 
 
 def pacing_max_wait(settings: Settings) -> float:
@@ -107,14 +112,24 @@ def build_adapters(
                 time_budget=ocamba_time_budget(settings),
             )
         elif backend == "omneo":
-            pacer = unlimited_pacer(UNLIMITED_MAX_IN_FLIGHT, on_wait=wait_observer(backend))
+            pacer = optional_pacer(
+                settings.omneo_rate_per_second,
+                settings.omneo_rate_per_minute,
+                settings.omneo_max_in_flight,
+                wait_observer(backend),
+            )
             headers = {"Authorization": f"Bearer {settings.omneo_token}"}
             adapters[backend] = OmneoAdapter(
                 settings, sender(backend, settings.omneo_url, pacer, headers)
             )
         else:
             # import_batch takes its token in the body, not in a header.
-            pacer = unlimited_pacer(UNLIMITED_MAX_IN_FLIGHT, on_wait=wait_observer(backend))
+            pacer = optional_pacer(
+                settings.import_batch_rate_per_second,
+                settings.import_batch_rate_per_minute,
+                settings.import_batch_max_in_flight,
+                wait_observer(backend),
+            )
             adapters[backend] = ImportBatchAdapter(
                 settings, sender(backend, settings.import_batch_url, pacer, {})
             )

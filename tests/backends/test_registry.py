@@ -7,7 +7,12 @@ import pytest
 from gateway.backends.import_batch import ImportBatchAdapter
 from gateway.backends.ocamba import OcambaAdapter
 from gateway.backends.omneo import OmneoAdapter
-from gateway.backends.registry import build_adapters, ocamba_time_budget, pacing_max_wait
+from gateway.backends.registry import (
+    build_adapters,
+    ocamba_time_budget,
+    optional_pacer,
+    pacing_max_wait,
+)
 from gateway.config import Settings
 from gateway.schema import Backend as BackendName
 from tests.backends.fakes import Backend, item
@@ -84,3 +89,25 @@ def test_waits_and_budgets_fit_in_the_lease() -> None:
     budget = ocamba_time_budget(settings)
     assert budget + pacing_max_wait(settings) + settings.backend_timeout <= settings.lease_seconds
     assert ocamba_time_budget(Settings(lease_seconds=20, backend_timeout=30)) == 0
+
+
+async def test_backends_without_documented_limits_are_paced_only_when_configured() -> None:
+    free = optional_pacer(0, 0, max_in_flight=3, on_wait=None)
+    permits = [await free.acquire() for _ in range(3)]
+    assert free.waited == 0.0 and free.in_flight == 3
+    for p in permits:
+        free.release(p)
+
+    # 5 calls at 2 per 1 s window need at least two more windows, whatever the phase.
+    paced = optional_pacer(2, 0, max_in_flight=10, on_wait=None)
+    for _ in range(5):
+        paced.release(await paced.acquire())
+    assert paced.waited > 0
+
+
+def test_omneo_and_import_batch_limits_come_from_settings() -> None:
+    settings = Settings.from_env(
+        {"GATEWAY_OMNEO_RATE_PER_MINUTE": "600", "GATEWAY_IMPORT_BATCH_MAX_IN_FLIGHT": "2"}
+    )
+    assert (settings.omneo_rate_per_minute, settings.omneo_rate_per_second) == (600, 0)
+    assert settings.import_batch_max_in_flight == 2
