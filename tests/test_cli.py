@@ -176,3 +176,26 @@ def test_simulate_serves_the_three_backends(tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{base}/_sim/received").status_code == 200
     assert proc.stdout is not None
     assert f"GATEWAY_OCAMBA_URL=http://127.0.0.1:{base}" in proc.stdout.read()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_takes_host_port_and_workers(
+    tmp_path: Path, workers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("GATEWAY_API_TOKENS", "crm:t0ken")
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.db'}")
+    monkeypatch.setenv("GATEWAY_OMNEO_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("GATEWAY_DISPATCHER_ENABLED", "false")
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", workers]
+    with running(args, tmp_path) as proc:
+        wait_for_port(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        auth = {"Authorization": "Bearer t0ken"}
+        ids = []
+        for i in range(10):
+            r = httpx.post(f"{base}/v1/profiles", json={"external_id": f"s{i}"}, headers=auth)
+            assert r.status_code == 202
+            ids.append(r.json()["request_id"])
+        for rid in ids:  # whichever worker answers sees every write
+            assert httpx.get(f"{base}/v1/requests/{rid}", headers=auth).status_code == 200
