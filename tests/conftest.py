@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.store.sqlite import SQLiteStore
 
 TOKEN = "crm-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -18,6 +19,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store on a fresh file, for tests below the API."""
+    s = SQLiteStore(tmp_path / "store.db")
+    await s.open()
+    yield s
+    await s.close()
 
 
 @pytest.fixture

@@ -30,30 +30,20 @@ class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
     state: ReplayableState = "dead"
 
 
-def _backend(value: str | None) -> Backend | None:
-    if value is None:
-        return None
-    if value not in BACKENDS:
+def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
         raise ApiError(
-            422,
-            "invalid",
-            "unknown backend",
-            [FieldError("backend", f"one of {', '.join(BACKENDS)}")],
+            422, "invalid", f"unknown {field}", [FieldError(field, f"one of {', '.join(allowed)}")]
         )
     return value
+
+
+def _backend(value: str | None) -> Backend | None:
+    return typing.cast(Backend | None, _one_of("backend", value, BACKENDS))
 
 
 def _state(value: str | None) -> DeliveryState:
-    if value is None:
-        return "dead"
-    if value not in REPLAYABLE:
-        raise ApiError(
-            422,
-            "invalid",
-            "unknown state",
-            [FieldError("state", f"one of {', '.join(REPLAYABLE)}")],
-        )
-    return value
+    return typing.cast(DeliveryState, _one_of("state", value, REPLAYABLE) or "dead")
 
 
 async def list_dead_letters(request: Request) -> Response:

@@ -9,7 +9,7 @@ network only through a `Sender` (see `gateway.backends.http`).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -95,6 +95,32 @@ class BackendAdapter(Protocol):
         """One outcome per item, in any order. May raise `TransientError` /
         `PermanentError` when the whole call failed alike for every item."""
         ...
+
+
+def retry_the_rest(
+    items: Sequence[Item],
+    done: Mapping[int, Outcome],
+    failure: TransientError | None,
+    fallback: str,
+    match_key: Callable[[Item], str | None] | None = None,
+) -> list[Outcome]:
+    """The outcomes in `done`, and `retry` for every item without one: after
+    `failure`, or with `fallback` (which only guards an adapter bug)."""
+    error = str(failure) if failure is not None else fallback
+    retry_after = failure.retry_after if failure is not None else None
+    sent = not isinstance(failure, NotSent)
+    return [
+        done.get(item.delivery_id)
+        or Outcome(
+            item.delivery_id,
+            "retry",
+            error,
+            retry_after=retry_after,
+            match_key=match_key(item) if match_key else None,
+            sent=sent,
+        )
+        for item in items
+    ]
 
 
 def attribute_type(value: str | int | float | bool) -> str:

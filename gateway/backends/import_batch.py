@@ -28,11 +28,11 @@ import msgspec
 
 from gateway.backends.base import (
     Item,
-    NotSent,
     Outcome,
     PermanentError,
     Sender,
     TransientError,
+    retry_the_rest,
 )
 from gateway.config import Settings
 from gateway.schema import Backend, NormalizedProfile
@@ -139,19 +139,15 @@ class ImportBatchAdapter:
                 )
                 continue
             pending.append((item, data, size))
+        failure: TransientError | None = None
         try:
             for chunk in _chunks(pending, self.batch_size):
                 await self._send(chunk, done)
         except TransientError as exc:
-            error, retry_after, sent = str(exc), exc.retry_after, not isinstance(exc, NotSent)
-        else:
-            error, retry_after = "import_batch: no outcome was recorded for this delivery", None
-            sent = True
-        return [
-            done.get(item.delivery_id)
-            or Outcome(item.delivery_id, "retry", error, retry_after=retry_after, sent=sent)
-            for item in items
-        ]
+            failure = exc
+        return retry_the_rest(
+            items, done, failure, "import_batch: no outcome was recorded for this delivery"
+        )
 
     async def _send(
         self, chunk: Sequence[tuple[Item, dict[str, Any], int]], done: dict[int, Outcome]

@@ -29,11 +29,11 @@ import msgspec
 
 from gateway.backends.base import (
     Item,
-    NotSent,
     Outcome,
     PermanentError,
     Sender,
     TransientError,
+    retry_the_rest,
 )
 from gateway.backends.base import attribute_type as _attribute_type
 from gateway.backends.omneo_keys import match_key_of_profile
@@ -174,26 +174,15 @@ class OmneoAdapter:
             else:
                 sendable.append(item)
         budget = _SplitBudget(_SPLIT_BUDGET)
+        failure: TransientError | None = None
         try:
             for chunk in _chunks(sendable, self.batch_size):
                 await self._send(chunk, done, budget)
         except TransientError as exc:
-            error, retry_after, sent = str(exc), exc.retry_after, not isinstance(exc, NotSent)
-        else:
-            error, retry_after = "omneo: no outcome was recorded for this delivery", None
-            sent = True
-        return [
-            done.get(item.delivery_id)
-            or Outcome(
-                item.delivery_id,
-                "retry",
-                error,
-                retry_after=retry_after,
-                match_key=self._key(item),
-                sent=sent,
-            )
-            for item in items
-        ]
+            failure = exc
+        return retry_the_rest(
+            items, done, failure, "omneo: no outcome was recorded for this delivery", self._key
+        )
 
     def _key(self, item: Item) -> str | None:
         return match_key_of_profile(item.profile, self.match_criteria)

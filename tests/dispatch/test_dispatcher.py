@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -51,14 +50,6 @@ class ScriptedAdapter:
         return [
             Outcome(i.delivery_id, "confirmed", backend_id=f"id-{i.delivery_id}") for i in items
         ]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "d.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def settings(**overrides: object) -> Settings:

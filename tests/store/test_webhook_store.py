@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from gateway.schema import NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, WebhookEvent
 from gateway.store.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "w.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def accepted_delivery(store: SQLiteStore, external_id: str, email: str) -> int:
