@@ -27,20 +27,39 @@ _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 _OPEN = "('pending', 'retrying', 'in_flight')"
 assert set(OPEN_STATES) == {"pending", "retrying", "in_flight"}
 
-_DUE = f"""
+_COLUMNS = """
 SELECT d.id, d.external_id, d.attempts, d.created_at, w.body, b.backend_id
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
-WHERE d.backend = :backend
-  AND ((d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now)
-       OR (d.state = 'in_flight' AND d.lease_expires_at <= :now))
-  AND NOT EXISTS (
-      SELECT 1 FROM deliveries e
-      WHERE e.backend = d.backend AND e.external_id = d.external_id
-        AND e.id < d.id AND e.state IN {_OPEN})
-ORDER BY d.id
-LIMIT :limit
+"""
+# No earlier write of the same person to the same backend is still open.
+_HEAD = f"""
+NOT EXISTS (
+    SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
+    WHERE e.backend = d.backend AND e.external_id = d.external_id
+      AND e.id < d.id AND e.state IN {_OPEN})
+"""
+# Both walk a partial index in order and stop at the limit, so a claim costs
+# about `limit` rows (plus any held back by the ordering rule), however long
+# the queue is.
+_EXPIRED = f"""{_COLUMNS}
+WHERE d.id IN (
+    SELECT id FROM deliveries INDEXED BY deliveries_lease
+    WHERE backend = :backend AND state = 'in_flight' AND lease_expires_at <= :now
+    ORDER BY lease_expires_at LIMIT :limit)
+  AND {_HEAD}
+"""
+_DUE = f"""{_COLUMNS}
+WHERE d.rowid IN (
+    SELECT c.id FROM deliveries c INDEXED BY deliveries_due_at
+    WHERE c.backend = :backend AND c.state IN ('pending', 'retrying')
+      AND c.next_attempt_at <= :now
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
+          WHERE e.backend = c.backend AND e.external_id = c.external_id
+            AND e.id < c.id AND e.state IN {_OPEN})
+    ORDER BY c.next_attempt_at LIMIT :limit)
 """
 
 
@@ -48,7 +67,12 @@ def claim(
     conn: sqlite3.Connection, backend: Backend, limit: int, owner: str, lease_seconds: float
 ) -> list[Claim]:
     now = time.time()
-    rows = conn.execute(_DUE, {"backend": backend, "now": now, "limit": limit}).fetchall()
+    params = {"backend": backend, "now": now, "limit": limit}
+    # Expired leases first: those writes are the oldest.
+    rows = conn.execute(_EXPIRED, params).fetchall()
+    if len(rows) < limit:
+        params["limit"] = limit - len(rows)
+        rows += conn.execute(_DUE, params).fetchall()
     if not rows:
         return []
     # One statement for the whole claim: each statement step hands the GIL back

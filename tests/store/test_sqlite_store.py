@@ -39,6 +39,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
         (1, "0001_init.sql"),
         (2, "0002_webhooks.sql"),
+        (3, "0003_queue_indexes.sql"),
     ]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
