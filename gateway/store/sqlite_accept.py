@@ -27,7 +27,9 @@ Outcome = AcceptResult | Exception
 _MAX_PARAMS = 30000
 
 
-def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+def insert_rows(
+    conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
     """`INSERT INTO t (a, b) VALUES (?, ?), (?, ?), ...` in as few statements as fit."""
     if not rows:
         return
@@ -37,7 +39,7 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, .
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         values = ", ".join([one] * len(chunk))
-        conn.execute(f"{head} VALUES {values}", [v for row in chunk for v in row])
+        conn.execute(f"{head} VALUES {values}{tail}", [v for row in chunk for v in row])
 
 
 def _replay(conn: sqlite3.Connection, request_id: str) -> AcceptResult:

@@ -22,6 +22,7 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
+from gateway.store.sqlite_accept import insert_rows
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 _OPEN = "('pending', 'retrying', 'in_flight')"
@@ -96,39 +97,64 @@ def claim(
     ]
 
 
+_RECORD = """
+WITH r(id, state, error, next, match_key, refund) AS (VALUES {values})
+UPDATE deliveries SET
+    state = r.state,
+    last_error = r.error,
+    updated_at = :now,
+    next_attempt_at = COALESCE(r.next, deliveries.next_attempt_at),
+    match_key = COALESCE(r.match_key, deliveries.match_key),
+    attempts = deliveries.attempts - r.refund,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    accepted_at = CASE WHEN r.state IN ('accepted', 'confirmed')
+        THEN COALESCE(deliveries.accepted_at, :now) ELSE deliveries.accepted_at END,
+    confirmed_at = CASE WHEN r.state = 'confirmed' THEN :now ELSE deliveries.confirmed_at END
+FROM r
+WHERE deliveries.id = r.id AND deliveries.state = 'in_flight' AND deliveries.lease_owner = :owner
+RETURNING deliveries.id, deliveries.external_id, deliveries.backend
+"""
+_RECORD_CHUNK = 2000  # rows per statement: 6 parameters each, far below SQLite's limit
+
+
 def record(conn: sqlite3.Connection, owner: str, results: list[DeliveryResult]) -> int:
+    """One UPDATE for a whole batch of outcomes (see sqlite_accept on why
+    statements, not rows, are what count); a lease that expired and passed to
+    another worker is left alone."""
     now = time.time()
-    applied = 0
-    for r in results:
-        cur = conn.execute(
-            "UPDATE deliveries SET state = :state, last_error = :error, updated_at = :now,"
-            " next_attempt_at = COALESCE(:next, next_attempt_at),"
-            " match_key = COALESCE(:match_key, match_key),"
-            " attempts = attempts - :refund,"
-            " lease_owner = NULL, lease_expires_at = NULL,"
-            " accepted_at = CASE WHEN :state IN ('accepted', 'confirmed')"
-            "   THEN COALESCE(accepted_at, :now) ELSE accepted_at END,"
-            " confirmed_at = CASE WHEN :state = 'confirmed' THEN :now ELSE confirmed_at END"
-            " WHERE id = :id AND state = 'in_flight' AND lease_owner = :owner"
-            " RETURNING external_id, backend",
-            {
-                "state": r.state,
-                "error": r.error,
-                "now": now,
-                "next": r.next_attempt_at,
-                "match_key": r.match_key,
-                "refund": int(r.refund_attempt),
-                "id": r.delivery_id,
-                "owner": owner,
-            },
-        )
-        row = cur.fetchone()
-        if row is None:
-            continue  # the lease expired and another worker owns it now
-        applied += 1
-        if r.backend_id is not None:
-            set_backend_id(conn, row[0], row[1], r.backend_id, now)
-    return applied
+    backend_ids = {r.delivery_id: r.backend_id for r in results if r.backend_id is not None}
+    applied: list[tuple[int, str, str]] = []
+    for start in range(0, len(results), _RECORD_CHUNK):
+        chunk = results[start : start + _RECORD_CHUNK]
+        params: dict[str, Any] = {"now": now, "owner": owner}
+        values = []
+        for n, r in enumerate(chunk):
+            names = [f"{key}{n}" for key in ("i", "s", "e", "x", "m", "f")]
+            values.append("(" + ", ".join(f":{name}" for name in names) + ")")
+            row = (
+                r.delivery_id,
+                r.state,
+                r.error,
+                r.next_attempt_at,
+                r.match_key,
+                int(r.refund_attempt),
+            )
+            params.update(zip(names, row, strict=True))
+        applied += conn.execute(_RECORD.format(values=", ".join(values)), params).fetchall()
+    ids = [
+        (external_id, backend, backend_ids[delivery_id], now)
+        for delivery_id, external_id, backend in applied
+        if delivery_id in backend_ids
+    ]
+    insert_rows(
+        conn,
+        "INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)",
+        ids,
+        tail=" ON CONFLICT (external_id, backend) DO UPDATE"
+        " SET backend_id = excluded.backend_id, updated_at = excluded.updated_at",
+    )
+    return len(applied)
 
 
 def set_backend_id(
