@@ -72,6 +72,7 @@ class Settings(msgspec.Struct, kw_only=True):
     retry_base: float = 1.0
     retry_cap: float = 300.0
     backend_timeout: float = 30.0
+    shutdown_grace: float = 10.0  # seconds workers may finish their batch on stop
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

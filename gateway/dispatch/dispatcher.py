@@ -53,6 +53,7 @@ class Dispatcher:
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._rng = rng or random.Random()
         self._wake = {b: asyncio.Event() for b in self.adapters}
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -62,11 +63,20 @@ class Dispatcher:
                 self._tasks.append(task)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Let each worker finish the batch it holds (a deploy should not leave
+        deliveries waiting out their lease), for at most `shutdown_grace`
+        seconds; then cancel. A cancelled send keeps its lease: the backend may
+        have taken it, so it is sent again once the lease expires."""
+        self._stopping.set()
+        for wake in self._wake.values():
+            wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace)
+            for task in late:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks.clear()
 
     def notify(self, backends: Iterable[Backend]) -> None:
@@ -79,7 +89,7 @@ class Dispatcher:
 
     async def _work(self, backend: Backend, adapter: BackendAdapter) -> None:
         wake = self._wake[backend]
-        while True:
+        while not self._stopping.is_set():
             try:
                 claims = await self._claim_batch(backend, adapter.batch_size)
             except StoreError:
@@ -101,8 +111,9 @@ class Dispatcher:
         # A partial batch waits until its oldest write is `batch_linger` old, so a
         # burst arriving over a few milliseconds still travels as one call.
         wait = min(c.created_at for c in claims) + self.settings.batch_linger - time.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if wait > 0 and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):  # stopping: send what we hold now
+                await asyncio.wait_for(self._stopping.wait(), wait)
             claims += await self.store.claim(backend, size - len(claims), self.owner, lease)
         return claims
 

@@ -41,6 +41,8 @@ class ScriptedAdapter:
         self.called.set()
         if self.behaviour == "hang":
             await self.hang.wait()
+        if self.behaviour == "slow":
+            await asyncio.sleep(0.3)
         if self.behaviour == "bug":
             raise ZeroDivisionError("adapter bug")
         if self.behaviour == "not_sent":
@@ -95,7 +97,11 @@ async def run(dispatcher: Dispatcher) -> Dispatcher:
 async def test_a_crash_mid_send_is_sent_again_after_the_lease(store: SQLiteStore) -> None:
     await write(store, "a")
     stuck = ScriptedAdapter("hang")
-    first = await run(Dispatcher(store, {"omneo": stuck}, settings(lease_seconds=0.3), Metrics()))
+    first = await run(
+        Dispatcher(
+            store, {"omneo": stuck}, settings(lease_seconds=0.3, shutdown_grace=0.05), Metrics()
+        )
+    )
     await stuck.calls_reach(1)
     await first.stop()  # the process "dies" holding the lease; nothing recorded
     assert await state_of(store, "a") == ("in_flight", 1)
@@ -182,3 +188,34 @@ async def test_outcomes_and_backend_ids_are_recorded(store: SQLiteStore) -> None
     assert view is not None and view.backend_ids["omneo"].startswith("id-")
     assert metrics.deliveries.labels("omneo", "confirmed")._value.get() == 2
     assert metrics.batch_size.labels("omneo")._sum.get() == 2
+
+
+async def test_stop_lets_a_batch_under_way_finish(store: SQLiteStore) -> None:
+    await write(store, "a")
+    adapter = ScriptedAdapter("slow")
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(), Metrics()))
+    await adapter.calls_reach(1)
+    await d.stop()
+    assert await state_of(store, "a") == ("confirmed", 1)
+
+
+async def test_stop_sends_a_lingering_batch_at_once(store: SQLiteStore) -> None:
+    adapter = ScriptedAdapter()
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(batch_linger=30), Metrics()))
+    await write(store, "a")
+    d.notify(["omneo"])
+    await asyncio.sleep(0.1)  # claimed, now lingering for company
+    started = time.monotonic()
+    await d.stop()
+    assert time.monotonic() - started < 5
+    assert await state_of(store, "a") == ("confirmed", 1)
+
+
+async def test_stop_cancels_a_send_that_outlasts_the_grace(store: SQLiteStore) -> None:
+    await write(store, "a")
+    adapter = ScriptedAdapter("hang")
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(shutdown_grace=0.2), Metrics()))
+    await adapter.calls_reach(1)
+    await d.stop()
+    # The call may have reached the backend: the lease stands, to be retried.
+    assert await state_of(store, "a") == ("in_flight", 1)
