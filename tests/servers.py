@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -12,10 +13,30 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
+def free_base_port(count: int = 3) -> int:
+    """`count` consecutive free ports below the kernel's ephemeral range
+    (32768 and up on Linux): outgoing connections take their source ports from
+    that range and could grab a port between this check and a later bind."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - count)
+        if all(_can_bind(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def free_port() -> int:
+    return free_base_port(1)
+
+
+def _can_bind(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.__main__ import main
-from tests.servers import free_port
+from tests.servers import free_base_port, free_port
 
 
 def test_help_lists_commands_and_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,20 +126,6 @@ def wait_for_port(port: int, proc: subprocess.Popen[str]) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {port}")
-
-
-def free_base_port() -> int:
-    """Three consecutive free ports (best effort: checked, not reserved)."""
-    for _ in range(50):
-        base = free_port()
-        if all(_is_free(base + i) for i in range(3)):
-            return base
-    raise RuntimeError("no three consecutive free ports")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
