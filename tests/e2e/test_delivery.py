@@ -123,8 +123,8 @@ async def test_a_batch_reaches_all_three_backends_in_their_documented_shapes(
 
         metrics = await flow.metrics()
         assert 'gateway_deliveries_total{backend="import_batch",outcome="confirmed"} 2.0' in metrics
-        creates = 'backend="ocamba",endpoint="create",status="201"'
-        assert f"gateway_backend_call_seconds_count{{{creates}}} 2.0" in metrics
+        labels = 'backend="ocamba",endpoint="create",status="201"'
+        assert f"gateway_backend_call_seconds_count{{{labels}}} 2.0" in metrics
         assert 'gateway_batch_size_count{backend="omneo"} 1.0' in metrics
 
 

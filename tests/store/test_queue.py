@@ -99,7 +99,7 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_owner_cannot_record
 async def test_dead_letters_list_and_replay(store: SQLiteStore) -> None:
     await write(store, "r1", "a", "b", targets=["omneo", "import_batch"])
     for backend in ("omneo", "import_batch"):
-        claims = await store.claim(backend, 10, "w", 60)  # type: ignore[arg-type]
+        claims = await store.claim(backend, 10, "w", 60)
         await store.record("w", [DeliveryResult(c.delivery_id, "dead", "gave up") for c in claims])
     dead = await store.list_deliveries(["dead"], backend="omneo")
     assert [(d.external_id, d.backend, d.last_error, d.request_id) for d in dead] == [
