@@ -7,6 +7,7 @@ follow without touching its callers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 import msgspec
@@ -249,3 +250,18 @@ class Store(Protocol):
         ...
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int: ...
+
+    # -- several replicas on one store ----------------------------------------
+
+    async def subscribe(self, wake: Callable[[Backend], None]) -> None:
+        """Call `wake(backend)` whenever another process commits deliveries
+        for `backend` (PostgreSQL: LISTEN/NOTIFY). In-process writes already
+        wake the dispatcher directly; an embedded store may do nothing."""
+        ...
+
+    async def lead(self, backend: Backend) -> bool:
+        """Whether this process is, or has just become, the one that sends to
+        `backend` among all processes sharing the store. Used for backends with
+        rate limits, so the limit holds in total. Leadership is kept until the
+        process (or its connection) dies. An embedded store: always True."""
+        ...

@@ -276,6 +276,18 @@ class SQLiteStore:
             lambda conn: sqlite_queue.replay(conn, states, delivery_id, backend)
         )
 
+    # -- several processes -----------------------------------------------------
+
+    async def subscribe(self, wake: Callable[[Backend], None]) -> None:
+        # Processes sharing one SQLite file (`--workers N`) find each other's
+        # work by polling; there is no cross-process signal to listen to.
+        return None
+
+    async def lead(self, backend: Backend) -> bool:
+        # Each process paces on its own and learns of the others through the
+        # backend's X-RateLimit-Remaining; global limits need PostgreSQL.
+        return True
+
     # -- webhooks (see sqlite_webhooks) ------------------------------------------
 
     async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
