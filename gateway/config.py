@@ -109,6 +109,18 @@ class Settings(msgspec.Struct, kw_only=True):
         }
         return [b for b in BACKENDS if urls[b]]
 
+    def rate_limited_backends(self) -> list[Backend]:
+        """Backends with a rate limit to respect in total across replicas: one
+        process at a time sends to them (see Store.lead)."""
+        limited = {
+            "ocamba": True,  # documented: 10/s and 150/min per account
+            "omneo": bool(self.omneo_rate_per_second or self.omneo_rate_per_minute),
+            "import_batch": bool(
+                self.import_batch_rate_per_second or self.import_batch_rate_per_minute
+            ),
+        }
+        return [b for b in self.configured_backends() if limited[b]]
+
     def sqlite_path(self) -> Path:
         prefix = "sqlite:///"
         if not self.database_url.startswith(prefix):

@@ -32,6 +32,8 @@ from gateway.store.base import Claim, DeliveryResult, Store, StoreError
 
 log = logging.getLogger("gateway.dispatch")
 
+LEADER_RETRY = 1.0  # seconds between tries to become a rate-limited backend's sender
+
 
 class Dispatcher:
     def __init__(
@@ -57,6 +59,8 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        # Other replicas' writes wake us too (PostgreSQL LISTEN/NOTIFY).
+        await self.store.subscribe(lambda backend: self.notify([backend]))
         for backend, adapter in self.adapters.items():
             for n in range(self.settings.workers_per_backend):
                 task = asyncio.create_task(self._work(backend, adapter), name=f"{backend}-{n}")
@@ -89,7 +93,13 @@ class Dispatcher:
 
     async def _work(self, backend: Backend, adapter: BackendAdapter) -> None:
         wake = self._wake[backend]
+        exclusive = backend in self.settings.rate_limited_backends()
         while not self._stopping.is_set():
+            if exclusive and not await self._leading(backend):
+                # Another replica sends to this backend, so its rate limit holds
+                # in total; stand by and take over if that replica dies.
+                await self._pause(LEADER_RETRY)
+                continue
             try:
                 claims = await self._claim_batch(backend, adapter.batch_size)
             except StoreError:
@@ -102,6 +112,17 @@ class Dispatcher:
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
                 continue
             await self._send(backend, adapter, claims)
+
+    async def _leading(self, backend: Backend) -> bool:
+        try:
+            return await self.store.lead(backend)
+        except StoreError:
+            log.exception("leadership check failed", extra={"backend": backend})
+            return False
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
         lease = self.settings.lease_seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,45 @@ async def test_stop_cancels_a_send_that_outlasts_the_grace(store: SQLiteStore) -
     await d.stop()
     # The call may have reached the backend: the lease stands, to be retried.
     assert await state_of(store, "a") == ("in_flight", 1)
+
+
+class FollowerStore(SQLiteStore):
+    """A replica that another replica beats to the leadership of Ocamba."""
+
+    async def lead(self, backend: Backend) -> bool:
+        return backend != "ocamba"
+
+
+async def test_only_the_leader_sends_to_a_rate_limited_backend(tmp_path: Path) -> None:
+    follower = FollowerStore(tmp_path / "f.db")
+    await follower.open()
+    try:
+        await follower.accept(
+            NewRequest(
+                request_id="r",
+                app="t",
+                targets=["ocamba", "omneo"],
+                profiles=[NormalizedProfile(external_id="a")],
+                received_at=time.time(),
+            )
+        )
+        ocamba, omneo = ScriptedAdapter(), ScriptedAdapter()
+        config = settings(ocamba_url="http://o", omneo_url="http://m")
+        d = await run(Dispatcher(follower, {"ocamba": ocamba, "omneo": omneo}, config, Metrics()))
+        try:
+            await omneo.calls_reach(1)  # not rate limited: every replica sends
+            await asyncio.sleep(0.2)
+            assert ocamba.calls == []  # rate limited: only the leader sends
+            view = await follower.get_profile("a")
+            assert view is not None and view.backends["ocamba"].state == "pending"
+        finally:
+            await d.stop()
+    finally:
+        await follower.close()
+
+
+def test_which_backends_are_rate_limited() -> None:
+    urls = {"ocamba_url": "http://o", "omneo_url": "http://m", "import_batch_url": "http://i"}
+    assert Settings(**urls).rate_limited_backends() == ["ocamba"]  # type: ignore[arg-type]
+    limited = Settings(**urls, import_batch_rate_per_minute=600)  # type: ignore[arg-type]
+    assert limited.rate_limited_backends() == ["ocamba", "import_batch"]
