@@ -63,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--webhook-secret", default="", help="HMAC secret the Omneo simulator signs with"
     )
+    simulate.add_argument(
+        "--ocamba-per-second", type=int, default=10, help="Ocamba burst limit (default 10)"
+    )
+    simulate.add_argument(
+        "--ocamba-per-minute", type=int, default=150, help="Ocamba steady limit (default 150)"
+    )
+    simulate.add_argument(
+        "--ocamba-minute-window",
+        type=float,
+        default=60.0,
+        help="length of Ocamba's steady window in seconds (default 60; shorter for tests)",
+    )
+    simulate.add_argument(
+        "--omneo-processing-delay",
+        type=float,
+        default=0.05,
+        help="seconds Omneo takes before processing a batch and sending webhooks",
+    )
 
     cli_dead_letters.add_parser(sub)
     return parser
@@ -106,25 +124,27 @@ def _migrate(settings: Settings) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from gateway.simulators.runner import RunningSimulators, serve_simulators
+    from gateway.simulators.runner import RunningSimulators, SimulatorConfig, run_simulators
 
     def ready(sims: RunningSimulators) -> None:
         print("simulators running; point the gateway at them with:", flush=True)
         for var, value in sims.gateway_env().items():
             print(f"  export {var}={value}", flush=True)
 
+    config = SimulatorConfig(
+        host=args.host,
+        ocamba_port=args.ocamba_port,
+        omneo_port=args.omneo_port,
+        import_batch_port=args.import_batch_port,
+        omneo_webhook_base_url=args.webhook_base_url,
+        omneo_webhook_secret=args.webhook_secret,
+        ocamba_per_second=args.ocamba_per_second,
+        ocamba_per_minute=args.ocamba_per_minute,
+        ocamba_minute_window=args.ocamba_minute_window,
+        omneo_processing_delay=args.omneo_processing_delay,
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve_simulators(
-                host=args.host,
-                ocamba_port=args.ocamba_port,
-                omneo_port=args.omneo_port,
-                import_batch_port=args.import_batch_port,
-                omneo_webhook_base_url=args.webhook_base_url,
-                omneo_webhook_secret=args.webhook_secret,
-                on_ready=ready,
-            )
-        )
+        asyncio.run(run_simulators(config, on_ready=ready))
     return 0
 
 

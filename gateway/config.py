@@ -39,6 +39,7 @@ class Settings(msgspec.Struct, kw_only=True):
     ocamba_token: str = ""
     ocamba_rate_per_second: int = 10  # seeds/000, seeds/001: burst 10/s
     ocamba_rate_per_minute: int = 150  # steady 150/min
+    ocamba_minute_window: float = 60.0  # the steady window's length, in seconds
     ocamba_max_in_flight: int = 4
     ocamba_import_batch_size: int = 100
 

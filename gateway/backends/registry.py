@@ -102,6 +102,7 @@ def build_adapters(
             pacer = FixedWindowPacer(
                 settings.ocamba_rate_per_second,
                 settings.ocamba_rate_per_minute,
+                minute_window=settings.ocamba_minute_window,
                 max_in_flight=settings.ocamba_max_in_flight,
                 on_wait=wait_observer(backend),
             )

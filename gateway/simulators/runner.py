@@ -164,35 +164,3 @@ async def run_simulators(
         if on_ready is not None:
             on_ready(running)
         await asyncio.Event().wait()
-
-
-async def serve_simulators(
-    *,
-    host: str = "127.0.0.1",
-    ocamba_port: int = 9101,
-    omneo_port: int = 9102,
-    import_batch_port: int = 9103,
-    omneo_webhook_base_url: str | None = None,
-    omneo_webhook_secret: str = "",
-    ocamba_token: str = DEFAULT_OCAMBA_TOKEN,
-    omneo_token: str = DEFAULT_OMNEO_TOKEN,
-    import_batch_token: str = DEFAULT_IMPORT_BATCH_TOKEN,
-    import_batch_db_id: int = DEFAULT_IMPORT_BATCH_DB_ID,
-    seed: int | None = None,
-    on_ready: Callable[[RunningSimulators], None] | None = None,
-) -> None:
-    """Runs the three simulators with uvicorn in this event loop until cancelled."""
-    config = SimulatorConfig(
-        host=host,
-        ocamba_port=ocamba_port,
-        omneo_port=omneo_port,
-        import_batch_port=import_batch_port,
-        omneo_webhook_base_url=omneo_webhook_base_url,
-        omneo_webhook_secret=omneo_webhook_secret,
-        ocamba_token=ocamba_token,
-        omneo_token=omneo_token,
-        import_batch_token=import_batch_token,
-        import_batch_db_id=import_batch_db_id,
-        seed=seed,
-    )
-    await run_simulators(config, on_ready)

@@ -11,7 +11,8 @@ from gateway.simulators.import_batch import create_import_batch_app
 from gateway.simulators.runner import (
     WEBHOOK_CREATED_PATH,
     RunningSimulators,
-    serve_simulators,
+    SimulatorConfig,
+    run_simulators,
 )
 from gateway.simulators.serving import serve_app
 from tests.simulators.helpers import Receiver
@@ -19,15 +20,17 @@ from tests.simulators.helpers import Receiver
 pytestmark = pytest.mark.anyio
 
 
-async def test_serve_simulators_runs_all_three_until_cancelled(receiver: Receiver) -> None:
+async def test_run_simulators_runs_all_three_until_cancelled(receiver: Receiver) -> None:
     ready: asyncio.Future[RunningSimulators] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve_simulators(
-            ocamba_port=0,
-            omneo_port=0,
-            import_batch_port=0,
-            omneo_webhook_base_url=receiver.url + "/",
-            omneo_webhook_secret="k",
+        run_simulators(
+            SimulatorConfig(
+                ocamba_port=0,
+                omneo_port=0,
+                import_batch_port=0,
+                omneo_webhook_base_url=receiver.url + "/",
+                omneo_webhook_secret="k",
+            ),
             on_ready=ready.set_result,
         )
     )
