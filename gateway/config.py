@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, kw_only=True):
     port: int = 8080
     workers: int = 1
     api_tokens: str = ""  # "app1:token1,app2:token2"
+    metrics_token: str = ""  # set: GET /metrics needs this bearer token
     max_body_bytes: int = 5 * 1024 * 1024
     log_level: str = "INFO"
 
@@ -68,6 +69,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # Dispatcher
     dispatcher_enabled: bool = True  # off for API-only replicas
     workers_per_backend: int = 2
+    # New work wakes workers at once (in-process, or LISTEN/NOTIFY on PostgreSQL);
+    # the poll only finds retries whose time has come and expired leases.
+    poll_interval: float = 0.5
     batch_linger: float = 0.2  # seconds a partial batch waits for company
     lease_seconds: float = 60.0
     max_attempts: int = 8

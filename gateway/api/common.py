@@ -63,13 +63,19 @@ def error_response(exc: ApiError) -> Response:
 
 
 def authenticate(request: Request) -> str:
-    """The calling app's name, or 401. Every token is compared, in constant
-    time, so the answer's timing says nothing about which token came close."""
+    """The calling app's name, or 401."""
+    return authenticate_with(request, context(request).tokens)
+
+
+def authenticate_with(request: Request, tokens: dict[str, str]) -> str:
+    """The name `tokens` gives the presented bearer token, or 401. Every token
+    is compared, in constant time, so the answer's timing says nothing about
+    which token came close."""
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     app: str | None = None
     if scheme.lower() == "bearer" and presented:
-        for token, name in context(request).tokens.items():
+        for token, name in tokens.items():
             if hmac.compare_digest(token.encode(), presented.strip().encode()):
                 app = name
     if app is None:

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import Context, context, json_response
+from gateway.api.common import Context, authenticate_with, context, json_response
 
 log = logging.getLogger("gateway.health")
 READY_TIMEOUT = 2.0
@@ -46,6 +46,9 @@ async def _refresh_queue_gauges(ctx: Context) -> None:
 
 async def metrics(request: Request) -> Response:
     ctx = context(request)
+    if ctx.settings.metrics_token:
+        # Optional: metrics name the calling apps, which some teams keep private.
+        authenticate_with(request, {ctx.settings.metrics_token: "prometheus"})
     await _refresh_queue_gauges(ctx)
     body = generate_latest(ctx.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

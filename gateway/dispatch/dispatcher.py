@@ -43,7 +43,7 @@ class Dispatcher:
         settings: Settings,
         metrics: Metrics,
         *,
-        poll_interval: float = 0.5,
+        poll_interval: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -51,7 +51,7 @@ class Dispatcher:
         self.settings = settings
         self.metrics = metrics
         self.policy = RetryPolicy.from_settings(settings)
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval or settings.poll_interval
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._rng = rng or random.Random()
         self._wake = {b: asyncio.Event() for b in self.adapters}

@@ -132,3 +132,13 @@ def test_full_disk_is_503_and_stores_nothing(client: TestClient, rows: Rows) -> 
     assert (
         client.post("/v1/profiles/batch", headers=AUTH, json={"profiles": big}).status_code == 202
     )
+
+
+def test_metrics_can_require_a_token(settings: Settings) -> None:
+    settings.metrics_token = "scrape-secret"
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=AUTH).status_code == 401  # an app token is not it
+        ok = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert ok.status_code == 200 and "gateway_http_requests_total" in ok.text
+        assert client.get("/livez").status_code == 200  # probes stay open
