@@ -14,7 +14,7 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
-from gateway.store.sqlite_queue import set_backend_id
+from gateway.store.sqlite_queue import set_backend_id, state_is
 
 
 def save_webhook(conn: sqlite3.Connection, ev: WebhookEvent) -> SavedEvent:
@@ -107,6 +107,7 @@ def mark_unconfirmed(conn: sqlite3.Connection, backend: Backend, accepted_before
 
 def count_state(conn: sqlite3.Connection, backend: Backend, state: DeliveryState) -> int:
     (n,) = conn.execute(
-        "SELECT COUNT(*) FROM deliveries WHERE backend = ? AND state = ?", (backend, state)
+        f"SELECT COUNT(*) FROM deliveries WHERE backend = ? AND {state_is('state', [state])}",
+        (backend,),
     ).fetchone()
     return int(n)

@@ -40,6 +40,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
         (1, "0001_init.sql"),
         (2, "0002_webhooks.sql"),
         (3, "0003_queue_indexes.sql"),
+        (4, "0004_leaner_delivery_indexes.sql"),
     ]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
