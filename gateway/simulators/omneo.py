@@ -81,6 +81,9 @@ _MESSAGES = {
 }
 
 
+WEBHOOK_CONCURRENCY = 16  # webhook POSTs in flight at once
+
+
 class BatchRecord(msgspec.Struct, kw_only=True):
     batch_id: str
     namespace: str  # of the token that wrote it
@@ -130,6 +133,9 @@ class OmneoSim(SimState):
         self.updated = 0
         self._deliveries = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # Omneo sends its webhooks from a queue, a few at a time; a task per event
+        # without a bound would flood this process (and the gateway) at once.
+        self._sending = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
 
     # What tests read.
 
@@ -276,9 +282,10 @@ class OmneoSim(SimState):
     ) -> None:
         if settings.delay:
             await asyncio.sleep(settings.delay)
-        await self.sender.deliver(
-            delivery=delivery, event=event, url=url, raw=raw, headers=headers, settings=settings
-        )
+        async with self._sending:
+            await self.sender.deliver(
+                delivery=delivery, event=event, url=url, raw=raw, headers=headers, settings=settings
+            )
 
 
 def _webhook_routes(sim: OmneoSim) -> list[Route]:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.dispatch.ratelimit import FixedWindowPacer, PacingTimeout, unlimited_pacer
+from gateway.dispatch.ratelimit import FixedWindowPacer, PacingTimeout, _Window, unlimited_pacer
 from tests.dispatch.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -245,3 +245,17 @@ async def test_a_permit_is_released_once() -> None:
     p.release(permit)
     with pytest.raises(RuntimeError):
         p.release(permit)
+
+
+def test_admissions_just_before_a_boundary_count_in_the_next_window_too() -> None:
+    # They may arrive after the boundary, where the server counts them.
+    window = _Window(1.0, 3, guard=0.1)
+    window.add(10.5)
+    window.add(10.95)
+    window.add(10.97)
+    assert window.count(10.99) == 3
+    assert window.count(11.0) == 2  # the two sent in the last 0.1 s
+    window.add(11.5)
+    assert window.wait(11.5) == pytest.approx(0.5)  # full: 2 carried + 1
+    assert window.count(12.0) == 0  # nothing carried from mid-window
+    assert _Window(1.0, 3).count(0.0) == 0
