@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+import msgspec
+
 from gateway import cli_dead_letters, logs
 from gateway.config import ConfigError, Settings, describe
 
@@ -114,7 +116,8 @@ def _migrate(settings: Settings) -> int:
     from gateway.store.factory import store_from_settings
 
     async def run() -> None:
-        store = store_from_settings(settings)
+        # Migrating is this command's whole job, whatever GATEWAY_MIGRATE_ON_START says.
+        store = store_from_settings(msgspec.structs.replace(settings, migrate_on_start=True))
         await store.open()
         await store.close()
 

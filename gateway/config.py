@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, kw_only=True):
     database_url: str = "sqlite:///gateway.db"
     store_batch_max: int = 256  # writes grouped into one commit
     migrate_on_start: bool = True  # off when `gateway migrate` runs as a deploy step
+    store_pool_size: int = 10  # PostgreSQL connections per process (plus a few dedicated)
 
     # Backends: a backend is on when its URL is set.
     ocamba_url: str = ""

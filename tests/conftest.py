@@ -5,12 +5,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.store import migrations
+from gateway.store.base import Store
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from tests.store import pg
 
 TOKEN = "crm-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -21,10 +26,41 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """This test session's own PostgreSQL database, migrated once."""
+
+    async def migrate(url: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrations.apply_postgres(conn)
+        finally:
+            await conn.close()
+
+    with pg.fresh_database() as url:
+        pg.run(migrate(url))
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where `store` keeps its data: a fresh SQLite file, or the session's
+    PostgreSQL database emptied for this test."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    pg.truncate(url)
+    return url
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """An open SQLite store on a fresh file, for tests below the API."""
-    s = SQLiteStore(tmp_path / "store.db")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An open store on each engine, for tests below the API."""
+    s: Store = (
+        SQLiteStore.from_url(store_url)
+        if store_url.startswith("sqlite:///")
+        else PostgresStore(store_url)
+    )
     await s.open()
     yield s
     await s.close()

@@ -7,13 +7,10 @@ import time
 import pytest
 
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store.base import DeliveryResult, NewRequest
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.base import DeliveryResult, NewRequest, Store
 
 
-async def write(
-    store: SQLiteStore, rid: str, *ids: str, targets: list[Backend] | None = None
-) -> None:
+async def write(store: Store, rid: str, *ids: str, targets: list[Backend] | None = None) -> None:
     await store.accept(
         NewRequest(
             request_id=rid,
@@ -26,7 +23,7 @@ async def write(
 
 
 @pytest.mark.anyio
-async def test_claim_leases_in_order_and_never_twice(store: SQLiteStore) -> None:
+async def test_claim_leases_in_order_and_never_twice(store: Store) -> None:
     await write(store, "r1", "a", "b", "c")
     first = await store.claim("omneo", 2, "w1", 60)
     second = await store.claim("omneo", 10, "w2", 60)
@@ -39,7 +36,7 @@ async def test_claim_leases_in_order_and_never_twice(store: SQLiteStore) -> None
 
 @pytest.mark.anyio
 async def test_a_later_write_waits_for_the_earlier_one_of_the_same_person(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await write(store, "r1", "a")
     await write(store, "r2", "a", "b")
@@ -66,7 +63,7 @@ async def test_a_later_write_waits_for_the_earlier_one_of_the_same_person(
 
 
 @pytest.mark.anyio
-async def test_backends_are_independent(store: SQLiteStore) -> None:
+async def test_backends_are_independent(store: Store) -> None:
     await write(store, "r1", "a", targets=["omneo", "ocamba"])
     assert len(await store.claim("omneo", 10, "w", 60)) == 1
     assert len(await store.claim("ocamba", 10, "w", 60)) == 1
@@ -74,7 +71,7 @@ async def test_backends_are_independent(store: SQLiteStore) -> None:
 
 @pytest.mark.anyio
 async def test_an_expired_lease_is_claimed_again_and_the_old_owner_cannot_record(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await write(store, "r1", "a")
     [crashed] = await store.claim("omneo", 10, "dead-worker", lease_seconds=0.0)
@@ -96,7 +93,7 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_owner_cannot_record
 
 
 @pytest.mark.anyio
-async def test_dead_letters_list_and_replay(store: SQLiteStore) -> None:
+async def test_dead_letters_list_and_replay(store: Store) -> None:
     await write(store, "r1", "a", "b", targets=["omneo", "import_batch"])
     for backend in ("omneo", "import_batch"):
         claims = await store.claim(backend, 10, "w", 60)
@@ -116,7 +113,7 @@ async def test_dead_letters_list_and_replay(store: SQLiteStore) -> None:
 
 @pytest.mark.anyio
 async def test_replay_skips_a_dead_write_superseded_by_a_newer_delivered_one(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await write(store, "old", "a")
     [old] = await store.claim("omneo", 10, "w", 60)
@@ -130,7 +127,7 @@ async def test_replay_skips_a_dead_write_superseded_by_a_newer_delivered_one(
 
 
 @pytest.mark.anyio
-async def test_queue_stats(store: SQLiteStore) -> None:
+async def test_queue_stats(store: Store) -> None:
     await write(store, "r1", "a", "b", targets=["omneo", "ocamba"])
     await store.claim("ocamba", 1, "w", 60)
     stats = {s.backend: s for s in await store.queue_stats()}

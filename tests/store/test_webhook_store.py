@@ -7,11 +7,10 @@ import time
 import pytest
 
 from gateway.schema import NormalizedProfile
-from gateway.store.base import DeliveryResult, NewRequest, WebhookEvent
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.base import DeliveryResult, NewRequest, Store, WebhookEvent
 
 
-async def accepted_delivery(store: SQLiteStore, external_id: str, email: str) -> int:
+async def accepted_delivery(store: Store, external_id: str, email: str) -> int:
     await store.accept(
         NewRequest(
             request_id=f"r-{external_id}-{time.monotonic_ns()}",
@@ -43,7 +42,7 @@ def event(
 
 @pytest.mark.anyio
 async def test_an_event_confirms_the_accepted_delivery_and_records_the_omneo_id(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     delivery = await accepted_delivery(store, "a", "a@example.com")
     saved = await store.save_webhook(event("a@example.com"))
@@ -60,7 +59,7 @@ async def test_an_event_confirms_the_accepted_delivery_and_records_the_omneo_id(
 
 
 @pytest.mark.anyio
-async def test_the_same_event_twice_is_stored_once(store: SQLiteStore) -> None:
+async def test_the_same_event_twice_is_stored_once(store: Store) -> None:
     first = await store.save_webhook(event("x@example.com"))
     second = await store.save_webhook(event("x@example.com"))
     assert second.duplicate and second.event_id == first.event_id
@@ -68,7 +67,7 @@ async def test_the_same_event_twice_is_stored_once(store: SQLiteStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_unmatched_events_are_kept(store: SQLiteStore) -> None:
+async def test_unmatched_events_are_kept(store: Store) -> None:
     await store.save_webhook(event("nobody@example.com"))
     await store.save_webhook(event(None, omneo_id="5"))
     results = [a.result for a in await store.apply_webhooks("omneo")]
@@ -76,7 +75,7 @@ async def test_unmatched_events_are_kept(store: SQLiteStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_an_older_event_than_one_applied_changes_nothing(store: SQLiteStore) -> None:
+async def test_an_older_event_than_one_applied_changes_nothing(store: Store) -> None:
     await accepted_delivery(store, "a", "a@example.com")
     await store.save_webhook(event("a@example.com", when=2000.0))
     await store.apply_webhooks("omneo")
@@ -91,7 +90,7 @@ async def test_an_older_event_than_one_applied_changes_nothing(store: SQLiteStor
 
 @pytest.mark.anyio
 async def test_an_event_never_confirms_a_delivery_accepted_after_it_arrived(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.save_webhook(event("a@example.com"))
     await accepted_delivery(store, "a", "a@example.com")
@@ -101,7 +100,7 @@ async def test_an_event_never_confirms_a_delivery_accepted_after_it_arrived(
 
 @pytest.mark.anyio
 async def test_overdue_deliveries_become_unconfirmed_and_a_late_event_still_confirms(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     delivery = await accepted_delivery(store, "a", "a@example.com")
     assert await store.mark_unconfirmed("omneo", accepted_before=time.time() - 60) == 0

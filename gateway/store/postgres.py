@@ -1,0 +1,231 @@
+"""The shared store: PostgreSQL, for several gateway replicas on one database.
+
+Each call runs on a connection from an asyncpg pool, in one transaction where
+it writes; concurrency between replicas is settled by the database's own locks
+(see postgres_accept for the write path, postgres_queue for the claim). Two
+kinds of work need a connection of their own, outside the pool: listening for
+other replicas' writes and holding a backend's sender lock (postgres_signals).
+
+Modules: postgres_db (errors, lock keys), postgres_accept, postgres_queue,
+postgres_webhooks, postgres_views, postgres_signals; the schema is in
+sql/postgres/ and applied by migrations.apply_postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+import asyncpg
+
+from gateway.schema import Backend
+from gateway.store import (
+    migrations,
+    postgres_accept,
+    postgres_queue,
+    postgres_views,
+    postgres_webhooks,
+)
+from gateway.store.base import (
+    AcceptResult,
+    AppliedEvent,
+    Claim,
+    DeadLetter,
+    DeliveryResult,
+    DeliveryState,
+    NewRequest,
+    ProfileView,
+    QueueStats,
+    ReplayResult,
+    RequestView,
+    SavedEvent,
+    StoreError,
+    WebhookEvent,
+)
+from gateway.store.postgres_db import Conn, store_errors
+from gateway.store.postgres_signals import Leadership, Listener, Wake
+
+T = TypeVar("T")
+Work = Callable[[Conn], Awaitable[T]]
+# How a unit of work runs: "statement" for one statement (atomic on its own, so
+# no BEGIN/COMMIT round trips), "write" for several in one transaction,
+# "snapshot" for several reads that must agree with each other.
+Mode = Literal["statement", "write", "snapshot"]
+
+URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+    ) -> None:
+        """`migrate`: apply pending migrations in open(); when False, open()
+        refuses a schema that is behind (`gateway migrate` applies it)."""
+        self.dsn = dsn
+        self._migrate = migrate
+        self._min_size, self._max_size = min_size, max_size
+        self._timeout = timeout  # for a pooled connection and for each statement
+        self._pool: asyncpg.Pool | None = None
+        self.listener = Listener(dsn)
+        self.leadership = Leadership(dsn)
+
+    @classmethod
+    def from_url(cls, url: str, *, migrate: bool = True, pool_size: int = 10) -> PostgresStore:
+        if not url.startswith(URL_PREFIXES):
+            raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        return cls(url, migrate=migrate, max_size=pool_size)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        with store_errors("connecting to PostgreSQL"):
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                command_timeout=self._timeout,
+                server_settings={"application_name": "gateway"},
+            )
+        try:
+            async with pool.acquire(timeout=self._timeout) as conn:
+                with store_errors("migrating the schema"):
+                    if self._migrate:
+                        await migrations.apply_postgres(conn)
+                        missing = []
+                    else:
+                        missing = await migrations.pending_postgres(conn)
+                if missing:
+                    raise migrations.SchemaBehind(missing)
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        await self.listener.close()
+        await self.leadership.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self._timeout)
+            except TimeoutError:
+                pool.terminate()
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _run(self, what: str, work: Work[T], mode: Mode = "statement") -> T:
+        """`work` on a pooled connection; see `Mode`."""
+        if self._pool is None:
+            raise StoreError("store is not open")
+        with store_errors(what):
+            async with self._pool.acquire(timeout=self._timeout) as conn:
+                if mode == "statement":
+                    return await work(conn)
+                if mode == "write":
+                    async with conn.transaction():
+                        return await work(conn)
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    return await work(conn)
+
+    # -- inbound -----------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._run("ping", lambda conn: conn.fetchval("SELECT 1"))
+
+    async def accept(self, request: NewRequest) -> AcceptResult:
+        # postgres_accept opens its own transaction: a replay must not commit.
+        if self._pool is None:
+            raise StoreError("store is not open")
+        with store_errors("store write"):
+            async with self._pool.acquire(timeout=self._timeout) as conn:
+                return await postgres_accept.accept(conn, request)
+
+    async def get_request(self, request_id: str) -> RequestView | None:
+        return await self._run(
+            "store read",
+            lambda conn: postgres_views.get_request(conn, request_id),
+            "snapshot",
+        )
+
+    async def get_profile(self, external_id: str) -> ProfileView | None:
+        return await self._run(
+            "store read",
+            lambda conn: postgres_views.get_profile(conn, external_id),
+            "snapshot",
+        )
+
+    # -- the dispatcher's queue (see postgres_queue) -------------------------
+
+    async def claim(
+        self, backend: Backend, limit: int, owner: str, lease_seconds: float
+    ) -> list[Claim]:
+        return await self._run(
+            "claim",
+            lambda conn: postgres_queue.claim(conn, backend, limit, owner, lease_seconds),
+        )
+
+    async def record(self, owner: str, results: list[DeliveryResult]) -> int:
+        return await self._run("record", lambda conn: postgres_queue.record(conn, owner, results))
+
+    async def queue_stats(self) -> list[QueueStats]:
+        return await self._run("queue stats", postgres_queue.queue_stats)
+
+    async def list_deliveries(
+        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        return await self._run(
+            "store read",
+            lambda conn: postgres_queue.list_deliveries(conn, states, backend, limit),
+        )
+
+    async def replay(
+        self,
+        states: list[DeliveryState],
+        *,
+        delivery_id: int | None = None,
+        backend: Backend | None = None,
+    ) -> ReplayResult:
+        return await self._run(
+            "replay", lambda conn: postgres_queue.replay(conn, states, delivery_id, backend)
+        )
+
+    # -- several replicas (see postgres_signals) ---------------------------------
+
+    async def subscribe(self, wake: Wake) -> None:
+        await self.listener.subscribe(wake)
+
+    async def lead(self, backend: Backend) -> bool:
+        return await self.leadership.lead(backend)
+
+    # -- webhooks (see postgres_webhooks) ------------------------------------------
+
+    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
+        return await self._run(
+            "saving a webhook", lambda conn: postgres_webhooks.save_webhook(conn, event)
+        )
+
+    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
+        return await self._run(
+            "applying webhooks",
+            lambda conn: postgres_webhooks.apply_webhooks(conn, source, limit),
+            "write",
+        )
+
+    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
+        return await self._run(
+            "marking unconfirmed",
+            lambda conn: postgres_webhooks.mark_unconfirmed(conn, backend, accepted_before),
+        )
+
+    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
+        return await self._run(
+            "store read",
+            lambda conn: postgres_webhooks.count_state(conn, backend, state),
+        )

@@ -1,0 +1,102 @@
+"""Storing an accepted request on PostgreSQL: one transaction per request.
+
+Replicas share the database, so everything that SQLite settles by having one
+writer is settled here by the database's own locks:
+
+- The same Idempotency-Key twice at once: the key is inserted first, with
+  ON CONFLICT DO NOTHING. The second transaction's insert waits on the first's
+  uncommitted primary-key entry; if the first commits, the second finds the key
+  taken and answers a replay (same body) or a conflict (another body), having
+  written nothing; if the first rolls back, the second stores its request.
+- The order of one person's writes: the queue keeps a later write of a person
+  back while an earlier one is open, and "earlier" means a smaller id. An
+  identity column hands out ids when rows are inserted, not when they commit:
+  if request A took id 10 for person X and request B took id 11 but committed
+  first, a claim could see and send 11 while 10 was still invisible, then send
+  10 after it: the older profile would land last. So the people of a request are
+  upserted (row-locked) first, in a fixed order so that requests sharing
+  people cannot deadlock, and only then are ids taken. A request writing X waits
+  until any other transaction writing X has committed, so X's ids follow commit
+  order, and a snapshot that sees a write of X sees every earlier one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest, StoreError
+from gateway.store.postgres_db import CHANNEL, Conn
+
+_encode = msgspec.json.Encoder().encode
+
+_CLAIM_KEY = """
+INSERT INTO idempotency_keys (app, key, body_hash, request_id, created_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (app, key) DO NOTHING
+RETURNING true
+"""
+_EARLIER = """
+SELECT k.body_hash, k.request_id, r.profile_count, r.targets
+FROM idempotency_keys k JOIN requests r ON r.id = k.request_id
+WHERE k.app = $1 AND k.key = $2
+"""
+_LOCK_PEOPLE = """
+INSERT INTO people (external_id, writes, updated_at)
+SELECT p.external_id, 1, $2 FROM unnest($1::text[]) AS p(external_id)
+ORDER BY p.external_id
+ON CONFLICT (external_id) DO UPDATE
+SET writes = people.writes + 1, updated_at = EXCLUDED.updated_at
+"""
+# One statement for the rest: the foreign keys are checked at its end, so the
+# order in which its parts run does not matter; the notifications are sent
+# only if and when the transaction commits.
+_STORE = """
+WITH request AS (
+    INSERT INTO requests (id, app, received_at, targets, profile_count)
+    VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]))
+), writes AS (
+    INSERT INTO profile_writes (request_id, position, external_id, body, received_at)
+    SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $3
+    FROM unnest($5::text[], $6::bytea[]) WITH ORDINALITY AS p(external_id, body, n)
+    ORDER BY p.n
+    RETURNING id, external_id
+), deliveries AS (
+    INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at)
+    SELECT w.id, w.external_id, t.backend, $7, $7, $7
+    FROM writes w CROSS JOIN unnest($4::text[]) WITH ORDINALITY AS t(backend, n)
+    ORDER BY w.id, t.n
+)
+SELECT pg_notify($8, t.backend) FROM unnest($4::text[]) AS t(backend)
+"""
+
+
+async def accept(conn: Conn, req: NewRequest) -> AcceptResult:
+    """Store `req` with its writes and deliveries, or answer from an earlier
+    request with the same Idempotency-Key. Raises IdempotencyConflict."""
+    now = time.time()
+    async with conn.transaction():
+        if req.idempotency_key is not None:
+            args = (req.app, req.idempotency_key, req.body_hash, req.request_id, now)
+            if await conn.fetchval(_CLAIM_KEY, *args) is None:
+                return await _answer_again(conn, req)
+        ids = [p.external_id for p in req.profiles]
+        await conn.execute(_LOCK_PEOPLE, ids, now)
+        bodies = [_encode(p) for p in req.profiles]
+        targets = list(req.targets)
+        await conn.execute(
+            _STORE, req.request_id, req.app, req.received_at, targets, ids, bodies, now, CHANNEL
+        )
+    return AcceptResult(req.request_id, len(req.profiles), targets)
+
+
+async def _answer_again(conn: Conn, req: NewRequest) -> AcceptResult:
+    # A new statement, so under READ COMMITTED it sees the request that took the
+    # key, even one that committed while our insert waited for it.
+    row = await conn.fetchrow(_EARLIER, req.app, req.idempotency_key)
+    if row is None:  # keys are never deleted: the insert would have succeeded
+        raise StoreError("the Idempotency-Key's request vanished while it was looked up")
+    if row["body_hash"] != req.body_hash:
+        raise IdempotencyConflict(row["request_id"])
+    return AcceptResult(row["request_id"], row["profile_count"], row["targets"], replayed=True)

@@ -1,0 +1,90 @@
+"""What the status endpoints read on PostgreSQL: a request, and a person's latest state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.schema import NormalizedProfile
+from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, RequestView
+from gateway.store.postgres_db import Conn
+
+_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+
+_DELIVERY_COLUMNS = (
+    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id"
+    " FROM deliveries d LEFT JOIN backend_ids b"
+    " ON b.external_id = d.external_id AND b.backend = d.backend"
+)
+
+
+def _delivery(row: Any) -> DeliveryView:
+    return DeliveryView(
+        backend=row["backend"],
+        state=row["state"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        updated_at=row["updated_at"],
+        backend_id=row["backend_id"],
+    )
+
+
+async def get_request(conn: Conn, request_id: str) -> RequestView | None:
+    """Run in one read-only snapshot, so that its reads agree."""
+    head = await conn.fetchrow(
+        "SELECT app, received_at, targets FROM requests WHERE id = $1", request_id
+    )
+    if head is None:
+        return None
+    writes = await conn.fetch(
+        "SELECT id, position, external_id FROM profile_writes WHERE request_id = $1"
+        " ORDER BY position",
+        request_id,
+    )
+    by_write: dict[int, list[DeliveryView]] = {w["id"]: [] for w in writes}
+    for d in await conn.fetch(
+        f"SELECT d.write_id, {_DELIVERY_COLUMNS}"
+        " JOIN profile_writes w ON w.id = d.write_id WHERE w.request_id = $1 ORDER BY d.id",
+        request_id,
+    ):
+        by_write[d["write_id"]].append(_delivery(d))
+    return RequestView(
+        request_id=request_id,
+        app=head["app"],
+        received_at=head["received_at"],
+        targets=head["targets"],
+        profiles=[
+            ProfileWriteView(w["external_id"], w["position"], by_write[w["id"]]) for w in writes
+        ],
+    )
+
+
+async def get_profile(conn: Conn, external_id: str) -> ProfileView | None:
+    """Run in one read-only snapshot, so that its reads agree."""
+    latest = await conn.fetchrow(
+        "SELECT request_id, body, received_at FROM profile_writes WHERE external_id = $1"
+        " ORDER BY id DESC LIMIT 1",
+        external_id,
+    )
+    if latest is None:
+        return None
+    deliveries = [
+        _delivery(r)
+        for r in await conn.fetch(
+            f"SELECT DISTINCT ON (d.backend) {_DELIVERY_COLUMNS}"
+            " WHERE d.external_id = $1 ORDER BY d.backend, d.id DESC",
+            external_id,
+        )
+    ]
+    ids = await conn.fetch(
+        "SELECT backend, backend_id FROM backend_ids WHERE external_id = $1", external_id
+    )
+    return ProfileView(
+        external_id=external_id,
+        last_request_id=latest["request_id"],
+        updated_at=latest["received_at"],
+        profile=_decode_profile(latest["body"]),
+        backends={d.backend: d for d in deliveries},
+        backend_ids={r["backend"]: r["backend_id"] for r in ids},
+    )
