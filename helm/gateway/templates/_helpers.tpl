@@ -1,0 +1,92 @@
+{{/* Chart name, truncated to leave room for suffixes. */}}
+{{- define "gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name; also the Service's name and so Prometheus's `job` label. */}}
+{{- define "gateway.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gateway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: profile-gateway
+{{- end -}}
+
+{{- define "gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gateway.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gateway.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The Secret the GATEWAY_* tokens come from: an existing one, or the chart's. */}}
+{{- define "gateway.secretName" -}}
+{{- default (include "gateway.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "gateway.postgresql" -}}
+{{- if eq .Values.database.type "postgresql" -}}true{{- end -}}
+{{- end -}}
+
+{{/* More than one pod can run: PodDisruptionBudget and spreading make sense. */}}
+{{- define "gateway.multiReplica" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Does the scrape send GATEWAY_METRICS_TOKEN? */}}
+{{- define "gateway.metricsAuth" -}}
+{{- $sm := .Values.metrics.serviceMonitor -}}
+{{- if or $sm.bearerTokenFromSecret (and (not .Values.secrets.existingSecret) (index (default (dict) .Values.secrets.values) "GATEWAY_METRICS_TOKEN")) -}}true{{- end -}}
+{{- end -}}
+
+{{/* GATEWAY_DATABASE_URL: the SQLite file on the volume, or PostgreSQL's URL from its Secret. */}}
+{{- define "gateway.databaseEnv" -}}
+{{- if include "gateway.postgresql" . }}
+- name: GATEWAY_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "database.postgresql.existingSecret is required with database.type=postgresql" .Values.database.postgresql.existingSecret }}
+      key: {{ .Values.database.postgresql.secretKey }}
+{{- else }}
+- name: GATEWAY_DATABASE_URL
+  value: {{ printf "sqlite:///%s" .Values.database.sqlite.path | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Refuse combinations the schema cannot express. */}}
+{{- define "gateway.validate" -}}
+{{- $t := .Values.termination -}}
+{{- $floor := add $t.preStopSleepSeconds $t.dispatcherGraceSeconds 15 -}}
+{{- if lt (int $t.terminationGracePeriodSeconds) (int $floor) -}}
+{{- fail (printf "termination.terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + dispatcherGraceSeconds + 15 = %v, so in-flight sends can drain" $t.terminationGracePeriodSeconds $floor) -}}
+{{- end -}}
+{{- if and (not (include "gateway.postgresql" .)) (include "gateway.multiReplica" .) -}}
+{{- fail "SQLite runs one replica: set database.type=postgresql for replicaCount > 1 or autoscaling" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,487 @@
+"""helm/gateway rendered by Helm's engine, validated against the Kubernetes
+schemas, and held to what the gateway needs (probes, termination, settings,
+secrets, the two database settings)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import helm_python
+import jsonschema
+import pytest
+import yaml
+
+from gateway.config import describe
+from tests.deploy import chart
+from tests.deploy.chart import Manifest, only, render
+
+SETTINGS = {name for name, _ in describe()}
+DEFAULT_KINDS = [
+    "ConfigMap",
+    "ConfigMap",
+    "Deployment",
+    "PersistentVolumeClaim",
+    "PrometheusRule",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "ServiceMonitor",
+]
+POSTGRES_KINDS = [
+    "ConfigMap",
+    "ConfigMap",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "Job",
+    "PodDisruptionBudget",
+    "PrometheusRule",
+    "Service",
+    "ServiceAccount",
+    "ServiceMonitor",
+]
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# Every value set the suite validates: the two documented settings and the
+# switches that change which objects render or how.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default (SQLite, one replica)": {},
+    "PostgreSQL, autoscaled (values-postgresql.yaml)": chart.postgresql_values(),
+    "PostgreSQL, 3 fixed replicas, chart-made Secret": merged(
+        chart.postgresql_values(),
+        {
+            "autoscaling": {"enabled": False},
+            "replicaCount": 3,
+            "secrets": {"existingSecret": "", "values": {"GATEWAY_API_TOKENS": "crm:t"}},
+            "metrics": {"serviceMonitor": {"bearerTokenFromSecret": False}},
+        },
+    ),
+    "SQLite on an existing claim, metrics token": {
+        "persistence": {"existingClaim": "gateway-data"},
+        "secrets": {"values": {"GATEWAY_METRICS_TOKEN": "m"}},
+    },
+    "SQLite without persistence, no monitoring objects": {
+        "persistence": {"enabled": False},
+        "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}},
+        "grafana": {"dashboard": {"enabled": False}},
+    },
+}
+
+
+def pod_specs(manifests: list[Manifest]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{m.kind}/{m.name}", m.doc["spec"]["template"]["spec"])
+        for m in manifests
+        if m.kind in {"Deployment", "Job"}
+    ]
+
+
+def container(manifests: list[Manifest], kind: str = "Deployment") -> dict[str, Any]:
+    (c,) = only(manifests, kind).doc["spec"]["template"]["spec"]["containers"]
+    assert isinstance(c, dict)
+    return c
+
+
+def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def schema_error(values: dict[str, Any]) -> str:
+    with pytest.raises((helm_python.HelmValuesError, helm_python.HelmRenderError)) as info:
+        chart.render_raw(values)
+    return str(info.value)
+
+
+# --- Helm lint and rendering ---------------------------------------------------
+
+
+def test_helm_lint_strict_finds_nothing_above_info() -> None:
+    for values in ({}, chart.postgresql_values()):
+        report = helm_python.lint(str(chart.CHART), values, strict=True)
+        assert report["errors"] == [], report
+        above_info = [m for m in report["messages"] if m["severity"] >= 2]
+        assert above_info == [], report["messages"]
+
+
+def test_default_values_render_the_sqlite_single_replica_setting() -> None:
+    manifests = render()
+    assert chart.kinds(manifests) == DEFAULT_KINDS
+    deploy = only(manifests, "Deployment").doc
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    c = container(manifests)
+    env = env_of(c)
+    assert env["GATEWAY_DATABASE_URL"] == "sqlite:////data/gateway.db"
+    assert env["GATEWAY_MIGRATE_ON_START"] == "true"
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["data"] == "/data"
+    volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+    pvc = only(manifests, "PersistentVolumeClaim")
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == pvc.name
+    assert pvc.doc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # Uninstalling the release must not delete every stored write.
+    assert pvc.doc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_postgresql_values_render_the_multi_replica_setting() -> None:
+    values = chart.postgresql_values()
+    manifests = render(values)
+    assert chart.kinds(manifests) == POSTGRES_KINDS
+    deploy = only(manifests, "Deployment").doc
+    assert "replicas" not in deploy["spec"]  # the HorizontalPodAutoscaler owns it
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    c = container(manifests)
+    env = env_of(c)
+    pg = values["database"]["postgresql"]
+    url_ref = {"secretKeyRef": {"name": pg["existingSecret"], "key": pg["secretKey"]}}
+    assert env["GATEWAY_DATABASE_URL"] == url_ref
+    assert env["GATEWAY_MIGRATE_ON_START"] == "false"
+    assert "data" not in {m["name"] for m in c["volumeMounts"]}
+    # `gateway migrate` runs first, as a hook, with the same URL and image.
+    job = only(manifests, "Job")
+    hooks = job.doc["metadata"]["annotations"]
+    assert hooks["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
+    jc = container(manifests, "Job")
+    assert jc["args"] == ["migrate"] and jc["image"] == c["image"]
+    assert env_of(jc)["GATEWAY_DATABASE_URL"] == url_ref
+    # A hook runs before the chart's own ConfigMap and Secret exist.
+    assert "envFrom" not in jc
+    # The migrate pod must not be taken for a gateway pod by the Service or the PDB.
+    selector = only(manifests, "Service").doc["spec"]["selector"]
+    job_labels = job.doc["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= job_labels.items()
+    hpa = only(manifests, "HorizontalPodAutoscaler").doc["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": only(manifests, "Deployment").name,
+    }
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    pdb = only(manifests, "PodDisruptionBudget").doc["spec"]
+    assert pdb["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert pdb["maxUnavailable"] == 1
+    spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {s["topologyKey"] for s in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_rendered_manifest_validates(name: str) -> None:
+    """Kubernetes' OpenAPI schemas, strict (unknown fields are errors), for the
+    oldest (1.25) and newest Kubernetes kubernetes-validate knows; the
+    prometheus-operator CRD structure for ServiceMonitor and PrometheusRule."""
+    manifests = render(VALUE_SETS[name])
+    assert manifests
+    errors = [e for m in manifests for e in chart.validation_errors(m)]
+    assert errors == []
+
+
+def test_the_validators_reject_broken_manifests() -> None:
+    manifests = render()
+    deploy = copy.deepcopy(only(manifests, "Deployment"))
+    deploy.doc["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
+    assert any("livenessProbes" in e for e in chart.validation_errors(deploy))
+    deploy = copy.deepcopy(only(manifests, "Deployment"))
+    deploy.doc["spec"]["replicas"] = "one"
+    assert list(chart.validation_errors(deploy))
+    sm = copy.deepcopy(only(manifests, "ServiceMonitor"))
+    sm.doc["spec"]["endpoints"][0]["interval"] = "30 seconds"
+    assert any("interval" in e for e in chart.validation_errors(sm))
+    sm = copy.deepcopy(only(manifests, "ServiceMonitor"))
+    sm.doc["spec"]["endpoints"][0]["bearerToken"] = "x"
+    assert list(chart.validation_errors(sm))
+    rule = copy.deepcopy(only(manifests, "PrometheusRule"))
+    rule.doc["spec"]["groups"][0]["rules"][0]["record"] = "x:y"
+    assert list(chart.validation_errors(rule))
+    rule = copy.deepcopy(only(manifests, "PrometheusRule"))
+    rule.doc["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    assert list(chart.validation_errors(rule))
+    unknown = Manifest(
+        "x.yaml", {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    )
+    assert list(chart.validation_errors(unknown))
+
+
+# --- What the pods need --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_pods_meet_the_restricted_pod_security_standard(name: str) -> None:
+    for where, spec in pod_specs(render(VALUE_SETS[name])):
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True, where
+        assert psc["runAsUser"] != 0, where
+        assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["automountServiceAccountToken"] is False, where
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), where
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), where
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert not sc.get("privileged"), where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            # The only writable places: the data volume and an emptyDir /tmp.
+            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}, where
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"], where
+
+
+def test_probes_hit_livez_and_readyz_on_the_serving_port() -> None:
+    for values in ({}, chart.postgresql_values()):
+        c = container(render(values))
+        (port,) = c["ports"]
+        assert (port["name"], port["containerPort"]) == ("http", 8080)
+        env = env_of(c)
+        assert (env["GATEWAY_HOST"], env["GATEWAY_PORT"]) == ("0.0.0.0", "8080")
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert c["args"] == ["serve"]
+
+
+@pytest.mark.parametrize("values", [{}, chart.postgresql_values()], ids=["sqlite", "postgresql"])
+def test_termination_grace_covers_the_dispatcher_drain(values: dict[str, Any]) -> None:
+    manifests = render(values)
+    spec = only(manifests, "Deployment").doc["spec"]["template"]["spec"]
+    c = container(manifests)
+    grace = float(env_of(c)["GATEWAY_SHUTDOWN_GRACE"])
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    # Endpoints drop the pod during the preStop sleep; then uvicorn drains open
+    # requests and the dispatcher gets GATEWAY_SHUTDOWN_GRACE for its batch.
+    assert spec["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + grace + 15
+
+
+def test_the_chart_refuses_a_grace_period_too_short_to_drain() -> None:
+    err = schema_error(
+        {
+            "termination": {
+                "preStopSleepSeconds": 5,
+                "dispatcherGraceSeconds": 30,
+                "terminationGracePeriodSeconds": 40,
+            }
+        }
+    )
+    assert "terminationGracePeriodSeconds" in err and "50" in err
+    longer = {
+        "termination": {
+            "preStopSleepSeconds": 5,
+            "dispatcherGraceSeconds": 30,
+            "terminationGracePeriodSeconds": 60,
+        }
+    }
+    env = env_of(container(render(longer)))
+    assert env["GATEWAY_SHUTDOWN_GRACE"] == "30"
+
+
+def test_config_and_secrets_reach_the_container() -> None:
+    values = {
+        "config": {"GATEWAY_OMNEO_URL": "https://omneo.example", "GATEWAY_MAX_ATTEMPTS": 5},
+        "secrets": {"values": {"GATEWAY_API_TOKENS": "crm:abc", "GATEWAY_OMNEO_TOKEN": "o"}},
+    }
+    manifests = render(values)
+    config = next(
+        m for m in manifests if m.kind == "ConfigMap" and not m.name.endswith("-dashboard")
+    )
+    assert config.doc["data"]["GATEWAY_OMNEO_URL"] == "https://omneo.example"
+    assert config.doc["data"]["GATEWAY_MAX_ATTEMPTS"] == "5"  # ConfigMap values are strings
+    secret = only(manifests, "Secret")
+    assert secret.doc["stringData"]["GATEWAY_API_TOKENS"] == "crm:abc"
+    env_from = container(manifests)["envFrom"]
+    assert env_from == [
+        {"configMapRef": {"name": config.name}},
+        {"secretRef": {"name": secret.name}},
+    ]
+    # A changed setting or secret changes the pod template, so the pods roll.
+    annotations = only(manifests, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
+    other = render(merged(values, {"secrets": {"values": {"GATEWAY_API_TOKENS": "crm:new"}}}))
+    other_annotations = only(other, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/secret"] != other_annotations["checksum/secret"]
+    assert annotations["checksum/config"] == other_annotations["checksum/config"]
+
+
+def test_an_existing_secret_replaces_the_charts() -> None:
+    manifests = render({"secrets": {"existingSecret": "gateway-tokens"}})
+    assert "Secret" not in chart.kinds(manifests)
+    assert {"secretRef": {"name": "gateway-tokens"}} in container(manifests)["envFrom"]
+    # No metrics token is known to be in it unless said so.
+    assert "authorization" not in only(manifests, "ServiceMonitor").doc["spec"]["endpoints"][0]
+    said = render(
+        {
+            "secrets": {"existingSecret": "gateway-tokens"},
+            "metrics": {"serviceMonitor": {"bearerTokenFromSecret": True}},
+        }
+    )
+    auth = only(said, "ServiceMonitor").doc["spec"]["endpoints"][0]["authorization"]
+    assert auth == {
+        "type": "Bearer",
+        "credentials": {"name": "gateway-tokens", "key": "GATEWAY_METRICS_TOKEN"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicaCount": 2}, "/replicaCount"),
+        ({"autoscaling": {"enabled": True}}, "/autoscaling/enabled"),
+        ({"database": {"type": "postgresql"}}, "existingSecret"),
+        ({"database": {"type": "mysql"}}, "/database/type"),
+        ({"config": {"GATEWAY_API_TOKENS": "crm:abc"}}, "GATEWAY_API_TOKENS"),
+        ({"config": {"GATEWAY_DATABASE_URL": "sqlite:///x"}}, "GATEWAY_DATABASE_URL"),
+        ({"config": {"omneo_url": "x"}}, "omneo_url"),
+        ({"secrets": {"values": {"GATEWAY_OMNEO_URL": "x"}}}, "GATEWAY_OMNEO_URL"),
+        ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
+        ({"replicas": 3}, "replicas"),
+    ],
+)
+def test_values_schema_refuses_settings_that_cannot_work(
+    values: dict[str, Any], complaint: str
+) -> None:
+    assert complaint in schema_error(values)
+
+
+def test_values_schema_is_valid_and_accepts_the_shipped_values() -> None:
+    schema = json.loads((chart.CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    defaults = yaml.safe_load((chart.CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator(schema).validate(defaults)
+    jsonschema.Draft7Validator(schema).validate(merged(defaults, chart.postgresql_values()))
+
+
+def test_every_setting_the_chart_names_is_a_gateway_setting() -> None:
+    """The chart's setting names against gateway/config.py: a misspelt or
+    removed setting in values, schema or templates fails here."""
+    schema = json.loads((chart.CHART / "values.schema.json").read_text())
+    named = set(schema["definitions"]["secretSettingName"]["enum"])
+    named |= set(schema["definitions"]["chartManagedSettingName"]["enum"])
+    defaults = yaml.safe_load((chart.CHART / "values.yaml").read_text())
+    named |= set(defaults["config"]) | set(defaults["secrets"]["values"])
+    named |= set(chart.postgresql_values()["config"])
+    for values in ({}, chart.postgresql_values()):
+        manifests = render(values)
+        for _, spec in pod_specs(manifests):
+            for c in spec["containers"]:
+                named |= {e["name"] for e in c.get("env", [])}
+    assert named - SETTINGS == set()
+    assert named >= {"GATEWAY_API_TOKENS", "GATEWAY_DATABASE_URL", "GATEWAY_SHUTDOWN_GRACE"}
+
+
+def test_service_monitor_and_rules_agree_with_the_service() -> None:
+    manifests = render()
+    service = only(manifests, "Service").doc
+    deploy = only(manifests, "Deployment").doc
+    assert service["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
+    assert (
+        service["spec"]["selector"].items()
+        <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    )
+    sm = only(manifests, "ServiceMonitor").doc["spec"]
+    assert sm["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert sm["namespaceSelector"] == {"matchNames": [chart.NAMESPACE]}
+    (endpoint,) = sm["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # Scraped through this Service, series carry job=<service name>: the alerts select that.
+    rules = only(manifests, "PrometheusRule").doc["spec"]["groups"][0]["rules"]
+    scrape = f'job="{only(manifests, "Service").name}", namespace="{chart.NAMESPACE}"'
+    assert all(scrape in rule["expr"] for rule in rules)
+    assert {r["alert"] for r in rules} == {
+        "GatewayDeadLettersGrowing",
+        "GatewayOldestPendingTooOld",
+        "GatewayBackendErrorRatioHigh",
+        "GatewayOmneoUnconfirmedShareHigh",
+        "GatewayDown",
+        "GatewayAbsent",
+    }
+
+
+def test_dashboard_configmap_carries_the_dashboard_for_the_sidecar() -> None:
+    manifests = render()
+    cm = next(m for m in manifests if m.name.endswith("-dashboard"))
+    assert cm.doc["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm.doc["metadata"]["annotations"]["grafana_folder"] == "Profile gateway"
+    (key,) = cm.doc["data"]
+    assert key.endswith(".json")
+    assert json.loads(cm.doc["data"][key]) == json.loads(chart.DASHBOARD.read_text())
+    other = render(
+        {
+            "grafana": {
+                "dashboard": {
+                    "label": "dashboards",
+                    "labelValue": "gateway",
+                    "namespace": "monitoring",
+                }
+            }
+        }
+    )
+    cm = next(m for m in other if m.name.endswith("-dashboard"))
+    assert cm.doc["metadata"]["labels"]["dashboards"] == "gateway"
+    assert cm.doc["metadata"]["namespace"] == "monitoring"
+
+
+def test_dashboard_json_is_well_formed_for_grafana() -> None:
+    board = json.loads(chart.DASHBOARD.read_text())
+    assert board["uid"] == "profile-gateway" and board["title"]
+    panels = board["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for p in panels:
+        pos = p["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert p["targets"] and all(t["expr"].strip() for t in p["targets"]), p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs)), p["title"]
+    # No two panels overlap.
+    cells = set()
+    for p in panels:
+        pos = p["gridPos"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, p["title"]
+                cells.add((x, y))
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in (
+        "write requests by app",
+        "refused",
+        "deliveries by backend and outcome",
+        "backend call latency",
+        "queue depth",
+        "oldest pending",
+        "retries",
+        "rate-limit waits",
+        "dead letters",
+        "confirmation lag",
+        "unconfirmed share",
+    ):
+        assert topic in titles, topic
+
+
+def test_notes_tell_how_to_reach_the_gateway_and_warn_about_missing_tokens() -> None:
+    notes = chart.render_raw()["profile-gateway/templates/NOTES.txt"]
+    assert "port-forward svc/gw-profile-gateway" in notes
+    assert "GATEWAY_API_TOKENS is empty" in notes
+    assert "SQLite" in notes
+    pg_notes = chart.render_raw(chart.postgresql_values())["profile-gateway/templates/NOTES.txt"]
+    assert "PostgreSQL" in pg_notes and "migrate" in pg_notes
+    assert "GATEWAY_API_TOKENS is empty" not in pg_notes
