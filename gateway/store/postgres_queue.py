@@ -33,13 +33,11 @@ later write overtake an earlier one, under READ COMMITTED:
 from __future__ import annotations
 
 import time
-import typing
 
 import msgspec
 
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import (
-    OPEN_STATES,
     Claim,
     DeadLetter,
     DeliveryResult,
@@ -48,10 +46,9 @@ from gateway.store.base import (
     ReplayResult,
 )
 from gateway.store.postgres_db import Conn
+from gateway.store.sql_states import OPEN, state_is
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
-_OPEN = "('pending', 'retrying', 'in_flight')"
-assert set(OPEN_STATES) == {"pending", "retrying", "in_flight"}
 
 # No earlier write of the same person to the same backend is still open.
 # OFFSET 0 keeps this a sub-plan run once per candidate, an index probe on
@@ -62,7 +59,7 @@ assert set(OPEN_STATES) == {"pending", "retrying", "in_flight"}
 _HEAD = f"""NOT EXISTS (
         SELECT 1 FROM deliveries e
         WHERE e.backend = c.backend AND e.external_id = c.external_id
-          AND e.id < c.id AND e.state IN {_OPEN}
+          AND e.id < c.id AND e.state IN {OPEN}
         OFFSET 0)"""
 # Each branch walks its partial index (deliveries_lease, deliveries_due_at) in
 # order and stops at the limit, probing deliveries_open_person per candidate,
@@ -182,25 +179,9 @@ async def queue_stats(conn: Conn) -> list[QueueStats]:
     now = time.time()
     rows = await conn.fetch(
         "SELECT backend, count(*) AS depth, min(created_at) AS oldest FROM deliveries"
-        f" WHERE state IN {_OPEN} GROUP BY backend ORDER BY backend"
+        f" WHERE state IN {OPEN} GROUP BY backend ORDER BY backend"
     )
     return [QueueStats(r["backend"], r["depth"], max(0.0, now - r["oldest"])) for r in rows]
-
-
-_STATES = frozenset(typing.get_args(DeliveryState))
-
-
-def state_is(column: str, states: list[DeliveryState]) -> str:
-    """`d.state = 'dead'` for SQL: inlined, not bound, because the planner uses
-    a partial index only when the query's text implies its predicate (a bound
-    state would do only while a plan is made for each call's values). Safe:
-    every name is checked against the closed set of states."""
-    unknown = set(states) - _STATES
-    if unknown or not states:
-        raise ValueError(f"not delivery states: {sorted(unknown) or states}")
-    if len(states) == 1:
-        return f"{column} = '{states[0]}'"
-    return f"{column} IN (" + ", ".join(f"'{s}'" for s in sorted(set(states))) + ")"
 
 
 async def list_deliveries(

@@ -14,7 +14,7 @@ from gateway.store.base import (
     WebhookResult,
 )
 from gateway.store.postgres_db import Conn, advisory_key
-from gateway.store.postgres_queue import state_is
+from gateway.store.sql_states import state_is
 
 _SAVE = """
 INSERT INTO webhook_events (source, event, body_hash, body, backend_id, match_key,

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import typing
 from typing import Any
 
 import msgspec
 
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import (
-    OPEN_STATES,
     Claim,
     DeadLetter,
     DeliveryResult,
@@ -23,11 +21,10 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
+from gateway.store.sql_states import OPEN, state_is
 from gateway.store.sqlite_accept import insert_rows
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
-_OPEN = "('pending', 'retrying', 'in_flight')"
-assert set(OPEN_STATES) == {"pending", "retrying", "in_flight"}
 
 _COLUMNS = """
 SELECT d.id, d.external_id, d.attempts, d.created_at, w.body, b.backend_id
@@ -40,7 +37,7 @@ _HEAD = f"""
 NOT EXISTS (
     SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
     WHERE e.backend = d.backend AND e.external_id = d.external_id
-      AND e.id < d.id AND e.state IN {_OPEN})
+      AND e.id < d.id AND e.state IN {OPEN})
 """
 # Both walk a partial index in order and stop at the limit, so a claim costs
 # about `limit` rows (plus any held back by the ordering rule), however long
@@ -60,7 +57,7 @@ WHERE d.rowid IN (
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
           WHERE e.backend = c.backend AND e.external_id = c.external_id
-            AND e.id < c.id AND e.state IN {_OPEN})
+            AND e.id < c.id AND e.state IN {OPEN})
     ORDER BY c.next_attempt_at LIMIT :limit)
 """
 
@@ -176,22 +173,6 @@ def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
         " WHERE state IN ('pending', 'retrying', 'in_flight') GROUP BY backend"
     ).fetchall()
     return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
-
-
-_STATES = frozenset(typing.get_args(DeliveryState))
-
-
-def state_is(column: str, states: list[DeliveryState]) -> str:
-    """`d.state = 'dead'` for SQL: inlined, not bound, because SQLite uses a
-    partial index only when the query names the state as a constant (and with
-    `=`: an IN list does not count). Safe: every name is checked against the
-    closed set of states."""
-    unknown = set(states) - _STATES
-    if unknown or not states:
-        raise ValueError(f"not delivery states: {sorted(unknown) or states}")
-    if len(states) == 1:
-        return f"{column} = '{states[0]}'"
-    return f"{column} IN (" + ", ".join(f"'{s}'" for s in states) + ")"
 
 
 def _filters(

@@ -14,7 +14,8 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
-from gateway.store.sqlite_queue import set_backend_id, state_is
+from gateway.store.sql_states import state_is
+from gateway.store.sqlite_queue import set_backend_id
 
 
 def save_webhook(conn: sqlite3.Connection, ev: WebhookEvent) -> SavedEvent:
