@@ -127,6 +127,10 @@ class Settings(msgspec.Struct, kw_only=True):
         }
         return [b for b in self.configured_backends() if limited[b]]
 
+    def rate_window(self, backend: Backend) -> float:
+        """Length of the longest rate window of `backend`, in seconds."""
+        return self.ocamba_minute_window if backend == "ocamba" else 60.0
+
     def sqlite_path(self) -> Path:
         prefix = "sqlite:///"
         if not self.database_url.startswith(prefix):

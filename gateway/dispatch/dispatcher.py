@@ -56,6 +56,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._wake = {b: asyncio.Event() for b in self.adapters}
         self._stopping = asyncio.Event()
+        self._following: set[Backend] = set()  # rate-limited backends led elsewhere
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -115,10 +116,20 @@ class Dispatcher:
 
     async def _leading(self, backend: Backend) -> bool:
         try:
-            return await self.store.lead(backend)
+            leading = await self.store.lead(backend)
         except StoreError:
             log.exception("leadership check failed", extra={"backend": backend})
             return False
+        if not leading:
+            self._following.add(backend)
+        elif backend in self._following:
+            # Taking over from a leader that died: our pacer knows nothing of
+            # what it sent in the current window, so wait for the next one.
+            self._following.discard(backend)
+            window = self.settings.rate_window(backend)
+            log.warning("took over sending", extra={"backend": backend})
+            await self._pause(window - time.time() % window)
+        return leading
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

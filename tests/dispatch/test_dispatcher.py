@@ -262,3 +262,42 @@ def test_which_backends_are_rate_limited() -> None:
     assert Settings(**urls).rate_limited_backends() == ["ocamba"]  # type: ignore[arg-type]
     limited = Settings(**urls, import_batch_rate_per_minute=600)  # type: ignore[arg-type]
     assert limited.rate_limited_backends() == ["ocamba", "import_batch"]
+
+
+class TakeoverStore(SQLiteStore):
+    """A replica that follows at first, then takes over (the leader died)."""
+
+    leader_alive = True
+
+    async def lead(self, backend: Backend) -> bool:
+        return backend != "ocamba" or not self.leader_alive
+
+
+async def test_a_takeover_waits_for_the_next_rate_window(tmp_path: Path) -> None:
+    store = TakeoverStore(tmp_path / "t.db")
+    await store.open()
+    try:
+        await store.accept(
+            NewRequest(
+                request_id="r",
+                app="t",
+                targets=["ocamba"],
+                profiles=[NormalizedProfile(external_id="a")],
+                received_at=time.time(),
+            )
+        )
+        ocamba = ScriptedAdapter()
+        config = settings(ocamba_url="http://o", ocamba_minute_window=2.0)
+        d = await run(Dispatcher(store, {"ocamba": ocamba}, config, Metrics()))
+        try:
+            await asyncio.sleep(0.2)  # seen as a follower
+            store.leader_alive = False
+            took_over = time.time()
+            await ocamba.calls_reach(1)
+            sent = time.time()
+            # Not before the 2 s window the dead leader was counting in has ended.
+            assert sent >= took_over - took_over % 2.0 + 2.0 - 0.05
+        finally:
+            await d.stop()
+    finally:
+        await store.close()
