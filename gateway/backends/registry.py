@@ -17,23 +17,13 @@ from gateway.backends.import_batch import ImportBatchAdapter
 from gateway.backends.ocamba import OcambaAdapter
 from gateway.backends.omneo import OmneoAdapter
 from gateway.config import Settings
-from gateway.dispatch.ratelimit import FixedWindowPacer
+from gateway.dispatch.ratelimit import FixedWindowPacer, optional_pacer
 from gateway.schema import Backend
 
 # (backend, endpoint, status, seconds): status is the HTTP code, "timeout" or "error".
 BackendCallObserver = Callable[[Backend, str, str, float], None]
 # (backend, seconds) held back by a rate limit, for `gateway_rate_limit_wait_seconds`.
 BackendWaitObserver = Callable[[Backend, float], None]
-
-
-def optional_pacer(
-    per_second: int, per_minute: int, max_in_flight: int, on_wait: Callable[[float], None] | None
-) -> FixedWindowPacer:
-    """Pacing for a backend without documented limits: none unless configured
-    (0 = none), and always a cap on calls in flight."""
-    return FixedWindowPacer(
-        per_second or None, per_minute or None, max_in_flight=max_in_flight, on_wait=on_wait
-    )
 
 
 def pacing_max_wait(settings: Settings) -> float:
@@ -117,7 +107,7 @@ def build_adapters(
                 settings.omneo_rate_per_second,
                 settings.omneo_rate_per_minute,
                 settings.omneo_max_in_flight,
-                wait_observer(backend),
+                on_wait=wait_observer(backend),
             )
             headers = {"Authorization": f"Bearer {settings.omneo_token}"}
             adapters[backend] = OmneoAdapter(
@@ -129,7 +119,7 @@ def build_adapters(
                 settings.import_batch_rate_per_second,
                 settings.import_batch_rate_per_minute,
                 settings.import_batch_max_in_flight,
-                wait_observer(backend),
+                on_wait=wait_observer(backend),
             )
             adapters[backend] = ImportBatchAdapter(
                 settings, sender(backend, settings.import_batch_url, pacer, {})

@@ -278,6 +278,28 @@ class FixedWindowPacer:
                 window.raise_to(int(limit - remaining), now)
 
 
+def optional_pacer(
+    per_second: int,
+    per_minute: int,
+    max_in_flight: int,
+    *,
+    clock: Clock = time.time,
+    sleep: Sleep = asyncio.sleep,
+    on_wait: WaitObserver | None = None,
+) -> FixedWindowPacer:
+    """For a backend that documents no rate limit: windows only where configured
+    (0 = none), always a cap on requests in flight, and a 429 or an exhausted
+    `X-RateLimit-Remaining` still obeyed."""
+    return FixedWindowPacer(
+        per_second or None,
+        per_minute or None,
+        max_in_flight=max_in_flight,
+        clock=clock,
+        sleep=sleep,
+        on_wait=on_wait,
+    )
+
+
 def unlimited_pacer(
     max_in_flight: int,
     *,
@@ -285,11 +307,8 @@ def unlimited_pacer(
     sleep: Sleep = asyncio.sleep,
     on_wait: WaitObserver | None = None,
 ) -> FixedWindowPacer:
-    """For a backend that documents no rate limit: only a cap on requests in
-    flight, though a 429 or an exhausted `X-RateLimit-Remaining` is still obeyed."""
-    return FixedWindowPacer(
-        None, None, max_in_flight=max_in_flight, clock=clock, sleep=sleep, on_wait=on_wait
-    )
+    """Only the cap on requests in flight."""
+    return optional_pacer(0, 0, max_in_flight, clock=clock, sleep=sleep, on_wait=on_wait)
 
 
 def _number(value: str | None) -> float | None:

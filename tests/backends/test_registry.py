@@ -10,10 +10,10 @@ from gateway.backends.omneo import OmneoAdapter
 from gateway.backends.registry import (
     build_adapters,
     ocamba_time_budget,
-    optional_pacer,
     pacing_max_wait,
 )
 from gateway.config import Settings
+from gateway.dispatch.ratelimit import optional_pacer
 from gateway.schema import Backend as BackendName
 from tests.backends.fakes import Backend, item
 
