@@ -1,0 +1,137 @@
+"""What every benchmark part shares: the result row, a gateway in its own
+process, free ports, and reading a process's memory.
+
+Each part of `bench/run.py` is a module with `run(quick: bool) -> list[Row]`.
+Quick mode only proves the part still works (CI runs it); it asserts no timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import msgspec
+
+TOKEN = "bench-token"
+TARGETS = ("ocamba", "omneo", "import_batch")
+
+
+class Row(msgspec.Struct, kw_only=True):
+    """One line of the benchmark table."""
+
+    part: str  # e.g. "1 accept"
+    metric: str  # e.g. "gateway profiles/s"
+    value: float
+    unit: str = ""
+    target: str = ""  # human-readable, e.g. ">= 50000"
+    met: bool | None = None  # None: no target for this row
+    note: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess(msgspec.Struct, kw_only=True):
+    base_url: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def gateway_env(database: Path, port: int, **overrides: str) -> dict[str, str]:
+    """A gateway environment for benchmarks: SQLite at `database`, one bench
+    token, quiet logs, backends pointing nowhere unless overridden."""
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
+        "GATEWAY_API_TOKENS": f"bench:{TOKEN}",
+        "GATEWAY_OCAMBA_URL": "http://127.0.0.1:9",
+        "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
+        "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+        "GATEWAY_DISPATCHER_ENABLED": "false",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+    }
+    env.update(overrides)
+    return env
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{base_url} did not become ready")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def gateway_process(env: Mapping[str, str], *, args: tuple[str, ...] = ()) -> Iterator[GatewayProcess]:
+    """`gateway serve` in its own process, so a load generator does not share
+    its interpreter (and GIL) with the server it measures."""
+    port = env["GATEWAY_PORT"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", *args],
+        env=dict(env),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, proc)
+        yield GatewayProcess(base_url=base, proc=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size now, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """High-water mark of the resident set size since the process started."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def batch_body(prefix: str, n: int) -> bytes:
+    """One batch request body of `n` realistic profiles."""
+    return msgspec.json.encode(
+        {
+            "profiles": [
+                {
+                    "external_id": f"{prefix}-{j}",
+                    "email": f"{prefix}.{j}@example.com",
+                    "phone": "+442071838750",
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "attributes": {"tier": "gold", "visits": j},
+                }
+                for j in range(n)
+            ]
+        }
+    )
