@@ -80,6 +80,18 @@ class Settings(msgspec.Struct, kw_only=True):
     retry_cap: float = 300.0
     backend_timeout: float = 30.0
     shutdown_grace: float = 10.0  # seconds workers may finish their batch on stop
+    # On SIGTERM, seconds /readyz answers 503 while requests are still served, so load
+    # balancers take the process out before it stops accepting connections.
+    shutdown_delay: float = 5.0
+    # Circuit breaker per backend (gateway/dispatch/breaker.py): this many
+    # batches in a row finding the backend down stop sending to it; a probe
+    # goes after `breaker_cooldown` s, doubling per failed probe up to the max.
+    # 5 lets a stray 5xx pass without tripping; a 1 s start makes a blip cost
+    # about a second; a 30 s cap keeps a long outage to ~2 calls a minute and
+    # notices the recovery within 30 s.
+    breaker_failures: int = 5  # 0: never open
+    breaker_cooldown: float = 1.0
+    breaker_max_cooldown: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -98,6 +98,21 @@ class Metrics:
             registry=r,
         )
 
+        self.circuit_state = Gauge(
+            "gateway_circuit_state",
+            "Circuit breaker of each backend: 0 closed (sending), 1 half-open (one probe"
+            " batch), 2 open (not sending: the backend looks down)",
+            ["backend"],
+            registry=r,
+        )
+        self.circuit_transitions = Counter(
+            "gateway_circuit_transitions",
+            "Circuit breaker state changes, by backend and the state entered"
+            " (open, half_open, closed)",
+            ["backend", "to"],
+            registry=r,
+        )
+
         # Omneo webhooks
         self.webhooks = Counter(
             "gateway_webhooks",

@@ -47,6 +47,10 @@ class Outcome(msgspec.Struct, frozen=True):
     # (its own pacing or time budget): that try does not count as an attempt,
     # or a long backlog would run out of attempts without ever being sent.
     sent: bool = True
+    # True on a `retry` because the backend could not be reached or answered
+    # 5xx: evidence the backend itself is down (it feeds the circuit breaker),
+    # unlike a rate limit or an unsendable profile.
+    unavailable: bool = False
 
 
 class BackendError(Exception):
@@ -58,13 +62,22 @@ class BackendError(Exception):
 
 
 class TransientError(BackendError):
-    """Worth retrying: 408, 429, 5xx but 501/505, timeouts, connection errors."""
+    """Worth retrying: 408, 429, 5xx but 501/505, timeouts, connection errors.
+
+    `unavailable` says the backend looks down (no connection, no answer in
+    time, a 5xx), as opposed to busy (429) or our own pacing (`NotSent`)."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        unavailable: bool = False,
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        self.unavailable = unavailable
 
 
 class NotSent(TransientError):
@@ -109,6 +122,7 @@ def retry_the_rest(
     error = str(failure) if failure is not None else fallback
     retry_after = failure.retry_after if failure is not None else None
     sent = not isinstance(failure, NotSent)
+    unavailable = failure is not None and failure.unavailable
     return [
         done.get(item.delivery_id)
         or Outcome(
@@ -118,6 +132,7 @@ def retry_the_rest(
             retry_after=retry_after,
             match_key=match_key(item) if match_key else None,
             sent=sent,
+            unavailable=unavailable,
         )
         for item in items
     ]

@@ -80,11 +80,14 @@ class HttpSender:
         except httpx.TimeoutException as exc:
             self._observe(endpoint, "timeout", started)
             raise TransientError(
-                f"{label}: no answer within {self._timeout:g} s ({type(exc).__name__})"
+                f"{label}: no answer within {self._timeout:g} s ({type(exc).__name__})",
+                unavailable=True,
             ) from None
         except httpx.HTTPError as exc:
             self._observe(endpoint, "error", started)
-            raise TransientError(f"{label}: {_describe_transport_error(exc)}") from None
+            raise TransientError(
+                f"{label}: {_describe_transport_error(exc)}", unavailable=True
+            ) from None
         else:
             status = response.status_code
             response_headers = response.headers
@@ -102,7 +105,10 @@ class HttpSender:
             # The pacer has already lowered concurrency; nothing to wait for.
             message += " (too many requests in flight)"
             retry_after = None
-        raise TransientError(message, status=status, retry_after=retry_after)
+        # A 429 or 408 means the backend is up and answering; a 5xx means it is not.
+        raise TransientError(
+            message, status=status, retry_after=retry_after, unavailable=status >= 500
+        )
 
     def _observe(self, endpoint: str, status: str, started: float) -> None:
         if self._on_call is not None:

@@ -168,7 +168,9 @@ class _Delivery:
         except NotSent as exc:
             return self._rest_retry(str(exc), exc.retry_after, sent=set())
         except TransientError as exc:
-            return self._rest_retry(str(exc), exc.retry_after, sent=self.current)
+            return self._rest_retry(
+                str(exc), exc.retry_after, sent=self.current, unavailable=exc.unavailable
+            )
         except _OutOfTime:
             budget = self.adapter.time_budget
             return self._rest_retry(
@@ -267,7 +269,7 @@ class _Delivery:
         self.calls += 1
 
     def _rest_retry(
-        self, error: str, retry_after: float | None, *, sent: set[int]
+        self, error: str, retry_after: float | None, *, sent: set[int], unavailable: bool = False
     ) -> list[Outcome]:
         """Outcomes so far, and `retry` for the rest; only the items of the call
         that failed count the try as an attempt (`sent`)."""
@@ -281,6 +283,7 @@ class _Delivery:
                 backend_id=self.ids.get(item.delivery_id),
                 retry_after=retry_after,
                 sent=item.delivery_id in sent,
+                unavailable=unavailable,
             )
             for item in self.items
         ]

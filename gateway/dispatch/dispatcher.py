@@ -3,13 +3,16 @@
 One set of worker tasks per backend, so a slow or dead backend only ever holds
 its own workers: the inbound API and the other backends go on. Every delivery
 is leased before it is sent; if this process dies mid-send the lease expires
-and another worker sends it again (at-least-once).
+and another worker sends it again (at-least-once). A circuit breaker per
+backend (see breaker.py) stops the workers of a backend that is down from
+claiming at all, so its deliveries wait in the queue with their attempts intact.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -25,6 +28,7 @@ from gateway.backends.base import (
     TransientError,
 )
 from gateway.config import Settings
+from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
 from gateway.metrics import Metrics
 from gateway.schema import Backend
@@ -33,6 +37,10 @@ from gateway.store.base import Claim, DeliveryResult, Store, StoreError
 log = logging.getLogger("gateway.dispatch")
 
 LEADER_RETRY = 1.0  # seconds between tries to become a rate-limited backend's sender
+# Bounds recording the release of a batch cut short by stop(), so a store that
+# hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
+RELEASE_TIMEOUT = 5.0
+RELEASED = "released at shutdown mid-send; the backend may have it, so it is sent again"
 
 
 class Dispatcher:
@@ -58,6 +66,30 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._following: set[Backend] = set()  # rate-limited backends led elsewhere
         self._tasks: list[asyncio.Task[None]] = []
+        self.breakers = {b: self._new_breaker(b) for b in self.adapters}
+        for backend in self.adapters:
+            metrics.circuit_state.labels(backend).set(CircuitState.CLOSED)
+
+    def _new_breaker(self, backend: Backend) -> CircuitBreaker:
+        return CircuitBreaker(
+            failures=self.settings.breaker_failures,
+            cooldown=self.settings.breaker_cooldown,
+            max_cooldown=self.settings.breaker_max_cooldown,
+            rng=self._rng,
+            on_transition=functools.partial(self._circuit_moved, backend),
+        )
+
+    def _circuit_moved(self, backend: Backend, before: CircuitState, to: CircuitState) -> None:
+        self.metrics.circuit_state.labels(backend).set(to)
+        self.metrics.circuit_transitions.labels(backend, to.name.lower()).inc()
+        extra = {"backend": backend, "from": before.name.lower(), "to": to.name.lower()}
+        if to is CircuitState.OPEN:
+            probe_in = self.breakers[backend].wait_time()
+            log.warning("circuit open: backend looks down", extra={**extra, "probe_in": probe_in})
+        elif to is CircuitState.CLOSED:
+            log.info("circuit closed: backend answers again", extra=extra)
+        else:
+            log.info("circuit half-open: sending a probe batch", extra=extra)
 
     async def start(self) -> None:
         # Other replicas' writes wake us too (PostgreSQL LISTEN/NOTIFY).
@@ -70,8 +102,10 @@ class Dispatcher:
     async def stop(self) -> None:
         """Let each worker finish the batch it holds (a deploy should not leave
         deliveries waiting out their lease), for at most `shutdown_grace`
-        seconds; then cancel. A cancelled send keeps its lease: the backend may
-        have taken it, so it is sent again once the lease expires."""
+        seconds; then cancel. A send cut short is released in the store at
+        once (`retrying`, due now, the attempt counted since the backend may
+        have taken it), so another replica or the next start sends it again
+        without waiting out the lease."""
         self._stopping.set()
         for wake in self._wake.values():
             wake.set()
@@ -94,6 +128,7 @@ class Dispatcher:
 
     async def _work(self, backend: Backend, adapter: BackendAdapter) -> None:
         wake = self._wake[backend]
+        breaker = self.breakers[backend]
         exclusive = backend in self.settings.rate_limited_backends()
         while not self._stopping.is_set():
             if exclusive and not await self._leading(backend):
@@ -101,18 +136,27 @@ class Dispatcher:
                 # in total; stand by and take over if that replica dies.
                 await self._pause(LEADER_RETRY)
                 continue
+            permit = breaker.acquire()
+            if permit is None:
+                # The backend looks down: claim nothing, so its deliveries stay
+                # queued with their attempts unspent, until the probe's time.
+                wait = breaker.wait_time()
+                await self._pause(self.poll_interval if wait is None else wait)
+                continue
             try:
                 claims = await self._claim_batch(backend, adapter.batch_size)
             except StoreError:
+                breaker.release(permit)
                 log.exception("claim failed", extra={"backend": backend})
                 await asyncio.sleep(self.poll_interval)
                 continue
             if not claims:
+                breaker.release(permit)
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_interval)
                 continue
-            await self._send(backend, adapter, claims)
+            await self._send(backend, adapter, claims, permit)
 
     async def _leading(self, backend: Backend) -> bool:
         try:
@@ -149,15 +193,28 @@ class Dispatcher:
             claims += await self.store.claim(backend, size - len(claims), self.owner, lease)
         return claims
 
-    async def _send(self, backend: Backend, adapter: BackendAdapter, claims: list[Claim]) -> None:
+    async def _send(
+        self, backend: Backend, adapter: BackendAdapter, claims: list[Claim], permit: Permit
+    ) -> None:
         items = [Item(c.delivery_id, c.profile, c.backend_id) for c in claims]
         self.metrics.batch_size.labels(backend).observe(len(items))
+        verdict: Verdict | None = None
         try:
             outcomes = await adapter.deliver(items)
+        except asyncio.CancelledError:
+            await self._release(backend, claims)
+            raise
         except TransientError as exc:
             sent = not isinstance(exc, NotSent)
             outcomes = [
-                Outcome(i.delivery_id, "retry", str(exc), retry_after=exc.retry_after, sent=sent)
+                Outcome(
+                    i.delivery_id,
+                    "retry",
+                    str(exc),
+                    retry_after=exc.retry_after,
+                    sent=sent,
+                    unavailable=exc.unavailable,
+                )
                 for i in items
             ]
         except PermanentError as exc:
@@ -166,15 +223,52 @@ class Dispatcher:
             # An adapter bug must not lose writes: retry, and let attempts run out.
             log.exception("adapter raised", extra={"backend": backend})
             outcomes = [Outcome(i.delivery_id, "retry", f"internal error: {exc!r}") for i in items]
-        results = self._results(backend, claims, outcomes)
+            verdict = "none"  # says nothing about the backend
+        breaker = self.breakers[backend]
+        breaker.record(permit, verdict or verdict_of(outcomes))
+        # Once the breaker judges the backend down, a failure to reach it is the
+        # backend's, not the delivery's: spending attempts on it would turn an
+        # outage of a few minutes into dead letters.
+        backend_down = breaker.state is not CircuitState.CLOSED
+        # A batch refunded as "backend down" is held past the next probe, so the
+        # probe carries other deliveries: were this batch's failure its own
+        # content (a poison profile the backend 5xxs on), it would otherwise be
+        # every probe, and refunded forever, and the circuit would never close.
+        hold = (breaker.wait_time() or 0.0) + breaker.cooldown if backend_down else 0.0
+        results = self._results(backend, claims, outcomes, backend_down=backend_down, hold=hold)
         try:
             await self.store.record(self.owner, results)
         except StoreError:
             # The leases expire and the deliveries are sent again: at-least-once.
             log.exception("recording outcomes failed", extra={"backend": backend})
 
+    async def _release(self, backend: Backend, claims: Sequence[Claim]) -> None:
+        """Hand a batch cut short by shutdown back to the queue, due now. Its
+        attempt counts: the backend may have taken it before the cut."""
+        now = time.time()
+        results = [
+            DeliveryResult(c.delivery_id, "retrying", RELEASED, next_attempt_at=now) for c in claims
+        ]
+        try:
+            await asyncio.wait_for(self.store.record(self.owner, results), RELEASE_TIMEOUT)
+        except (StoreError, TimeoutError):
+            log.exception("releasing a batch at shutdown failed", extra={"backend": backend})
+            return
+        self.metrics.deliveries.labels(backend, "retry").inc(len(results))
+        self.metrics.retries.labels(backend).inc(len(results))
+        log.warning(
+            "released a batch cut short by shutdown",
+            extra={"backend": backend, "deliveries": len(results)},
+        )
+
     def _results(
-        self, backend: Backend, claims: Sequence[Claim], outcomes: Sequence[Outcome]
+        self,
+        backend: Backend,
+        claims: Sequence[Claim],
+        outcomes: Sequence[Outcome],
+        *,
+        backend_down: bool = False,
+        hold: float = 0.0,
     ) -> list[DeliveryResult]:
         by_id = {o.delivery_id: o for o in outcomes}
         now = time.time()
@@ -195,9 +289,11 @@ class Dispatcher:
                 )
                 self.metrics.deliveries.labels(backend, outcome.state).inc()
                 continue
-            # A try that never reached the backend is handed back, not spent.
-            attempts = claim.attempts if outcome.sent else claim.attempts - 1
-            if outcome.sent and self.policy.exhausted(attempts):
+            # A try that never reached the backend is handed back, not spent;
+            # so is one that found it down while the breaker says it is down.
+            spent = outcome.sent and not (outcome.unavailable and backend_down)
+            attempts = claim.attempts if spent else claim.attempts - 1
+            if spent and self.policy.exhausted(attempts):
                 error = f"gave up after {attempts} attempts: {outcome.error}"
                 results.append(DeliveryResult(claim.delivery_id, "dead", error, outcome.backend_id))
                 self.metrics.deliveries.labels(backend, "dead").inc()
@@ -206,6 +302,8 @@ class Dispatcher:
                 )
             else:
                 delay = self.policy.delay(attempts, outcome.retry_after, self._rng)
+                if not spent and outcome.unavailable:
+                    delay = max(delay, hold)
                 results.append(
                     DeliveryResult(
                         claim.delivery_id,
@@ -213,7 +311,7 @@ class Dispatcher:
                         outcome.error,
                         outcome.backend_id,
                         next_attempt_at=now + delay,
-                        refund_attempt=not outcome.sent,
+                        refund_attempt=not spent,
                     )
                 )
                 self.metrics.deliveries.labels(backend, "retry").inc()

@@ -104,6 +104,15 @@ async def test_5xx_is_transient_with_retry_after() -> None:
     assert caught.value.status == 503
     assert caught.value.retry_after == 7.0
     assert str(caught.value) == "ocamba create: HTTP 503: down"
+    assert caught.value.unavailable  # the circuit breaker counts it
+
+
+async def test_429_is_transient_but_says_the_backend_is_up() -> None:
+    backend = Backend(lambda r: httpx.Response(429, headers={"Retry-After": "2"}))
+    with pytest.raises(TransientError) as caught:
+        await make_sender(backend).post("create", "/x", json={})
+    assert caught.value.retry_after == 2.0
+    assert not caught.value.unavailable
 
 
 @pytest.mark.parametrize("status", [501, 505])
@@ -142,6 +151,7 @@ async def test_timeout_is_transient_and_observed() -> None:
 
     assert caught.value.status is None
     assert str(caught.value) == "ocamba import: no answer within 3 s (ReadTimeout)"
+    assert caught.value.unavailable
     assert [(e, s) for e, s, _ in calls] == [("import", "timeout")]
     assert pacer.in_flight == 0
 
@@ -154,6 +164,7 @@ async def test_connection_error_is_transient_and_observed() -> None:
     with pytest.raises(TransientError) as caught:
         await make_sender(Backend(refuse), calls=calls).post("create", "/x", json={})
     assert str(caught.value) == "ocamba create: cannot connect"
+    assert caught.value.unavailable
     assert [(e, s) for e, s, _ in calls] == [("create", "error")]
 
 
@@ -170,6 +181,7 @@ async def test_a_long_pacing_wait_is_handed_back_without_sending() -> None:
     assert len(backend.requests) == 1
     assert caught.value.retry_after == pytest.approx(1.0)
     assert str(caught.value).startswith("ocamba import: not sent: rate limit")
+    assert not caught.value.unavailable  # our own pacing, not the backend's health
     assert pacer.in_flight == 0
 
 

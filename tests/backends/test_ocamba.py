@@ -239,7 +239,9 @@ async def test_the_retry_imports_without_creating_again() -> None:
     backend = FakeOcamba()
     backend.import_replies[1] = httpx.Response(503, json={"message": "busy"})
     first = await adapter(backend).deliver([item(1, email="a@example.com", attributes={"x": 1})])
-    assert first == [Outcome(1, "retry", "ocamba import: HTTP 503: busy", backend_id="9001")]
+    assert first == [
+        Outcome(1, "retry", "ocamba import: HTTP 503: busy", backend_id="9001", unavailable=True)
+    ]
 
     # The dispatcher hands the recorded backend_id back on the next attempt.
     second = await adapter(backend).deliver(

@@ -164,6 +164,36 @@ TESTS: list[dict[str, Any]] = [
         "alert_rule_test": [silent("GatewayOmneoUnconfirmedShareHigh", "50m")],
     },
     {
+        "name": "circuit open: import_batch down for 8m, Omneo 2m, then idle half-open",
+        "interval": "1m",
+        # 2 open, 1 half-open: a probe caught at scrape time does not restart the
+        # `for`. import_batch's probes keep failing (a reopening every minute);
+        # Omneo's circuit opened once, then waited half-open with nothing to send.
+        "input_series": [
+            series("gateway_circuit_state", 'backend="import_batch"', "0 2 2 1 2 2 2 2 2 0x10"),
+            series(
+                "gateway_circuit_transitions_total",
+                'backend="import_batch", to="open"',
+                "0 1 2 3 4 5 6 7 8 8x10",
+            ),
+            series("gateway_circuit_state", 'backend="omneo"', "0 2 1x20"),
+            series("gateway_circuit_transitions_total", 'backend="omneo", to="open"', "0 1x20"),
+        ],
+        "alert_rule_test": [
+            silent("GatewayCircuitOpen", "4m"),  # for: 5m
+            fires(
+                "GatewayCircuitOpen",
+                "6m",
+                {"severity": "warning", "backend": "import_batch"},
+                "The circuit to import_batch is open",
+                "The gateway has judged import_batch down (connection errors, timeouts or 5xx) "
+                "and has sent it only probe batches for over 5m; its deliveries wait in the "
+                "queue and are sent when a probe succeeds.",
+            ),
+            silent("GatewayCircuitOpen", "10m"),  # closed again; Omneo never fired
+        ],
+    },
+    {
         "name": "a pod stops answering scrapes",
         "interval": "1m",
         "input_series": [series("up", "", "1 1 0x10")],

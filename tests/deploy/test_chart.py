@@ -405,6 +405,7 @@ def test_service_monitor_and_rules_agree_with_the_service() -> None:
         "GatewayOldestPendingTooOld",
         "GatewayBackendErrorRatioHigh",
         "GatewayOmneoUnconfirmedShareHigh",
+        "GatewayCircuitOpen",
         "GatewayDown",
         "GatewayAbsent",
     }
@@ -470,6 +471,7 @@ def test_dashboard_json_is_well_formed_for_grafana() -> None:
         "oldest pending",
         "retries",
         "rate-limit waits",
+        "circuit breaker",
         "dead letters",
         "confirmation lag",
         "unconfirmed share",
