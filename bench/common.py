@@ -8,12 +8,14 @@ Quick mode only proves the part still works (CI runs it); it asserts no timing.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -80,26 +82,42 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 30
 
 
 @contextlib.contextmanager
-def gateway_process(env: Mapping[str, str], *, args: tuple[str, ...] = ()) -> Iterator[GatewayProcess]:
+def gateway_process(
+    env: Mapping[str, str], *, args: tuple[str, ...] = ()
+) -> Iterator[GatewayProcess]:
     """`gateway serve` in its own process, so a load generator does not share
     its interpreter (and GIL) with the server it measures."""
     port = env["GATEWAY_PORT"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", *args],
-        env=dict(env),
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, proc)
+    base = f"http://127.0.0.1:{port}"
+    with server_process([sys.executable, "-m", "gateway", "serve", *args], base, env) as proc:
         yield GatewayProcess(base_url=base, proc=proc)
-    finally:
-        proc.terminate()
+
+
+@contextlib.contextmanager
+def server_process(
+    command: list[str], base_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server started by `command`, once its /readyz answers; stopped after.
+    Its stderr is kept aside and shown if it does not come up."""
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(command, env=dict(env) if env is not None else None, stderr=stderr)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            try:
+                wait_ready(base_url, proc)
+            except RuntimeError as exc:
+                stderr.seek(0)
+                tail = stderr.read()[-3000:].decode(errors="replace")
+                raise RuntimeError(
+                    f"{exc} (exit code {proc.poll()}); its stderr ends:\n{tail}"
+                ) from None
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def rss_bytes(pid: int) -> int:
@@ -135,3 +153,24 @@ def batch_body(prefix: str, n: int) -> bytes:
             ]
         }
     )
+
+
+def profile_body(prefix: str) -> bytes:
+    """One `POST /v1/profiles` body: the first profile of `batch_body`."""
+    (profile,) = msgspec.json.decode(batch_body(prefix, 1))["profiles"]
+    return msgspec.json.encode(profile)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    # The command name (field 2) may hold spaces; the fields after it do not.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of an already sorted sequence, nearest rank."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]

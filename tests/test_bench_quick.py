@@ -1,0 +1,49 @@
+"""The benchmark's quick mode still runs end to end and fills every part.
+
+No timing is asserted: on a shared CI machine the figures mean nothing. What
+rots is the plumbing (a renamed setting, a changed route, a part that no
+longer starts), and that shows here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Rows name their part with its number first ("2 single POST").
+PARTS = ("accept", "single_post", "drain", "rate_use", "call_efficiency", "memory")
+
+
+def test_quick_run_fills_every_part(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: `apt-get install wrk` (.ci/run installs it)")
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-5000:]}"
+
+    results = msgspec.json.decode(out.read_bytes())
+    meta = results["meta"]
+    assert meta["quick"] is True
+    assert meta["cores"] >= 1 and meta["cpu_model"] and meta["python"]
+    rows = results["rows"]
+    for number, part in enumerate(PARTS, 1):
+        mine = [r for r in rows if r["part"].split()[0] == str(number)]
+        assert mine, f"no rows for part {number} ({part})"
+        for row in mine:
+            assert row["metric"] not in ("not available", "error"), row
+            value = row["value"]
+            assert isinstance(value, int | float) and not isinstance(value, bool), row
+    # The table went to stdout, one line per row.
+    assert all(r["metric"] in proc.stdout for r in rows)
