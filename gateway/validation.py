@@ -9,8 +9,10 @@ truth for what a field accepts.
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,6 +37,15 @@ _FIELDS = {f.encode_name: f for f in msgspec.structs.fields(Profile)}
 _REQUIRED = [f.encode_name for f in msgspec.structs.fields(Profile) if f.required]
 
 
+# I-JSON (RFC 7493): integers beyond 2**53 lose digits in every JavaScript and
+# double-based JSON reader a backend may use; send such ids as strings.
+MAX_SAFE_INT = 2**53 - 1
+# Control, format (zero-width, bidi overrides such as U+202E) and line or
+# paragraph separators: invisible or reordering in an id that people read and
+# match on, and the usual way to make two ids look alike.
+_UNSAFE_ID_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
 class InvalidInput(Exception):
     """The body is well-formed JSON but breaks the schema; carries every error."""
 
@@ -55,6 +66,12 @@ def _from_msgspec(exc: msgspec.ValidationError, prefix: str) -> FieldError:
     m = _MSGSPEC_PATH.match(str(exc))
     assert m is not None  # the pattern matches any string
     return FieldError(path=_join(prefix, m.group("path") or ""), message=m.group("msg"))
+
+
+def field_error(exc: msgspec.ValidationError) -> FieldError:
+    """A typed decode's error with its path in the form this module uses."""
+    error = _from_msgspec(exc, "")
+    return error if error.path else FieldError("$", error.message)
 
 
 def _is_dict_type(tp: Any) -> bool:
@@ -97,20 +114,59 @@ def _field_errors(raw: dict[str, Any], prefix: str) -> list[FieldError]:
     return errors
 
 
+def _id_is_safe(external_id: str) -> bool:
+    # `isprintable` is the fast path; it also refuses characters that are fine
+    # here (no-break spaces, code points newer than this Python's Unicode).
+    return external_id.isprintable() or not any(
+        unicodedata.category(c) in _UNSAFE_ID_CATEGORIES for c in external_id
+    )
+
+
+# A batch from one app often repeats a number (a shared switchboard, a household),
+# and parsing one costs more than the rest of a profile's checks together.
+@functools.lru_cache(maxsize=4096)
+def _normalize_phone(phone: str, country_code: str | None) -> tuple[str, str] | None:
+    """`phone` in E.164 with its region, or None when it is not a valid number."""
+    try:
+        number = phonenumbers.parse(phone, country_code)
+    except (phonenumbers.NumberParseException, ValueError):
+        return None
+    # What `is_valid_number` does, without looking the region up a second time
+    # for `phone_country`: that lookup walks every region sharing the calling code.
+    region = phonenumbers.region_code_for_number(number)
+    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region
+
+
 def _normalize(profile: Profile, prefix: str) -> tuple[NormalizedProfile | None, list[FieldError]]:
     errors: list[FieldError] = []
     fields = msgspec.structs.asdict(profile)
+    if not _id_is_safe(profile.external_id):
+        errors.append(
+            FieldError(
+                _join(prefix, "external_id"),
+                "must not contain control, zero-width, bidi or line separator characters",
+            )
+        )
+    for name, value in (profile.attributes or {}).items():
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INT:
+            errors.append(
+                FieldError(
+                    _join(prefix, f"attributes.{name}"),
+                    f"integer beyond ±{MAX_SAFE_INT}; send it as a string",
+                )
+            )
     if profile.email is not None:
-        email = profile.email.strip().lower()
+        # NFC, so one address typed with a precomposed or a combining accent is one
+        # address, as backends that match people by email need.
+        email = unicodedata.normalize("NFC", profile.email.strip().lower())
         if not _EMAIL.match(email):
             errors.append(FieldError(_join(prefix, "email"), "not a valid email address"))
         fields["email"] = email
     if profile.phone is not None:
-        try:
-            number = phonenumbers.parse(profile.phone, profile.country_code)
-            if not phonenumbers.is_valid_number(number):
-                raise ValueError("invalid")
-        except (phonenumbers.NumberParseException, ValueError):
+        phone = _normalize_phone(profile.phone, profile.country_code)
+        if phone is None:
             hint = (
                 ""
                 if profile.phone.startswith("+") or profile.country_code
@@ -118,10 +174,7 @@ def _normalize(profile: Profile, prefix: str) -> tuple[NormalizedProfile | None,
             )
             errors.append(FieldError(_join(prefix, "phone"), f"not a valid phone number{hint}"))
         else:
-            fields["phone"] = phonenumbers.format_number(
-                number, phonenumbers.PhoneNumberFormat.E164
-            )
-            fields["phone_country"] = phonenumbers.region_code_for_number(number)
+            fields["phone"], fields["phone_country"] = phone
     if errors:
         return None, errors
     return NormalizedProfile(**fields), []
@@ -138,6 +191,31 @@ def normalize_profile(
     except msgspec.ValidationError:
         return None, _field_errors(raw, prefix) or [FieldError(prefix or "$", "invalid profile")]
     return _normalize(profile, prefix)
+
+
+def reject_nul(data: Any) -> None:
+    """Raises `InvalidInput` naming every string or key that holds U+0000: no
+    person's data has one, and text columns and many backends cannot hold it.
+    Iterative, so a deeply nested body cannot exhaust the stack."""
+    errors: list[FieldError] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                errors.append(FieldError(path or "$", "must not contain the NUL character"))
+        elif isinstance(value, dict):
+            children: list[tuple[str, Any]] = []
+            for key, item in value.items():
+                child = _join(path, key.replace("\x00", "\\u0000"))
+                if "\x00" in key:
+                    errors.append(FieldError(child, "name must not contain the NUL character"))
+                children.append((child, item))
+            stack.extend(reversed(children))  # popped in document order
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{i}]", item) for i, item in enumerate(value)]))
+    if errors:
+        raise InvalidInput(errors)
 
 
 def validate_targets(

@@ -20,6 +20,9 @@ from tests.store import pg
 TOKEN = "crm-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
+# Every test fails if the gateway logs personal data or a secret (autouse).
+pytest_plugins = ["tests.log_guard"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.schema import Backend, ErrorBody, FieldError
 from gateway.store.base import Store
+
+if TYPE_CHECKING:
+    from gateway.dispatch.breaker import CircuitBreaker
+    from gateway.dispatch.ratelimit import FixedWindowPacer
 
 _encode = msgspec.json.Encoder().encode
 
@@ -30,6 +34,13 @@ class Context:
         # Set when a dispatcher runs in this process: wakes it after a commit.
         self.notify: Callable[[Sequence[Backend]], None] | None = None
         self.notify_webhooks: Callable[[], None] | None = None
+        # Filled alongside the dispatcher, for the operator page: empty when this
+        # process sends nothing (an API-only replica), so it says "unknown".
+        self.breakers: dict[Backend, CircuitBreaker] = {}
+        self.pacers: dict[Backend, FixedWindowPacer] = {}
+        # Set by the server on SIGTERM: /readyz then fails so load balancers take this
+        # process out while it still serves what they send meanwhile.
+        self.draining = False
 
 
 def context(request: Request) -> Context:
@@ -89,17 +100,58 @@ def authenticate_with(request: Request, tokens: dict[str, str]) -> str:
     return app
 
 
+JSON_MEDIA_TYPE = "application/json"
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared as JSON in UTF-8. A missing Content-Type
+    is let through (many HTTP clients send bytes without one, and the body must
+    still parse as JSON); a declared other type or charset is a client that
+    means something else, and guessing would store the wrong characters."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media_type, *params = (part.strip() for part in declared.split(";"))
+    charsets = [
+        value.strip().strip('"').lower()
+        for name, _, value in (p.partition("=") for p in params)
+        if name.strip().lower() == "charset"
+    ]
+    if media_type.lower() != JSON_MEDIA_TYPE or any(c not in ("utf-8", "utf8") for c in charsets):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the body as {JSON_MEDIA_TYPE} (UTF-8), not {declared[:100]!r}",
+        )
+
+
+def decode_json(body: bytes) -> Any:
+    """The decoded body, or 400. msgspec raises more than `DecodeError` on hostile
+    input: bytes that are not UTF-8, and nesting past its depth limit."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_json", "body is not valid JSON: nested too deeply") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, or 413 as soon as it passes `limit` (never buffered whole)."""
     too_large = ApiError(413, "too_large", f"request body is larger than {limit} bytes")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # `isdigit` alone lets through digits `int` refuses, such as "²".
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to read the answer; it only keeps a traceback out of the logs.
+        raise ApiError(400, "bad_request", "the client left before sending its body") from None
     return b"".join(chunks)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import re
 import typing
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import ApiError, authenticate, context, json_response, read_body
+from gateway.api.common import (
+    ApiError,
+    authenticate,
+    context,
+    json_response,
+    read_body,
+    require_json,
+)
 from gateway.schema import BACKENDS, Backend, FieldError
 from gateway.store.base import DeliveryState
+from gateway.validation import field_error
 
 log = logging.getLogger("gateway.api")
 
@@ -20,12 +30,16 @@ log = logging.getLogger("gateway.api")
 REPLAYABLE: tuple[DeliveryState, ...] = ("dead", "failed", "unconfirmed")
 ReplayableState = typing.Literal["dead", "failed", "unconfirmed"]
 MAX_LIST = 1000
+# Delivery ids are 64-bit signed in both stores; a larger one would overflow the
+# query's parameter instead of simply matching nothing.
+DeliveryId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+_LIMIT = re.compile(r"[0-9]{1,4}")
 
 
 class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
     """Exactly one of `delivery_id` or `backend`."""
 
-    delivery_id: int | None = None
+    delivery_id: DeliveryId | None = None
     backend: Backend | None = None
     state: ReplayableState = "dead"
 
@@ -50,7 +64,8 @@ async def list_dead_letters(request: Request) -> Response:
     authenticate(request)
     q = request.query_params
     limit_text = q.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST:
+    # Not `isdigit`: it passes "²", which `int` refuses.
+    if not _LIMIT.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_LIST:
         raise ApiError(422, "invalid", "bad limit", [FieldError("limit", f"1 to {MAX_LIST}")])
     rows = await context(request).store.list_deliveries(
         [_state(q.get("state"))], backend=_backend(q.get("backend")), limit=int(limit_text)
@@ -61,15 +76,25 @@ async def list_dead_letters(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     app = authenticate(request)
     ctx = context(request)
+    require_json(request)
     raw = await read_body(request, ctx.settings.max_body_bytes)
     try:
         body = msgspec.json.decode(raw, type=ReplayBody)
     except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
+        raise ApiError(
+            422, "invalid", "the body does not match the schema", [field_error(exc)]
+        ) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_json", "body is not valid JSON: nested too deeply") from None
     if (body.delivery_id is None) == (body.backend is None):
-        raise ApiError(422, "invalid", "give exactly one of delivery_id or backend")
+        raise ApiError(
+            422,
+            "invalid",
+            "the body does not match the schema",
+            [FieldError("$", "give exactly one of delivery_id or backend")],
+        )
     result = await ctx.store.replay(
         [body.state], delivery_id=body.delivery_id, backend=body.backend
     )

@@ -9,14 +9,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import ApiError, authenticate, context, json_response, read_body
+from gateway.api.common import (
+    ApiError,
+    authenticate,
+    context,
+    decode_json,
+    json_response,
+    read_body,
+    require_json,
+)
 from gateway.schema import Accepted, Backend, NormalizedProfile
 from gateway.store.base import IdempotencyConflict, NewRequest, StoreError
-from gateway.validation import InvalidInput, parse_batch, parse_single
+from gateway.validation import InvalidInput, parse_batch, parse_single, reject_nul
 
 log = logging.getLogger("gateway.api")
 
@@ -27,6 +34,7 @@ _OUTCOME_BY_STATUS = {
     401: "unauthorized",
     409: "conflict",
     413: "too_large",
+    415: "invalid",
     422: "invalid",
 }
 MAX_IDEMPOTENCY_KEY = 255
@@ -61,12 +69,13 @@ async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, 
         raise ApiError(
             400, "bad_request", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} chars"
         )
+    require_json(request)
     body = await read_body(request, ctx.settings.max_body_bytes)
+    data = decode_json(body)
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
-    try:
+        # JSON can carry NUL only as the escape `\u0000`: most bodies skip the walk.
+        if b"\\u0000" in body:
+            reject_nul(data)
         profiles, targets = parse(data, ctx.configured)
     except InvalidInput as exc:
         raise ApiError(422, "invalid", "the body does not match the schema", exc.errors) from None

@@ -66,7 +66,8 @@ def read_event(event: str, body: bytes, match_criteria: str, received_at: float)
     digest = hashlib.sha256(body).hexdigest()
     try:
         ctx = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # Not UTF-8, or nested past msgspec's depth limit: kept, as invalid.
         ctx = None
     if not isinstance(ctx, dict):
         return WebhookEvent("omneo", event, digest, body, received_at, invalid=True)
@@ -87,25 +88,29 @@ async def receive(request: Request) -> Response:
     ctx = context(request)
     settings = ctx.settings
     event = request.path_params["event"]
-    if event not in EVENTS:
-        raise ApiError(404, "not_found", f"no webhook {event!r}; known: {', '.join(EVENTS)}")
+    # The name comes from the URL: a metric label or log field only once known.
+    label = event if event in EVENTS else "unknown"
     if not settings.omneo_webhook_secret:
         raise ApiError(503, "not_configured", "GATEWAY_OMNEO_WEBHOOK_SECRET is not set")
     body = await read_body(request, settings.max_body_bytes)
     presented = request.headers.get(settings.omneo_webhook_signature_header)
+    # The signature first: without it, not even which event names exist is told.
     if not signature_ok(settings.omneo_webhook_secret, body, presented):
-        ctx.metrics.webhooks.labels(event, "bad_signature").inc()
-        log.warning("webhook with a bad or missing signature", extra={"event": event})
+        ctx.metrics.webhooks.labels(label, "bad_signature").inc()
+        log.warning("webhook with a bad or missing signature", extra={"event": label})
         raise ApiError(401, "bad_signature", "missing or wrong webhook signature")
+    if event not in EVENTS:
+        raise ApiError(404, "not_found", f"no webhook of that name; known: {', '.join(EVENTS)}")
 
     stored = read_event(event, body, settings.omneo_match_criteria, time.time())
     saved = await ctx.store.save_webhook(stored)
-    if saved.duplicate:
-        ctx.metrics.webhooks.labels(event, "duplicate").inc()
-        return json_response({"status": "duplicate", "event_id": saved.event_id})
+    # Before the duplicate check, so a resent bad body gets the same 400 again.
     if stored.invalid:
         ctx.metrics.webhooks.labels(event, "invalid").inc()
         raise ApiError(400, "bad_json", "webhook body is not a JSON object; it was kept")
+    if saved.duplicate:
+        ctx.metrics.webhooks.labels(event, "duplicate").inc()
+        return json_response({"status": "duplicate", "event_id": saved.event_id})
     if ctx.notify_webhooks is not None:
         ctx.notify_webhooks()
     return json_response({"status": "stored", "event_id": saved.event_id})

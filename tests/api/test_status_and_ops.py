@@ -103,7 +103,7 @@ def test_metrics_count_requests_by_app_and_outcome(client: TestClient) -> None:
 
 
 def test_openapi_is_generated_from_the_structs(client: TestClient) -> None:
-    doc = client.get("/openapi.json").json()
+    doc = client.get("/openapi.json", headers=AUTH).json()
     schemas = doc["components"]["schemas"]
     assert schemas["ProfileWrite"]["required"] == ["external_id"]
     assert "phone_country" not in schemas["ProfileWrite"]["properties"]
