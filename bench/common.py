@@ -65,6 +65,7 @@ def gateway_env(database: Path, port: int, **overrides: str) -> dict[str, str]:
         "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
         "GATEWAY_DISPATCHER_ENABLED": "false",
         "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for
     }
     env.update(overrides)
     return env

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import Sequence
 
 import msgspec
 
-from gateway import cli_dead_letters, logs
+from gateway import cli_dead_letters, cli_keys, logs
+from gateway.bulk_import import cli as cli_import
 from gateway.config import ConfigError, Settings, describe
 
 
@@ -85,31 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cli_dead_letters.add_parser(sub)
+    cli_keys.add_parser(sub)
+    cli_import.add_parser(sub)
     return parser
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from gateway import serving
 
-    host = args.host or settings.host
-    port = args.port or settings.port
-    workers = args.workers or settings.workers
-    if workers > 1:
-        # Each worker builds its own app from the environment.
-        os.environ.update({"GATEWAY_HOST": host, "GATEWAY_PORT": str(port)})
-        uvicorn.run(
-            "gateway.app:create_app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-        )
-        return 0
-    from gateway.app import create_app
-
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
-    return 0
+    settings = msgspec.structs.replace(
+        settings,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+    )
+    return serving.serve(settings)
 
 
 def _migrate(settings: Settings) -> int:
@@ -169,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "dead-letters":
         return cli_dead_letters.main(settings, args)
+    if args.command in cli_keys.COMMANDS:
+        return cli_keys.main(settings, args)
+    if args.command == "import":
+        return cli_import.main(args)
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "demo":

@@ -15,6 +15,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.serving import server_options
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
 DEMO_TOKEN = "demo-token"
@@ -72,7 +73,9 @@ async def run_demo(host: str, port: int, database: str, sim_base_port: int = 910
     async with running_simulators(config) as sims:
         settings = demo_settings(sims, host, port, database)
         app = create_app(settings)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_config=None, **server_options())
+        )
         print(banner(settings, sims), flush=True)
         await server.serve()
 

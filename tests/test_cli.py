@@ -50,6 +50,7 @@ def test_a_bad_setting_is_a_clear_error(
 def test_migrate_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "m.db"
     monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("GATEWAY_SHUTDOWN_DELAY", "0")
     assert main(["migrate"]) == 0
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"requests", "deliveries", "webhook_events", "schema_migrations"} <= tables
@@ -76,6 +77,7 @@ def test_dead_letters_list_and_replay(
 ) -> None:
     db = tmp_path / "dl.db"
     monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("GATEWAY_SHUTDOWN_DELAY", "0")
     assert main(["migrate"]) == 0
     delivery_id = _dead_delivery(db)
     capsys.readouterr()
@@ -171,6 +173,7 @@ def test_serve_takes_host_port_and_workers(
     port = free_port()
     monkeypatch.setenv("GATEWAY_API_TOKENS", "crm:t0ken")
     monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.db'}")
+    monkeypatch.setenv("GATEWAY_SHUTDOWN_DELAY", "0")
     monkeypatch.setenv("GATEWAY_OMNEO_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("GATEWAY_DISPATCHER_ENABLED", "false")
     args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", workers]

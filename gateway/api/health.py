@@ -20,8 +20,11 @@ async def livez(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    ctx = context(request)
+    if ctx.draining:
+        return json_response({"status": "draining"}, 503)
     try:
-        await asyncio.wait_for(context(request).store.ping(), READY_TIMEOUT)
+        await asyncio.wait_for(ctx.store.ping(), READY_TIMEOUT)
     except Exception as exc:
         log.warning("store not ready: %s", exc)
         return json_response({"status": "unavailable", "store": str(exc)}, 503)

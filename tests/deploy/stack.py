@@ -208,6 +208,7 @@ def running_stack(
             # Slow Ocamba pacing: rate-limit waits and a backlog with an age.
             "GATEWAY_OCAMBA_RATE_PER_SECOND": "2",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for
             "GATEWAY_SHUTDOWN_GRACE": "2",
         }
         gateway = start(

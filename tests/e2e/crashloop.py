@@ -187,6 +187,7 @@ def rig(config: CrashLoopConfig) -> Iterator[Rig]:
         "GATEWAY_RETRY_BASE": "0.2",
         "GATEWAY_RETRY_CAP": "2",
         "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for
     }
     sim_proc = spawn(simulate, {}, config.workdir / "simulate.log")
     try:

@@ -133,6 +133,7 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
             "GATEWAY_RETRY_BASE": "0.2",
             "GATEWAY_RETRY_CAP": "2",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for
         }
         processes = [spawn(simulate, {}, tmp_path / "simulate.log")]
         try:

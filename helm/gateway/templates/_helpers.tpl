@@ -76,12 +76,20 @@ app.kubernetes.io/part-of: profile-gateway
 {{- end }}
 {{- end -}}
 
+{{/* The shortest termination that lets the gateway drain: the preStop sleep,
+GATEWAY_SHUTDOWN_DELAY, GATEWAY_SHUTDOWN_GRACE, and 10 s for the requests in
+flight (at most 5 s) and the exit. */}}
+{{- define "gateway.terminationFloor" -}}
+{{- $t := .Values.termination -}}
+{{- add $t.preStopSleepSeconds $t.shutdownDelaySeconds $t.dispatcherGraceSeconds 10 -}}
+{{- end -}}
+
 {{/* Refuse combinations the schema cannot express. */}}
 {{- define "gateway.validate" -}}
 {{- $t := .Values.termination -}}
-{{- $floor := add $t.preStopSleepSeconds $t.dispatcherGraceSeconds 15 -}}
-{{- if lt (int $t.terminationGracePeriodSeconds) (int $floor) -}}
-{{- fail (printf "termination.terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + dispatcherGraceSeconds + 15 = %v, so in-flight sends can drain" $t.terminationGracePeriodSeconds $floor) -}}
+{{- $floor := include "gateway.terminationFloor" . -}}
+{{- if and (not (kindIs "invalid" $t.terminationGracePeriodSeconds)) (lt (int $t.terminationGracePeriodSeconds) (int $floor)) -}}
+{{- fail (printf "termination.terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + shutdownDelaySeconds + dispatcherGraceSeconds + 10 = %v, so in-flight sends can drain" $t.terminationGracePeriodSeconds $floor) -}}
 {{- end -}}
 {{- if and (not (include "gateway.postgresql" .)) (include "gateway.multiReplica" .) -}}
 {{- fail "SQLite runs one replica: set database.type=postgresql for replicaCount > 1 or autoscaling" -}}

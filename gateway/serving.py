@@ -1,0 +1,260 @@
+"""`gateway serve`: uvicorn with a graceful, bounded shutdown.
+
+On the first SIGTERM or SIGINT the process starts draining: `/readyz` answers
+503 at once so load balancers take it out, but everything they still send is
+served as usual for `GATEWAY_SHUTDOWN_DELAY` seconds. Then uvicorn stops
+accepting connections, finishes the requests in flight (at most
+`HTTP_DRAIN_SECONDS`) and runs the app's shutdown, in which the dispatcher gets
+`GATEWAY_SHUTDOWN_GRACE` seconds to finish its batches. A second signal skips
+what is left of the delay.
+
+With `--workers N` a small supervisor holds the listening socket and forwards
+every signal to every worker, so each worker drains the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import TypedDict
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+from gateway import logs
+from gateway.api.common import Context
+from gateway.app import create_app
+from gateway.config import Settings
+
+log = logging.getLogger("gateway.serving")
+
+
+class ServerOptions(TypedDict):
+    loop: str
+    http: str
+
+
+def server_options() -> ServerOptions:
+    """uvicorn's event loop and HTTP parser: uvloop and httptools (C) where they
+    are installed, which at least doubles what one process answers; else
+    asyncio's loop and h11, which behave the same, only slower."""
+    has = {name: importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools")}
+    return ServerOptions(
+        loop="uvloop" if has["uvloop"] else "asyncio",
+        http="httptools" if has["httptools"] else "h11",
+    )
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Requests still open when the delay ends are commits and reads of milliseconds.
+# One cut off after this never got its answer, so its caller sends it again.
+HTTP_DRAIN_SECONDS = 5
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a delay between the stop signal and closing the socket."""
+
+    def __init__(
+        self, config: uvicorn.Config, *, delay: float, on_drain: Callable[[], None]
+    ) -> None:
+        super().__init__(config)
+        self.delay = delay
+        self.on_drain = on_drain
+        self.signalled_at: float | None = None
+        self.stop_at: float | None = None  # monotonic end of the delay
+        self._unlogged: list[tuple[str, str]] = []  # (signal, what it did)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal handler, between two bytecodes of whatever the loop
+        # was doing: it only flips flags and leaves the logging to the loop.
+        # Unlike uvicorn's, it does not record the signal to raise it again
+        # after shutdown: a drained shutdown is a clean exit, status 0.
+        name = signal.Signals(sig).name
+        if self.should_exit:
+            if sig == signal.SIGINT:  # Ctrl-C while stopping, as in uvicorn
+                self.force_exit = True
+                self._unlogged.append((name, "force"))
+            return
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()
+        self.on_drain()
+        if self.stop_at is None and self.delay > 0 and self.started:
+            self.stop_at = self.signalled_at + self.delay
+            self._unlogged.append((name, "drain"))
+        else:
+            self.should_exit = True
+            self._unlogged.append((name, "stop"))
+
+    def _log_signals(self) -> None:
+        while self._unlogged:
+            name, action = self._unlogged.pop(0)
+            extra = {"signal": name, "pid": os.getpid()}
+            if action == "drain":
+                log.info(
+                    "draining: /readyz answers 503, requests are served for %.1f s more",
+                    self.delay,
+                    extra=extra,
+                )
+            elif action == "stop":
+                log.info("stopping without further delay", extra=extra)
+            else:
+                log.warning("forced exit: the dispatcher is not stopped", extra=extra)
+
+    async def on_tick(self, counter: int) -> bool:
+        self._log_signals()
+        if self.stop_at is not None and time.monotonic() >= self.stop_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._log_signals()
+        log.info(
+            "stopped accepting connections; finishing the requests in flight",
+            extra={"connections": len(self.server_state.connections), "pid": os.getpid()},
+        )
+        await super().shutdown(sockets)
+        self._log_signals()
+        if self.force_exit:
+            return
+        since = None if self.signalled_at is None else time.monotonic() - self.signalled_at
+        log.info(
+            "shutdown complete: requests finished, dispatcher stopped, store closed",
+            extra={
+                "seconds_since_signal": None if since is None else round(since, 3),
+                "pid": os.getpid(),
+            },
+        )
+
+
+def run_server(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """One process: the app on `settings.host:settings.port`, or on `sockets`
+    (a worker's share of the supervisor's listening socket)."""
+    app = create_app(settings)
+    ctx: Context = app.state.ctx
+
+    def drain() -> None:
+        ctx.draining = True
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
+        **server_options(),
+    )
+    DrainingServer(config, delay=settings.shutdown_delay, on_drain=drain).run(sockets)
+
+
+def serve(settings: Settings) -> int:
+    if settings.workers > 1:
+        return Supervisor(settings).run()
+    run_server(settings)
+    return 0
+
+
+def _worker(sock: socket.socket) -> None:
+    """A worker process's main. It is spawned (a fresh interpreter), so it
+    reads the settings and sets up logging again."""
+    # Out of the supervisor's process group, a worker gets only the signals the
+    # supervisor forwards. A signal to the whole group (Ctrl-C in a terminal,
+    # `timeout`) would otherwise reach it twice and count as a second signal.
+    os.setpgrp()
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    run_server(settings, sockets=[sock])
+
+
+class Supervisor:
+    """`--workers N`: N processes serve one listening socket.
+
+    uvicorn's own supervisor sends each worker a single SIGTERM whatever it
+    receives (so a second signal could not cut the delay short) and runs plain
+    uvicorn servers in them. This one forwards each SIGTERM or SIGINT to every
+    worker as a SIGTERM, replaces a worker that dies while serving, and stops
+    everything when one fails to start.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pending: list[int] = []
+        self._context = multiprocessing.get_context("spawn")
+
+    def run(self) -> int:
+        # The workers read their settings from the environment, so they get
+        # the host and port the command line may have overridden.
+        os.environ.update(
+            {"GATEWAY_HOST": self.settings.host, "GATEWAY_PORT": str(self.settings.port)}
+        )
+        config = uvicorn.Config(
+            "gateway.app:create_app_from_env",
+            host=self.settings.host,
+            port=self.settings.port,
+            log_config=None,
+        )
+        sock = config.bind_socket()
+        # bind_socket leaves proto 0, so asyncio in the workers would not set
+        # TCP_NODELAY on accepted connections (Nagle + delayed ACK: ~40 ms a
+        # response); Linux hands the listener's option down to them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        try:
+            return self._supervise(sock)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sock.close()
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self._pending.append(sig)
+
+    def _start(self, sock: socket.socket) -> BaseProcess:
+        process = self._context.Process(target=_worker, args=(sock,), name="gateway-worker")
+        process.start()
+        log.info("worker started", extra={"pid": process.pid})
+        return process
+
+    def _supervise(self, sock: socket.socket) -> int:
+        workers = [self._start(sock) for _ in range(self.settings.workers)]
+        stopping, status = False, 0
+        while True:
+            while self._pending:
+                sig = signal.Signals(self._pending.pop(0))
+                if not stopping:
+                    # No worker will be started again, and the socket stops
+                    # listening as soon as the last worker closes its copy.
+                    sock.close()
+                stopping = True
+                alive = [w for w in workers if w.is_alive()]
+                log.info("stop signal forwarded to the workers", extra={"signal": sig.name})
+                for worker in alive:
+                    assert worker.pid is not None  # started, so it has one
+                    os.kill(worker.pid, signal.SIGTERM)
+            alive = [w for w in workers if w.is_alive()]
+            if stopping and not alive:
+                log.info("every worker has stopped")
+                return status
+            if not stopping:
+                for i, worker in enumerate(workers):
+                    if worker.is_alive():
+                        continue
+                    if worker.exitcode == STARTUP_FAILURE:
+                        log.error("a worker failed to start; stopping", extra={"pid": worker.pid})
+                        status = STARTUP_FAILURE
+                        self._pending.append(signal.SIGTERM)
+                        break
+                    log.warning(
+                        "worker died; starting another",
+                        extra={"pid": worker.pid, "exitcode": worker.exitcode},
+                    )
+                    workers[i] = self._start(sock)
+            # Wakes when a worker exits; signals are seen within the timeout.
+            wait([w.sentinel for w in workers if w.is_alive()], timeout=0.1)
