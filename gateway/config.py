@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.crypto import KeyringError, Sealer
 from gateway.schema import BACKENDS, Backend
 
 
@@ -35,6 +36,14 @@ class Settings(msgspec.Struct, kw_only=True):
     store_batch_max: int = 256  # writes grouped into one commit
     migrate_on_start: bool = True  # off when `gateway migrate` runs as a deploy step
     store_pool_size: int = 10  # PostgreSQL connections per process (plus a few dedicated)
+
+    # PII at rest (gateway/crypto.py): "id:base64key,..." (first one encrypts,
+    # all decrypt); empty stores payloads in clear and warns at start.
+    encryption_keys: str = ""
+    # Payloads of writes whose deliveries all settled this long ago are removed
+    # (states and ids stay); 0 keeps them for ever.
+    retention_days: float = 30.0
+    purge_interval: float = 3600.0  # seconds between retention purges
 
     # Backends: a backend is on when its URL is set.
     ocamba_url: str = ""
@@ -107,7 +116,19 @@ class Settings(msgspec.Struct, kw_only=True):
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid setting: {exc}") from exc
         settings.api_token_map()  # fail at start, not on the first request
+        settings.sealer()
+        if settings.retention_days < 0 or settings.purge_interval <= 0:
+            raise ConfigError(
+                "GATEWAY_RETENTION_DAYS must be 0 or more, GATEWAY_PURGE_INTERVAL more than 0"
+            )
         return settings
+
+    def sealer(self) -> Sealer:
+        """The keyring from GATEWAY_ENCRYPTION_KEYS."""
+        try:
+            return Sealer.from_spec(self.encryption_keys)
+        except KeyringError as exc:
+            raise ConfigError(str(exc)) from None
 
     def api_token_map(self) -> dict[str, str]:
         """token -> app name, from `app1:token1,app2:token2`."""

@@ -23,6 +23,7 @@ DeliveryState = Literal[
     "failed",
     "dead",
     "unconfirmed",
+    "erased",  # cancelled by an erasure request before it was sent; never sent
 ]
 # States a delivery can still leave on its own; the rest wait for a person
 # (failed, dead) or for a webhook (accepted on Omneo, unconfirmed).
@@ -81,13 +82,19 @@ class RequestView(msgspec.Struct):
     profiles: list[ProfileWriteView]
 
 
+# What is left of a write's profile: `purged` after the retention period,
+# `erased` by an erasure request (DELETE /v1/profiles/{external_id}).
+PayloadState = Literal["stored", "purged", "erased"]
+
+
 class ProfileView(msgspec.Struct):
     external_id: str
     last_request_id: str
     updated_at: float
-    profile: NormalizedProfile
+    profile: NormalizedProfile | None  # None once purged or erased
     backends: dict[str, DeliveryView]  # latest delivery per backend
     backend_ids: dict[str, str]
+    payload: PayloadState = "stored"
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -172,6 +179,40 @@ class AppliedEvent(msgspec.Struct, frozen=True):
     confirmations: list[Confirmation]
 
 
+class Erasure(msgspec.Struct, frozen=True):
+    """What an erasure request removed; ids and delivery states stay for audit."""
+
+    external_id: str
+    writes_erased: int  # payloads removed now (already removed ones not counted)
+    deliveries_cancelled: int  # pending or retrying: now `erased`, never sent
+    deliveries_in_flight: int  # being sent at that moment: the backend may have it
+    webhook_events_erased: int  # stored Omneo webhooks that named the person
+    delivered_to: list[Backend]  # backends that took at least one write
+    backend_ids: dict[str, str]  # how those backends know the person
+
+
+class PurgeResult(msgspec.Struct, frozen=True):
+    writes: int  # profile payloads removed
+    webhook_events: int  # webhook bodies removed
+
+
+class SealStatus(msgspec.Struct, frozen=True):
+    """Rows whose payload is not sealed under the current key (plaintext or an
+    older key), per table; what `gateway rotate-key` has left to do."""
+
+    profile_writes: int
+    webhook_events: int
+    deliveries_to_retag: int  # awaiting a webhook, indexed under an older key
+
+    @property
+    def total(self) -> int:
+        return self.profile_writes + self.webhook_events + self.deliveries_to_retag
+
+
+# The tables `reseal` works through; their payload column is `body`.
+SealedTable = Literal["profile_writes", "webhook_events"]
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -219,6 +260,18 @@ class Store(Protocol):
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
     ) -> list[DeadLetter]: ...
 
+    async def recent_deliveries(
+        self,
+        state: DeliveryState,
+        backend: Backend | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[DeadLetter]:
+        """Deliveries in `state`, newest first (by id); `before_id` pages on to
+        older ones. One state per call, so each engine walks that state's index
+        (the operator page polls this)."""
+        ...
+
     async def replay(
         self,
         states: list[DeliveryState],
@@ -257,6 +310,40 @@ class Store(Protocol):
         """Call `wake(backend)` whenever another process commits deliveries
         for `backend` (PostgreSQL: LISTEN/NOTIFY). In-process writes already
         wake the dispatcher directly; an embedded store may do nothing."""
+        ...
+
+    # -- PII at rest (see gateway/crypto.py) ------------------------------------
+
+    async def erase_profile(self, external_id: str) -> Erasure | None:
+        """Remove every stored payload of the person (all writes, the webhooks
+        that named them, the lookup tags), cancel their open deliveries (state
+        `erased`), keep ids and states. None when the id was never written."""
+        ...
+
+    async def purge(self, cutoff: float) -> PurgeResult:
+        """Remove the payloads of writes whose every delivery is settled (not
+        pending, retrying or in flight) and unchanged since `cutoff`, and the
+        bodies of applied webhooks received before it. In short transactions."""
+        ...
+
+    async def seal_status(self) -> SealStatus: ...
+
+    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
+        """Seal again, under the current key, the rows of `table` with ids in
+        (after_id, after_id + span] that are plaintext or under an older key.
+        Returns (rows resealed, the next after_id, or None past the last row)."""
+        ...
+
+    async def retag(
+        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
+    ) -> tuple[int, int | None]:
+        """Index again, under the current key, the match keys of deliveries
+        awaiting a webhook, from their profiles; like `reseal`."""
+        ...
+
+    async def retire_keys(self) -> list[str]:
+        """Forget keys that are not current and seal nothing any more; returns
+        their ids. After this, a process without them starts."""
         ...
 
     async def lead(self, backend: Backend) -> bool:

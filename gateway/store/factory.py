@@ -11,12 +11,17 @@ from gateway.store.sqlite import SQLiteStore
 def store_from_settings(settings: Settings) -> Store:
     url = settings.database_url
     if url.startswith("sqlite:///"):
-        return SQLiteStore.from_url(url, max_batch=settings.store_batch_max)
+        return SQLiteStore.from_url(
+            url, max_batch=settings.store_batch_max, sealer=settings.sealer()
+        )
     if url.startswith(URL_PREFIXES):
         # With migrate_on_start off, open() refuses a schema that is behind
         # rather than run against it; `gateway migrate` brings it up to date.
         return PostgresStore.from_url(
-            url, migrate=settings.migrate_on_start, pool_size=settings.store_pool_size
+            url,
+            migrate=settings.migrate_on_start,
+            pool_size=settings.store_pool_size,
+            sealer=settings.sealer(),
         )
     raise ConfigError(
         f"GATEWAY_DATABASE_URL {url!r} is not supported; use sqlite:///path/to/file.db"

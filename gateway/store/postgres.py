@@ -14,15 +14,19 @@ sql/postgres/ and applied by migrations.apply_postgres.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 import asyncpg
 
-from gateway.schema import Backend
+from gateway.crypto import PLAINTEXT, Sealer
+from gateway.schema import Backend, NormalizedProfile
 from gateway.store import (
     migrations,
+    pii,
     postgres_accept,
+    postgres_pii,
     postgres_queue,
     postgres_views,
     postgres_webhooks,
@@ -34,12 +38,16 @@ from gateway.store.base import (
     DeadLetter,
     DeliveryResult,
     DeliveryState,
+    Erasure,
     NewRequest,
     ProfileView,
+    PurgeResult,
     QueueStats,
     ReplayResult,
     RequestView,
     SavedEvent,
+    SealedTable,
+    SealStatus,
     StoreError,
     WebhookEvent,
 )
@@ -65,10 +73,12 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 30.0,
+        sealer: Sealer = PLAINTEXT,
     ) -> None:
         """`migrate`: apply pending migrations in open(); when False, open()
         refuses a schema that is behind (`gateway migrate` applies it)."""
         self.dsn = dsn
+        self.sealer = sealer
         self._migrate = migrate
         self._min_size, self._max_size = min_size, max_size
         self._timeout = timeout  # for a pooled connection and for each statement
@@ -77,10 +87,17 @@ class PostgresStore:
         self.leadership = Leadership(dsn)
 
     @classmethod
-    def from_url(cls, url: str, *, migrate: bool = True, pool_size: int = 10) -> PostgresStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        pool_size: int = 10,
+        sealer: Sealer = PLAINTEXT,
+    ) -> PostgresStore:
         if not url.startswith(URL_PREFIXES):
             raise ValueError(f"not a PostgreSQL URL: {url!r}")
-        return cls(url, migrate=migrate, max_size=pool_size)
+        return cls(url, migrate=migrate, max_size=pool_size, sealer=sealer)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -103,6 +120,8 @@ class PostgresStore:
                         missing = await migrations.pending_postgres(conn)
                 if missing:
                     raise migrations.SchemaBehind(missing)
+                with store_errors("checking the encryption keys"):
+                    await postgres_pii.register_keys(conn, self.sealer)
         except BaseException:
             pool.terminate()
             raise
@@ -145,7 +164,7 @@ class PostgresStore:
             raise StoreError("store is not open")
         with store_errors("store write"):
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                return await postgres_accept.accept(conn, request)
+                return await postgres_accept.accept(conn, request, self.sealer)
 
     async def get_request(self, request_id: str) -> RequestView | None:
         return await self._run(
@@ -157,7 +176,7 @@ class PostgresStore:
     async def get_profile(self, external_id: str) -> ProfileView | None:
         return await self._run(
             "store read",
-            lambda conn: postgres_views.get_profile(conn, external_id),
+            lambda conn: postgres_views.get_profile(conn, external_id, self.sealer),
             "snapshot",
         )
 
@@ -168,11 +187,15 @@ class PostgresStore:
     ) -> list[Claim]:
         return await self._run(
             "claim",
-            lambda conn: postgres_queue.claim(conn, backend, limit, owner, lease_seconds),
+            lambda conn: postgres_queue.claim(
+                conn, backend, limit, owner, lease_seconds, self.sealer
+            ),
         )
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
-        return await self._run("record", lambda conn: postgres_queue.record(conn, owner, results))
+        return await self._run(
+            "record", lambda conn: postgres_queue.record(conn, owner, results, self.sealer)
+        )
 
     async def queue_stats(self) -> list[QueueStats]:
         return await self._run("queue stats", postgres_queue.queue_stats)
@@ -183,6 +206,18 @@ class PostgresStore:
         return await self._run(
             "store read",
             lambda conn: postgres_queue.list_deliveries(conn, states, backend, limit),
+        )
+
+    async def recent_deliveries(
+        self,
+        state: DeliveryState,
+        backend: Backend | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[DeadLetter]:
+        return await self._run(
+            "store read",
+            lambda conn: postgres_queue.recent_deliveries(conn, state, backend, limit, before_id),
         )
 
     async def replay(
@@ -208,7 +243,8 @@ class PostgresStore:
 
     async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
         return await self._run(
-            "saving a webhook", lambda conn: postgres_webhooks.save_webhook(conn, event)
+            "saving a webhook",
+            lambda conn: postgres_webhooks.save_webhook(conn, event, self.sealer),
         )
 
     async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
@@ -228,4 +264,57 @@ class PostgresStore:
         return await self._run(
             "store read",
             lambda conn: postgres_webhooks.count_state(conn, backend, state),
+        )
+
+    # -- PII at rest (see postgres_pii) ---------------------------------------------
+
+    async def erase_profile(self, external_id: str) -> Erasure | None:
+        return await self._run(
+            "erasing a profile", lambda conn: postgres_pii.erase(conn, external_id), "write"
+        )
+
+    async def purge(self, cutoff: float) -> PurgeResult:
+        writes = events = 0
+        write_after: int | None = 0
+        event_after: int | None = 0
+        while write_after is not None or event_after is not None:
+            step, write_after, event_after = await self._run(
+                "purging payloads",
+                functools.partial(
+                    postgres_pii.purge_step,
+                    cutoff=cutoff,
+                    write_after=write_after,
+                    event_after=event_after,
+                    span=pii.SPAN,
+                ),
+                "write",
+            )
+            writes += step.writes
+            events += step.webhook_events
+        return PurgeResult(writes=writes, webhook_events=events)
+
+    async def seal_status(self) -> SealStatus:
+        return await self._run(
+            "store read", lambda conn: postgres_pii.seal_status(conn, self.sealer), "snapshot"
+        )
+
+    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
+        return await self._run(
+            "resealing",
+            lambda conn: postgres_pii.reseal_step(conn, self.sealer, table, after_id, span),
+            "write",
+        )
+
+    async def retag(
+        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
+    ) -> tuple[int, int | None]:
+        return await self._run(
+            "re-indexing match keys",
+            lambda conn: postgres_pii.retag_step(conn, self.sealer, match_key_of, after_id, span),
+            "write",
+        )
+
+    async def retire_keys(self) -> list[str]:
+        return await self._run(
+            "retiring keys", lambda conn: postgres_pii.retire_keys(conn, self.sealer), "write"
         )

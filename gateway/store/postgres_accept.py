@@ -26,7 +26,9 @@ import time
 
 import msgspec
 
+from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest, StoreError
+from gateway.store.pii import write_aad
 from gateway.store.postgres_db import CHANNEL, Conn
 
 _encode = msgspec.json.Encoder().encode
@@ -57,8 +59,8 @@ WITH request AS (
     INSERT INTO requests (id, app, received_at, targets, profile_count)
     VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]))
 ), writes AS (
-    INSERT INTO profile_writes (request_id, position, external_id, body, received_at)
-    SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $3
+    INSERT INTO profile_writes (request_id, position, external_id, body, key_id, received_at)
+    SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $9, $3
     FROM unnest($5::text[], $6::bytea[]) WITH ORDINALITY AS p(external_id, body, n)
     ORDER BY p.n
     RETURNING id, external_id
@@ -72,7 +74,7 @@ SELECT pg_notify($8, t.backend) FROM unnest($4::text[]) AS t(backend)
 """
 
 
-async def accept(conn: Conn, req: NewRequest) -> AcceptResult:
+async def accept(conn: Conn, req: NewRequest, sealer: Sealer = PLAINTEXT) -> AcceptResult:
     """Store `req` with its writes and deliveries, or answer from an earlier
     request with the same Idempotency-Key. Raises IdempotencyConflict."""
     now = time.time()
@@ -83,10 +85,23 @@ async def accept(conn: Conn, req: NewRequest) -> AcceptResult:
                 return await _answer_again(conn, req)
         ids = [p.external_id for p in req.profiles]
         await conn.execute(_LOCK_PEOPLE, ids, now)
-        bodies = [_encode(p) for p in req.profiles]
+        sealed = [
+            sealer.seal(_encode(p), write_aad(req.request_id, n))
+            for n, p in enumerate(req.profiles)
+        ]
+        bodies = [body for body, _ in sealed]
         targets = list(req.targets)
         await conn.execute(
-            _STORE, req.request_id, req.app, req.received_at, targets, ids, bodies, now, CHANNEL
+            _STORE,
+            req.request_id,
+            req.app,
+            req.received_at,
+            targets,
+            ids,
+            bodies,
+            now,
+            CHANNEL,
+            sealer.current_id,
         )
     return AcceptResult(req.request_id, len(req.profiles), targets)
 

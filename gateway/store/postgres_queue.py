@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import time
 
-import msgspec
-
-from gateway.schema import Backend, NormalizedProfile
+from gateway.crypto import PLAINTEXT, Sealer
+from gateway.schema import Backend
 from gateway.store.base import (
     Claim,
     DeadLetter,
@@ -45,10 +44,9 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
+from gateway.store.pii import open_claims
 from gateway.store.postgres_db import Conn
 from gateway.store.sql_states import OPEN, state_is
-
-_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
 # No earlier write of the same person to the same backend is still open.
 # OFFSET 0 keeps this a sub-plan run once per candidate, an index probe on
@@ -95,7 +93,8 @@ WITH expired AS (
     RETURNING d.id, d.external_id, d.backend, d.write_id, d.attempts, d.created_at,
               p.branch, p.due_at
 )
-SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id
+SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id,
+       w.request_id, w.position
 FROM claimed c
 JOIN profile_writes w ON w.id = c.write_id
 LEFT JOIN backend_ids b ON b.external_id = c.external_id AND b.backend = c.backend
@@ -104,20 +103,27 @@ ORDER BY c.branch, c.due_at, c.id
 
 
 async def claim(
-    conn: Conn, backend: Backend, limit: int, owner: str, lease_seconds: float
+    conn: Conn,
+    backend: Backend,
+    limit: int,
+    owner: str,
+    lease_seconds: float,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[Claim]:
     rows = await conn.fetch(_CLAIM, backend, time.time(), limit, owner, lease_seconds)
-    return [
-        Claim(
-            delivery_id=r["id"],
-            external_id=r["external_id"],
-            attempts=r["attempts"],
-            created_at=r["created_at"],
-            profile=_decode_profile(r["body"]),
-            backend_id=r["backend_id"],
+    claims, unsendable = open_claims(list(rows), sealer)
+    if unsendable:
+        # Rare, so a statement of its own; still leased to us, so ours to settle.
+        await conn.execute(
+            "UPDATE deliveries d SET state = 'failed', last_error = u.error,"
+            " lease_owner = NULL, lease_expires_at = NULL"
+            " FROM unnest($1::bigint[], $2::text[]) AS u(id, error)"
+            " WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_owner = $3",
+            [delivery_id for delivery_id, _ in unsendable],
+            [error for _, error in unsendable],
+            owner,
         )
-        for r in rows
-    ]
+    return claims
 
 
 # A whole batch in one statement: only rows still leased by `owner` change (a
@@ -157,7 +163,9 @@ SELECT count(*) FROM applied
 """
 
 
-async def record(conn: Conn, owner: str, results: list[DeliveryResult]) -> int:
+async def record(
+    conn: Conn, owner: str, results: list[DeliveryResult], sealer: Sealer = PLAINTEXT
+) -> int:
     if not results:
         return 0
     applied = await conn.fetchval(
@@ -168,7 +176,7 @@ async def record(conn: Conn, owner: str, results: list[DeliveryResult]) -> int:
         [r.state for r in results],
         [r.error for r in results],
         [r.next_attempt_at for r in results],
-        [r.match_key for r in results],
+        [sealer.tag(r.match_key) for r in results],  # emails: stored as blind indexes
         [int(r.refund_attempt) for r in results],
         [r.backend_id for r in results],
     )
@@ -198,6 +206,26 @@ async def list_deliveries(
     return [DeadLetter(*r) for r in rows]
 
 
+async def recent_deliveries(
+    conn: Conn,
+    state: DeliveryState,
+    backend: Backend | None,
+    limit: int,
+    before_id: int | None,
+) -> list[DeadLetter]:
+    rows = await conn.fetch(
+        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
+        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
+        f" WHERE {state_is('d.state', [state])}"
+        " AND ($2::text IS NULL OR d.backend = $2) AND ($3::bigint IS NULL OR d.id < $3)"
+        " ORDER BY d.id DESC LIMIT $1",
+        limit,
+        backend,
+        before_id,
+    )
+    return [DeadLetter(*r) for r in rows]
+
+
 # The matching rows are locked first, and a row changed meanwhile is re-checked
 # against the states asked for: an `unconfirmed` delivery that a webhook just
 # confirmed is no longer replayed.
@@ -208,6 +236,8 @@ WITH target AS (
         WHERE n.backend = d.backend AND n.external_id = d.external_id AND n.id > d.id
           AND n.state IN ('accepted', 'confirmed')) AS superseded
     FROM deliveries d
+    -- A delivery whose payload was purged or erased has nothing left to send.
+    JOIN profile_writes w ON w.id = d.write_id AND w.removed IS NULL
     WHERE {where}
     FOR UPDATE OF d
 ), requeued AS (

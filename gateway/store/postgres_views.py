@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
-from gateway.schema import NormalizedProfile
+from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, RequestView
+from gateway.store.pii import open_profile
 from gateway.store.postgres_db import Conn
-
-_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
 _DELIVERY_COLUMNS = (
     "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id"
@@ -60,11 +57,13 @@ async def get_request(conn: Conn, request_id: str) -> RequestView | None:
     )
 
 
-async def get_profile(conn: Conn, external_id: str) -> ProfileView | None:
+async def get_profile(
+    conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT
+) -> ProfileView | None:
     """Run in one read-only snapshot, so that its reads agree."""
     latest = await conn.fetchrow(
-        "SELECT request_id, body, received_at FROM profile_writes WHERE external_id = $1"
-        " ORDER BY id DESC LIMIT 1",
+        "SELECT request_id, body, received_at, position, removed FROM profile_writes"
+        " WHERE external_id = $1 ORDER BY id DESC LIMIT 1",
         external_id,
     )
     if latest is None:
@@ -84,7 +83,8 @@ async def get_profile(conn: Conn, external_id: str) -> ProfileView | None:
         external_id=external_id,
         last_request_id=latest["request_id"],
         updated_at=latest["received_at"],
-        profile=_decode_profile(latest["body"]),
+        profile=open_profile(sealer, latest["body"], latest["request_id"], latest["position"]),
         backends={d.backend: d for d in deliveries},
         backend_ids={r["backend"]: r["backend_id"] for r in ids},
+        payload=latest["removed"] or "stored",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend
 from gateway.store.base import (
     AppliedEvent,
@@ -13,30 +14,34 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
+from gateway.store.pii import event_aad, event_tags, split_tags
 from gateway.store.postgres_db import Conn, advisory_key
 from gateway.store.sql_states import state_is
 
 _SAVE = """
 INSERT INTO webhook_events (source, event, body_hash, body, backend_id, match_key,
-                            event_time, received_at, state)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            event_time, received_at, state, key_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (source, event, body_hash) DO NOTHING
 RETURNING id
 """
 
 
-async def save_webhook(conn: Conn, ev: WebhookEvent) -> SavedEvent:
+async def save_webhook(conn: Conn, ev: WebhookEvent, sealer: Sealer = PLAINTEXT) -> SavedEvent:
+    # Omneo's body is the whole profile: sealed like a write's.
+    body, key_id = sealer.seal(ev.body, event_aad(ev.source, ev.event, ev.body_hash))
     event_id = await conn.fetchval(
         _SAVE,
         ev.source,
         ev.event,
         ev.body_hash,
-        ev.body,
+        body,
         ev.backend_id,
-        ev.match_key,
+        event_tags(sealer, ev.match_key),
         ev.event_time,
         ev.received_at,
         "invalid" if ev.invalid else "received",
+        key_id,
     )
     if event_id is not None:
         return SavedEvent(event_id=event_id, duplicate=False)
@@ -59,7 +64,7 @@ SELECT EXISTS (
 """
 _CONFIRM = """
 UPDATE deliveries SET state = 'confirmed', confirmed_at = $1, updated_at = $1, last_error = NULL
-WHERE backend = $2 AND match_key = $3 AND state IN ('accepted', 'unconfirmed')
+WHERE backend = $2 AND match_key = ANY($3::text[]) AND state IN ('accepted', 'unconfirmed')
   AND accepted_at <= $4
 RETURNING id, external_id, accepted_at
 """
@@ -102,7 +107,7 @@ async def apply_webhooks(conn: Conn, source: Backend, limit: int) -> list[Applie
         elif match_key is None:
             result = "unmatched"
         else:
-            rows = await conn.fetch(_CONFIRM, now, source, match_key, received_at)
+            rows = await conn.fetch(_CONFIRM, now, source, split_tags(match_key), received_at)
             confirmations = sorted(
                 (
                     Confirmation(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import queue
 import sqlite3
@@ -23,8 +24,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, sqlite_accept, sqlite_queue, sqlite_webhooks
+from gateway.store import migrations, pii, sqlite_accept, sqlite_pii, sqlite_queue, sqlite_webhooks
 from gateway.store.base import (
     AcceptResult,
     AppliedEvent,
@@ -33,13 +35,17 @@ from gateway.store.base import (
     DeliveryResult,
     DeliveryState,
     DeliveryView,
+    Erasure,
     NewRequest,
     ProfileView,
     ProfileWriteView,
+    PurgeResult,
     QueueStats,
     ReplayResult,
     RequestView,
     SavedEvent,
+    SealedTable,
+    SealStatus,
     StoreError,
     WebhookEvent,
 )
@@ -61,6 +67,9 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    # Purged and erased payloads are overwritten with zeros in the file, not
+    # only unlinked from the b-tree where a disk image would still show them.
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
 
 
@@ -76,9 +85,10 @@ def _resolve(fut: asyncio.Future[Any], exc: BaseException | None, result: Any) -
 class _Writer:
     """The one thread that writes; see the module docstring."""
 
-    def __init__(self, conn: sqlite3.Connection, max_batch: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, max_batch: int, sealer: Sealer) -> None:
         self._conn = conn
         self._max_batch = max_batch
+        self._sealer = sealer
         self._queue: queue.SimpleQueue[
             tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
@@ -126,7 +136,9 @@ class _Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if accepts:
-                stored = sqlite_accept.accept_many(conn, [job for job, _, _ in accepts])
+                stored = sqlite_accept.accept_many(
+                    conn, [job for job, _, _ in accepts], self._sealer
+                )
                 for (_, fut, loop), outcome in zip(accepts, stored, strict=True):
                     failed = isinstance(outcome, Exception)
                     results.append((fut, loop, outcome if failed else None, outcome))
@@ -156,9 +168,17 @@ class _Writer:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path | str, *, max_batch: int = 256, readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_batch: int = 256,
+        readers: int = 4,
+        sealer: Sealer = PLAINTEXT,
+    ) -> None:
         self.path = Path(path)
         self._max_batch = max_batch
+        self.sealer = sealer
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
@@ -166,11 +186,11 @@ class SQLiteStore:
         self._writer: _Writer | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, max_batch: int = 256) -> SQLiteStore:
+    def from_url(cls, url: str, *, max_batch: int = 256, sealer: Sealer = PLAINTEXT) -> SQLiteStore:
         prefix = "sqlite:///"
         if not url.startswith(prefix):
             raise ValueError(f"not an SQLite URL: {url!r}")
-        return cls(url[len(prefix) :], max_batch=max_batch)
+        return cls(url[len(prefix) :], max_batch=max_batch, sealer=sealer)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -179,11 +199,18 @@ class SQLiteStore:
             if self.path.parent:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path)
-            migrations.apply_sqlite(conn)
+            try:
+                migrations.apply_sqlite(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                sqlite_pii.register_keys(conn, self.sealer)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
         conn = await asyncio.to_thread(setup)
-        self._writer = _Writer(conn, self._max_batch)
+        self._writer = _Writer(conn, self._max_batch, self.sealer)
         self._writer.start()
 
     async def close(self) -> None:
@@ -241,7 +268,7 @@ class SQLiteStore:
         return await self._read(lambda conn: _get_request(conn, request_id))
 
     async def get_profile(self, external_id: str) -> ProfileView | None:
-        return await self._read(lambda conn: _get_profile(conn, external_id))
+        return await self._read(lambda conn: _get_profile(conn, external_id, self.sealer))
 
     # -- the dispatcher's queue (see sqlite_queue) ---------------------------
 
@@ -249,11 +276,13 @@ class SQLiteStore:
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
     ) -> list[Claim]:
         return await self._write(
-            lambda conn: sqlite_queue.claim(conn, backend, limit, owner, lease_seconds)
+            lambda conn: sqlite_queue.claim(conn, backend, limit, owner, lease_seconds, self.sealer)
         )
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
-        return await self._write(lambda conn: sqlite_queue.record(conn, owner, results))
+        return await self._write(
+            lambda conn: sqlite_queue.record(conn, owner, results, self.sealer)
+        )
 
     async def queue_stats(self) -> list[QueueStats]:
         return await self._read(sqlite_queue.queue_stats)
@@ -263,6 +292,17 @@ class SQLiteStore:
     ) -> list[DeadLetter]:
         return await self._read(
             lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit)
+        )
+
+    async def recent_deliveries(
+        self,
+        state: DeliveryState,
+        backend: Backend | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[DeadLetter]:
+        return await self._read(
+            lambda conn: sqlite_queue.recent_deliveries(conn, state, backend, limit, before_id)
         )
 
     async def replay(
@@ -291,7 +331,9 @@ class SQLiteStore:
     # -- webhooks (see sqlite_webhooks) ------------------------------------------
 
     async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
-        return await self._write(lambda conn: sqlite_webhooks.save_webhook(conn, event))
+        return await self._write(
+            lambda conn: sqlite_webhooks.save_webhook(conn, event, self.sealer)
+        )
 
     async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
         return await self._write(lambda conn: sqlite_webhooks.apply_webhooks(conn, source, limit))
@@ -303,6 +345,71 @@ class SQLiteStore:
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int:
         return await self._read(lambda conn: sqlite_webhooks.count_state(conn, backend, state))
+
+    # -- PII at rest (see sqlite_pii) ---------------------------------------------
+
+    async def erase_profile(self, external_id: str) -> Erasure | None:
+        erased = await self._write(lambda conn: sqlite_pii.erase(conn, external_id))
+        await self._checkpoint()
+        return erased
+
+    async def purge(self, cutoff: float) -> PurgeResult:
+        writes = events = 0
+        write_after: int | None = 0
+        event_after: int | None = 0
+        while write_after is not None or event_after is not None:
+            step, write_after, event_after = await self._write(
+                functools.partial(
+                    sqlite_pii.purge_step,
+                    cutoff=cutoff,
+                    write_after=write_after,
+                    event_after=event_after,
+                    span=pii.SPAN,
+                )
+            )
+            writes += step.writes
+            events += step.webhook_events
+        if writes or events:
+            await self._checkpoint()
+        return PurgeResult(writes=writes, webhook_events=events)
+
+    async def seal_status(self) -> SealStatus:
+        return await self._read(lambda conn: sqlite_pii.seal_status(conn, self.sealer))
+
+    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
+        return await self._write(
+            lambda conn: sqlite_pii.reseal_step(conn, self.sealer, table, after_id, span)
+        )
+
+    async def retag(
+        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
+    ) -> tuple[int, int | None]:
+        return await self._write(
+            lambda conn: sqlite_pii.retag_step(conn, self.sealer, match_key_of, after_id, span)
+        )
+
+    async def retire_keys(self) -> list[str]:
+        retired = await self._write(lambda conn: sqlite_pii.retire_keys(conn, self.sealer))
+        # The last step of a rotation: the pages that held the old values leave the WAL.
+        await self._checkpoint()
+        return retired
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it, so the page
+        images of removed payloads do not wait in the WAL for reuse. Best
+        effort: a reader in the middle of a transaction keeps it for now."""
+
+        def run() -> None:
+            conn = connect(self.path)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.close()
+
+        try:
+            await asyncio.to_thread(run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"checkpoint failed: {exc}") from exc
 
 
 _DELIVERY_COLUMNS = (
@@ -350,10 +457,10 @@ def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestView | Non
     )
 
 
-def _get_profile(conn: sqlite3.Connection, external_id: str) -> ProfileView | None:
+def _get_profile(conn: sqlite3.Connection, external_id: str, sealer: Sealer) -> ProfileView | None:
     latest = conn.execute(
-        "SELECT request_id, body, received_at FROM profile_writes WHERE external_id = ?"
-        " ORDER BY id DESC LIMIT 1",
+        "SELECT request_id, body, received_at, position, removed FROM profile_writes"
+        " WHERE external_id = ? ORDER BY id DESC LIMIT 1",
         (external_id,),
     ).fetchone()
     if latest is None:
@@ -375,7 +482,8 @@ def _get_profile(conn: sqlite3.Connection, external_id: str) -> ProfileView | No
         external_id=external_id,
         last_request_id=latest[0],
         updated_at=latest[2],
-        profile=_decode_profile(latest[1]),
+        profile=pii.open_profile(sealer, latest[1], latest[0], latest[3]),
         backends={d.backend: d for d in deliveries},
         backend_ids=ids,
+        payload=latest[4] or "stored",
     )

@@ -18,7 +18,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest
+from gateway.store.pii import write_aad
 
 _encode = msgspec.json.Encoder().encode
 
@@ -77,7 +79,9 @@ def _check_keys(conn: sqlite3.Connection, reqs: Sequence[NewRequest]) -> list[Ou
     return outcomes
 
 
-def accept_many(conn: sqlite3.Connection, reqs: Sequence[NewRequest]) -> list[Outcome]:
+def accept_many(
+    conn: sqlite3.Connection, reqs: Sequence[NewRequest], sealer: Sealer = PLAINTEXT
+) -> list[Outcome]:
     """Store every request that is not a replay or conflict; one outcome each.
     Runs inside the caller's transaction."""
     outcomes = _check_keys(conn, reqs)
@@ -91,15 +95,9 @@ def accept_many(conn: sqlite3.Connection, reqs: Sequence[NewRequest]) -> list[Ou
     for req in fresh:
         for position, profile in enumerate(req.profiles):
             last += 1
+            body, key_id = sealer.seal(_encode(profile), write_aad(req.request_id, position))
             writes.append(
-                (
-                    last,
-                    req.request_id,
-                    position,
-                    profile.external_id,
-                    _encode(profile),
-                    req.received_at,
-                )
+                (last, req.request_id, position, profile.external_id, body, key_id, req.received_at)
             )
             deliveries += [(last, profile.external_id, b, now, now, now) for b in req.targets]
     insert_rows(
@@ -112,7 +110,8 @@ def accept_many(conn: sqlite3.Connection, reqs: Sequence[NewRequest]) -> list[Ou
     )
     insert_rows(
         conn,
-        "INSERT INTO profile_writes (id, request_id, position, external_id, body, received_at)",
+        "INSERT INTO profile_writes"
+        " (id, request_id, position, external_id, body, key_id, received_at)",
         writes,
     )
     insert_rows(

@@ -10,9 +10,8 @@ import sqlite3
 import time
 from typing import Any
 
-import msgspec
-
-from gateway.schema import Backend, NormalizedProfile
+from gateway.crypto import PLAINTEXT, Sealer
+from gateway.schema import Backend
 from gateway.store.base import (
     Claim,
     DeadLetter,
@@ -21,13 +20,13 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
+from gateway.store.pii import open_claims
 from gateway.store.sql_states import OPEN, state_is
 from gateway.store.sqlite_accept import insert_rows
 
-_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
-
 _COLUMNS = """
-SELECT d.id, d.external_id, d.attempts, d.created_at, w.body, b.backend_id
+SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
+       w.request_id, w.position
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -63,7 +62,12 @@ WHERE d.rowid IN (
 
 
 def claim(
-    conn: sqlite3.Connection, backend: Backend, limit: int, owner: str, lease_seconds: float
+    conn: sqlite3.Connection,
+    backend: Backend,
+    limit: int,
+    owner: str,
+    lease_seconds: float,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[Claim]:
     now = time.time()
     params = {"backend": backend, "now": now, "limit": limit}
@@ -82,17 +86,13 @@ def claim(
         f" attempts = attempts + 1, updated_at = ? WHERE id IN ({marks})",
         [owner, now + lease_seconds, now, *(r[0] for r in rows)],
     )
-    return [
-        Claim(
-            delivery_id=r[0],
-            external_id=r[1],
-            attempts=r[2] + 1,
-            created_at=r[3],
-            profile=_decode_profile(r[4]),
-            backend_id=r[5],
-        )
-        for r in rows
-    ]
+    claims, unsendable = open_claims(rows, sealer)
+    conn.executemany(
+        "UPDATE deliveries SET state = 'failed', last_error = ?, lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE id = ?",
+        [(error, delivery_id) for delivery_id, error in unsendable],
+    )
+    return claims
 
 
 _RECORD = """
@@ -116,7 +116,12 @@ RETURNING deliveries.id, deliveries.external_id, deliveries.backend
 _RECORD_CHUNK = 2000  # rows per statement: 6 parameters each, far below SQLite's limit
 
 
-def record(conn: sqlite3.Connection, owner: str, results: list[DeliveryResult]) -> int:
+def record(
+    conn: sqlite3.Connection,
+    owner: str,
+    results: list[DeliveryResult],
+    sealer: Sealer = PLAINTEXT,
+) -> int:
     """One UPDATE for a whole batch of outcomes (see sqlite_accept on why
     statements, not rows, are what count); a lease that expired and passed to
     another worker is left alone."""
@@ -135,7 +140,7 @@ def record(conn: sqlite3.Connection, owner: str, results: list[DeliveryResult]) 
                 r.state,
                 r.error,
                 r.next_attempt_at,
-                r.match_key,
+                sealer.tag(r.match_key),  # an email: stored as its blind index
                 int(r.refund_attempt),
             )
             params.update(zip(names, row, strict=True))
@@ -205,6 +210,35 @@ def list_deliveries(
     return [DeadLetter(*r) for r in rows]
 
 
+# SQLite uses a partial index only when the query repeats its WHERE term; the
+# one index holding `retrying` rows also holds `pending` ones.
+_INDEX_TERM: dict[str, str] = {
+    "pending": " AND d.state IN ('pending', 'retrying')",
+    "retrying": " AND d.state IN ('pending', 'retrying')",
+}
+
+
+def recent_deliveries(
+    conn: sqlite3.Connection,
+    state: DeliveryState,
+    backend: Backend | None,
+    limit: int,
+    before_id: int | None,
+) -> list[DeadLetter]:
+    where, params = _filters([state], None, backend)
+    where += _INDEX_TERM.get(state, "")
+    if before_id is not None:
+        where += " AND d.id < ?"
+        params.append(before_id)
+    rows = conn.execute(
+        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
+        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
+        f" WHERE {where} ORDER BY d.id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [DeadLetter(*r) for r in rows]
+
+
 def replay(
     conn: sqlite3.Connection,
     states: list[DeliveryState],
@@ -212,11 +246,13 @@ def replay(
     backend: Backend | None,
 ) -> ReplayResult:
     where, params = _filters(states, delivery_id, backend)
+    # A delivery whose payload was purged or erased has nothing left to send.
     rows = conn.execute(
         "SELECT d.id, EXISTS (SELECT 1 FROM deliveries n WHERE n.backend = d.backend"
         "   AND n.external_id = d.external_id AND n.id > d.id"
         "   AND n.state IN ('accepted', 'confirmed'))"
-        f" FROM deliveries d WHERE {where}",
+        f" FROM deliveries d WHERE {where} AND EXISTS (SELECT 1 FROM profile_writes w"
+        "   WHERE w.id = d.write_id AND w.removed IS NULL)",
         params,
     ).fetchall()
     now = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend
 from gateway.store.base import (
     AppliedEvent,
@@ -14,22 +15,28 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
+from gateway.store.pii import event_aad, event_tags, split_tags
 from gateway.store.sql_states import state_is
 from gateway.store.sqlite_queue import set_backend_id
 
 
-def save_webhook(conn: sqlite3.Connection, ev: WebhookEvent) -> SavedEvent:
+def save_webhook(
+    conn: sqlite3.Connection, ev: WebhookEvent, sealer: Sealer = PLAINTEXT
+) -> SavedEvent:
+    # Omneo's body is the whole profile: sealed like a write's.
+    body, key_id = sealer.seal(ev.body, event_aad(ev.source, ev.event, ev.body_hash))
     row = conn.execute(
-        "INSERT INTO webhook_events (source, event, body_hash, body, backend_id, match_key,"
-        " event_time, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO webhook_events (source, event, body_hash, body, key_id, backend_id,"
+        " match_key, event_time, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (source, event, body_hash) DO NOTHING RETURNING id",
         (
             ev.source,
             ev.event,
             ev.body_hash,
-            ev.body,
+            body,
+            key_id,
             ev.backend_id,
-            ev.match_key,
+            event_tags(sealer, ev.match_key),
             ev.event_time,
             ev.received_at,
             "invalid" if ev.invalid else "received",
@@ -73,12 +80,14 @@ def apply_webhooks(conn: sqlite3.Connection, source: Backend, limit: int) -> lis
         elif match_key is None:
             result = "unmatched"
         else:
+            tags = split_tags(match_key)
+            marks = ", ".join("?" * len(tags))
             rows = conn.execute(
                 "UPDATE deliveries SET state = 'confirmed', confirmed_at = ?, updated_at = ?,"
-                " last_error = NULL"
-                " WHERE backend = ? AND match_key = ? AND state IN ('accepted', 'unconfirmed')"
+                f" last_error = NULL WHERE backend = ? AND match_key IN ({marks})"
+                " AND state IN ('accepted', 'unconfirmed')"
                 " AND accepted_at <= ? RETURNING id, external_id, accepted_at",
-                (now, now, source, match_key, received_at),
+                (now, now, source, *tags, received_at),
             ).fetchall()
             confirmations = sorted(
                 (Confirmation(r[0], r[1], max(0.0, received_at - r[2])) for r in rows),

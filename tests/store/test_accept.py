@@ -119,7 +119,7 @@ async def test_the_profile_view_shows_the_latest_write_and_latest_delivery_per_b
     await store.accept(request("r1", "a", targets=["omneo", "ocamba"]))
     await store.accept(request("r2", "a", targets=["omneo"]))
     view = await store.get_profile("a")
-    assert view is not None
+    assert view is not None and view.profile is not None
     assert (view.last_request_id, view.profile.first_name) == ("r2", "r2")
     assert sorted(view.backends) == ["ocamba", "omneo"]
     assert view.backend_ids == {}

@@ -1,0 +1,313 @@
+"""Personal data at rest on PostgreSQL: erasure, retention purge, key rotation.
+
+Plain functions of a connection, as `sqlite_pii`; each runs in the caller's
+transaction, one short transaction per step, so replicas go on writing. The
+old row versions a purge or an erasure leaves are reclaimed by (auto)vacuum;
+with a key configured they hold ciphertext only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from gateway.crypto import Sealer
+from gateway.schema import NormalizedProfile
+from gateway.store.base import Erasure, PurgeResult, SealedTable, SealStatus
+from gateway.store.pii import (
+    REMOVED,
+    check_keyring,
+    event_aad,
+    retag_event,
+    split_tags,
+    write_aad,
+)
+from gateway.store.postgres_db import Conn, advisory_key
+from gateway.store.sql_states import OPEN
+
+_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+_AWAITING = "('accepted', 'unconfirmed')"
+
+
+async def register_keys(conn: Conn, sealer: Sealer) -> None:
+    """At open: refuse a keyring that cannot read the store; record the current key."""
+    async with conn.transaction():
+        # Replicas starting together: one registers, the others then see it.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("encryption_keys"))
+        rows = await conn.fetch("SELECT key_id, fingerprint FROM encryption_keys")
+        new = check_keyring(sealer, {r["key_id"]: r["fingerprint"] for r in rows})
+        await conn.executemany(
+            "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES ($1, $2, $3)",
+            [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
+        )
+
+
+_ERASE_DELIVERIES = f"""
+WITH person AS (
+    SELECT id, state, backend, match_key, accepted_at FROM deliveries
+    WHERE external_id = $1 FOR UPDATE
+), changed AS (
+    UPDATE deliveries d SET
+        state = CASE WHEN p.state IN {OPEN} THEN 'erased' ELSE p.state END,
+        last_error = CASE WHEN p.state IN {OPEN} OR d.last_error IS NOT NULL
+            THEN 'erased on request' END,
+        lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = $2
+    FROM person p WHERE d.id = p.id
+)
+SELECT
+    count(*) FILTER (WHERE state IN ('pending', 'retrying')) AS cancelled,
+    count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
+    coalesce(array_agg(DISTINCT match_key) FILTER (WHERE match_key IS NOT NULL), '{{}}')
+        AS tags,
+    coalesce(array_agg(DISTINCT backend) FILTER (WHERE accepted_at IS NOT NULL), '{{}}')
+        AS delivered_to
+FROM person
+"""
+
+
+async def erase(conn: Conn, external_id: str) -> Erasure | None:
+    """Runs in the caller's transaction."""
+    now = time.time()
+    # The person's row serialises this with accept() writing them (see
+    # postgres_accept): a write committed after this erasure is a new one.
+    if (
+        await conn.fetchval("SELECT 1 FROM people WHERE external_id = $1 FOR UPDATE", external_id)
+        is None
+    ):
+        return None
+    writes = await conn.fetchval(
+        "WITH w AS (UPDATE profile_writes SET body = $1, key_id = NULL, removed = 'erased',"
+        " removed_at = $2 WHERE external_id = $3 AND removed IS DISTINCT FROM 'erased'"
+        " RETURNING 1) SELECT count(*) FROM w",
+        REMOVED,
+        now,
+        external_id,
+    )
+    person = await conn.fetchrow(_ERASE_DELIVERIES, external_id, now)
+    assert person is not None  # an aggregate: always one row
+    ids = {
+        r["backend"]: r["backend_id"]
+        for r in await conn.fetch(
+            "SELECT backend, backend_id FROM backend_ids WHERE external_id = $1", external_id
+        )
+    }
+    events = await _events_of(conn, set(person["tags"]), ids.get("omneo"))
+    await conn.execute(
+        "UPDATE webhook_events SET body = $1, key_id = NULL, match_key = NULL, removed_at = $2"
+        " WHERE id = ANY($3::bigint[])",
+        REMOVED,
+        now,
+        events,
+    )
+    return Erasure(
+        external_id=external_id,
+        writes_erased=int(writes),
+        deliveries_cancelled=int(person["cancelled"]),
+        deliveries_in_flight=int(person["in_flight"]),
+        webhook_events_erased=len(events),
+        delivered_to=sorted(person["delivered_to"]),
+        backend_ids=ids,
+    )
+
+
+async def _events_of(conn: Conn, tags: set[str], omneo_id: str | None) -> list[int]:
+    """Stored Omneo webhooks that named the person: by Omneo's id of them, or by
+    a match key one of their deliveries was indexed under."""
+    found: set[int] = set()
+    if omneo_id is not None:
+        rows = await conn.fetch(
+            "SELECT id FROM webhook_events WHERE source = 'omneo' AND backend_id = $1"
+            " AND removed_at IS NULL",
+            omneo_id,
+        )
+        found.update(r["id"] for r in rows)
+    if tags:
+        for r in await conn.fetch(
+            "SELECT id, match_key FROM webhook_events WHERE match_key IS NOT NULL"
+        ):
+            if tags.intersection(split_tags(r["match_key"])):
+                found.add(r["id"])
+    return sorted(found)
+
+
+# Candidates are locked, then their deliveries, and the conditions are checked
+# in a later statement (a fresh snapshot): a replay that committed in between
+# is seen, and its write keeps its payload.
+_PURGE_CANDIDATES = """
+SELECT id FROM profile_writes
+WHERE id > $1 AND id <= $1 + $2 AND removed IS NULL AND received_at < $3
+FOR UPDATE SKIP LOCKED
+"""
+_PURGE_CONFIRMED = f"""
+WITH purged AS (
+    UPDATE profile_writes w SET body = $2, key_id = NULL, removed = 'purged', removed_at = $3
+    WHERE w.id = ANY($1::bigint[]) AND w.removed IS NULL
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = w.id
+                      AND (d.state IN {OPEN} OR d.updated_at >= $4))
+    RETURNING w.id
+), tags AS (
+    -- Their lookup tags go too: a webhook this late confirms nothing useful.
+    UPDATE deliveries d SET match_key = NULL FROM purged p
+    WHERE d.write_id = p.id AND d.match_key IS NOT NULL
+)
+SELECT count(*) FROM purged
+"""
+
+
+async def purge_step(
+    conn: Conn, cutoff: float, write_after: int | None, event_after: int | None, span: int
+) -> tuple[PurgeResult, int | None, int | None]:
+    """As `sqlite_pii.purge_step`; runs in the caller's transaction."""
+    now = time.time()
+    writes = events = 0
+    if write_after is not None:
+        rows = await conn.fetch(_PURGE_CANDIDATES, write_after, span, cutoff)
+        ids = [r["id"] for r in rows]
+        if ids:
+            await conn.execute(
+                "SELECT 1 FROM deliveries WHERE write_id = ANY($1::bigint[]) FOR UPDATE", ids
+            )
+            writes = int(await conn.fetchval(_PURGE_CONFIRMED, ids, REMOVED, now, cutoff))
+        write_after = await _next(conn, "profile_writes", write_after + span, cutoff)
+    if event_after is not None:
+        events = int(
+            await conn.fetchval(
+                "WITH e AS (UPDATE webhook_events SET body = $1, key_id = NULL,"
+                " match_key = NULL, removed_at = $2 WHERE id > $3 AND id <= $3 + $4"
+                " AND removed_at IS NULL AND state != 'received' AND received_at < $5"
+                " RETURNING 1) SELECT count(*) FROM e",
+                REMOVED,
+                now,
+                event_after,
+                span,
+                cutoff,
+            )
+        )
+        event_after = await _next(conn, "webhook_events", event_after + span, cutoff)
+    return PurgeResult(writes=writes, webhook_events=events), write_after, event_after
+
+
+async def _next(conn: Conn, table: str, after: int, cutoff: float) -> int | None:
+    # Ids grow with arrival time, so the first row past the cutoff ends the walk.
+    received = await conn.fetchval(
+        f"SELECT received_at FROM {table} WHERE id > $1 ORDER BY id LIMIT 1", after
+    )
+    return after if received is not None and received < cutoff else None
+
+
+async def seal_status(conn: Conn, sealer: Sealer) -> SealStatus:
+    current = sealer.current_id or ""
+    counts = [
+        await conn.fetchval(
+            f"SELECT count(*) FROM {table} WHERE length(body) > 0 AND key_id IS DISTINCT FROM $1",
+            current,
+        )
+        for table in ("profile_writes", "webhook_events")
+    ]
+    retag = await conn.fetchval(
+        f"SELECT count(*) FROM deliveries WHERE state IN {_AWAITING}"
+        " AND match_key IS NOT NULL AND NOT starts_with(match_key, $1)",
+        sealer.current_tag_prefix() or "",
+    )
+    return SealStatus(
+        profile_writes=int(counts[0]), webhook_events=int(counts[1]), deliveries_to_retag=int(retag)
+    )
+
+
+_RESEAL_SELECT = {
+    "profile_writes": "SELECT id, body, request_id, position FROM profile_writes",
+    "webhook_events": "SELECT id, body, source, event, body_hash, match_key FROM webhook_events",
+}
+
+
+async def reseal_step(
+    conn: Conn, sealer: Sealer, table: SealedTable, after: int, span: int
+) -> tuple[int, int | None]:
+    """Runs in the caller's transaction; the rows are locked while resealed."""
+    rows = await conn.fetch(
+        f"{_RESEAL_SELECT[table]} WHERE id > $1 AND id <= $1 + $2 AND length(body) > 0"
+        " AND key_id IS DISTINCT FROM $3 FOR UPDATE",
+        after,
+        span,
+        sealer.current_id,
+    )
+    if table == "profile_writes":
+        await conn.executemany(
+            "UPDATE profile_writes SET body = $1, key_id = $2 WHERE id = $3",
+            [(*_reseal(sealer, r[1], write_aad(r[2], r[3])), r[0]) for r in rows],
+        )
+    else:
+        await conn.executemany(
+            "UPDATE webhook_events SET body = $1, key_id = $2, match_key = $3 WHERE id = $4",
+            [
+                (
+                    *_reseal(sealer, r[1], event_aad(r[2], r[3], r[4])),
+                    retag_event(sealer, r[5]),
+                    r[0],
+                )
+                for r in rows
+            ],
+        )
+    more = await conn.fetchval(f"SELECT 1 FROM {table} WHERE id > $1 LIMIT 1", after + span)
+    return len(rows), (after + span if more else None)
+
+
+def _reseal(sealer: Sealer, stored: bytes, aad: bytes) -> tuple[bytes, str | None]:
+    return sealer.seal(sealer.open(stored, aad), aad)
+
+
+async def retag_step(
+    conn: Conn,
+    sealer: Sealer,
+    match_key_of: Callable[[NormalizedProfile], str | None],
+    after: int,
+    span: int,
+) -> tuple[int, int | None]:
+    """Runs in the caller's transaction."""
+    rows = await conn.fetch(
+        "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
+        " JOIN profile_writes w ON w.id = d.write_id"
+        f" WHERE d.id > $1 AND d.id <= $1 + $2 AND d.state IN {_AWAITING}"
+        " AND d.match_key IS NOT NULL AND NOT starts_with(d.match_key, $3)"
+        " AND length(w.body) > 0 FOR UPDATE OF d",
+        after,
+        span,
+        sealer.current_tag_prefix() or "",
+    )
+    updates = [
+        (
+            sealer.tag(
+                match_key_of(
+                    _decode_profile(
+                        sealer.open(r["body"], write_aad(r["request_id"], r["position"]))
+                    )
+                )
+            ),
+            r["id"],
+        )
+        for r in rows
+    ]
+    await conn.executemany("UPDATE deliveries SET match_key = $1 WHERE id = $2", updates)
+    more = await conn.fetchval("SELECT 1 FROM deliveries WHERE id > $1 LIMIT 1", after + span)
+    return len(updates), (after + span if more else None)
+
+
+async def retire_keys(conn: Conn, sealer: Sealer) -> list[str]:
+    """Runs in the caller's transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("encryption_keys"))
+    retired = []
+    for r in await conn.fetch("SELECT key_id FROM encryption_keys"):
+        key_id = r["key_id"]
+        if key_id == sealer.current_id:
+            continue
+        in_use = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM profile_writes WHERE key_id = $1)"
+            " OR EXISTS (SELECT 1 FROM webhook_events WHERE key_id = $1)",
+            key_id,
+        )
+        if not in_use:
+            await conn.execute("DELETE FROM encryption_keys WHERE key_id = $1", key_id)
+            retired.append(key_id)
+    return retired

@@ -1,0 +1,279 @@
+"""Personal data at rest on SQLite: erasure, retention purge, key rotation.
+
+Plain functions of a connection, run by `SQLiteStore` on its writer thread,
+each in one short transaction. Removed payloads are overwritten in the file
+too: the connection sets `secure_delete`, and the store checkpoints the WAL
+after an erasure or a purge so old page images do not linger there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from gateway.crypto import Sealer
+from gateway.schema import NormalizedProfile
+from gateway.store.base import Erasure, PurgeResult, SealedTable, SealStatus
+from gateway.store.pii import (
+    REMOVED,
+    check_keyring,
+    event_aad,
+    retag_event,
+    split_tags,
+    write_aad,
+)
+from gateway.store.sql_states import OPEN
+
+_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+_AWAITING = "('accepted', 'unconfirmed')"
+
+
+def register_keys(conn: sqlite3.Connection, sealer: Sealer) -> None:
+    """At open: refuse a keyring that cannot read the store; record the current key."""
+    registered = dict(conn.execute("SELECT key_id, fingerprint FROM encryption_keys").fetchall())
+    new = check_keyring(sealer, registered)
+    conn.executemany(
+        "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES (?, ?, ?)",
+        [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
+    )
+
+
+def erase(conn: sqlite3.Connection, external_id: str) -> Erasure | None:
+    now = time.time()
+    if (
+        conn.execute(
+            "SELECT 1 FROM profile_writes WHERE external_id = ? LIMIT 1", (external_id,)
+        ).fetchone()
+        is None
+    ):
+        return None
+    writes = conn.execute(
+        "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'erased', removed_at = ?"
+        " WHERE external_id = ? AND (removed IS NULL OR removed != 'erased')",
+        (REMOVED, now, external_id),
+    ).rowcount
+    in_flight, cancelled = conn.execute(
+        "SELECT COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FROM deliveries"
+        f" WHERE external_id = ? AND state IN {OPEN}",
+        (external_id,),
+    ).fetchone()
+    tags = {
+        tag
+        for (tag,) in conn.execute(
+            "SELECT DISTINCT match_key FROM deliveries"
+            " WHERE external_id = ? AND match_key IS NOT NULL",
+            (external_id,),
+        )
+    }
+    delivered_to = [
+        b
+        for (b,) in conn.execute(
+            "SELECT DISTINCT backend FROM deliveries WHERE external_id = ?"
+            " AND accepted_at IS NOT NULL ORDER BY backend",
+            (external_id,),
+        )
+    ]
+    # Open deliveries are never sent now: claims only take pending, retrying
+    # or in-flight rows. An in-flight one's worker finds its lease gone and its
+    # outcome is not recorded. Backends' error texts may quote the data: gone too.
+    conn.execute(
+        "UPDATE deliveries SET"
+        f" state = CASE WHEN state IN {OPEN} THEN 'erased' ELSE state END,"
+        f" last_error = CASE WHEN state IN {OPEN} OR last_error IS NOT NULL"
+        "   THEN 'erased on request' END,"
+        " lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = ?"
+        " WHERE external_id = ?",
+        (now, external_id),
+    )
+    ids = dict(
+        conn.execute(
+            "SELECT backend, backend_id FROM backend_ids WHERE external_id = ?", (external_id,)
+        ).fetchall()
+    )
+    events = _events_of(conn, tags, ids.get("omneo"))
+    conn.executemany(
+        "UPDATE webhook_events SET body = ?, key_id = NULL, match_key = NULL, removed_at = ?"
+        " WHERE id = ?",
+        [(REMOVED, now, event_id) for event_id in events],
+    )
+    return Erasure(
+        external_id=external_id,
+        writes_erased=writes,
+        deliveries_cancelled=cancelled - in_flight,
+        deliveries_in_flight=in_flight,
+        webhook_events_erased=len(events),
+        delivered_to=delivered_to,
+        backend_ids=ids,
+    )
+
+
+def _events_of(conn: sqlite3.Connection, tags: set[str], omneo_id: str | None) -> list[int]:
+    """Stored Omneo webhooks that named the person: by Omneo's id of them, or by
+    a match key one of their deliveries was indexed under."""
+    found: set[int] = set()
+    if omneo_id is not None:
+        found.update(
+            i
+            for (i,) in conn.execute(
+                "SELECT id FROM webhook_events WHERE source = 'omneo' AND backend_id = ?"
+                " AND removed_at IS NULL",
+                (omneo_id,),
+            )
+        )
+    if tags:
+        for event_id, stored in conn.execute(
+            "SELECT id, match_key FROM webhook_events WHERE match_key IS NOT NULL"
+        ):
+            if tags.intersection(split_tags(stored)):
+                found.add(event_id)
+    return sorted(found)
+
+
+def purge_step(
+    conn: sqlite3.Connection,
+    cutoff: float,
+    write_after: int | None,
+    event_after: int | None,
+    span: int,
+) -> tuple[PurgeResult, int | None, int | None]:
+    """One span of each table not done yet (None: done); returns what it
+    removed and where each table goes on (None: past its last row or the cutoff)."""
+    now = time.time()
+    writes: list[tuple[int]] = []
+    events = 0
+    if write_after is not None:
+        writes = conn.execute(
+            "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'purged', removed_at = ?"
+            " WHERE id > ? AND id <= ? AND removed IS NULL AND received_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = profile_writes.id"
+            f"   AND (d.state IN {OPEN} OR d.updated_at >= ?))"
+            " RETURNING id",
+            (REMOVED, now, write_after, write_after + span, cutoff, cutoff),
+        ).fetchall()
+        # Their lookup tags go too: a webhook this late confirms nothing useful.
+        conn.executemany("UPDATE deliveries SET match_key = NULL WHERE write_id = ?", writes)
+        write_after = _next(conn, "profile_writes", write_after + span, cutoff)
+    if event_after is not None:
+        events = conn.execute(
+            "UPDATE webhook_events SET body = ?, key_id = NULL, match_key = NULL, removed_at = ?"
+            " WHERE id > ? AND id <= ? AND removed_at IS NULL AND state != 'received'"
+            " AND received_at < ?",
+            (REMOVED, now, event_after, event_after + span, cutoff),
+        ).rowcount
+        event_after = _next(conn, "webhook_events", event_after + span, cutoff)
+    return PurgeResult(writes=len(writes), webhook_events=events), write_after, event_after
+
+
+def _next(conn: sqlite3.Connection, table: str, after: int, cutoff: float) -> int | None:
+    # Ids grow with arrival time, so the first row past the cutoff ends the walk.
+    row = conn.execute(
+        f"SELECT received_at FROM {table} WHERE id > ? ORDER BY id LIMIT 1", (after,)
+    ).fetchone()
+    return after if row is not None and row[0] < cutoff else None
+
+
+def seal_status(conn: sqlite3.Connection, sealer: Sealer) -> SealStatus:
+    current = sealer.current_id or ""
+    counts = [
+        conn.execute(
+            f"SELECT COUNT(*) FROM {table} WHERE length(body) > 0"
+            " AND (key_id IS NULL OR key_id != ?)",
+            (current,),
+        ).fetchone()[0]
+        for table in ("profile_writes", "webhook_events")
+    ]
+    (retag,) = conn.execute(
+        f"SELECT COUNT(*) FROM deliveries WHERE state IN {_AWAITING}"
+        " AND match_key IS NOT NULL AND substr(match_key, 1, ?) != ?",
+        _prefix_args(sealer),
+    ).fetchone()
+    return SealStatus(profile_writes=counts[0], webhook_events=counts[1], deliveries_to_retag=retag)
+
+
+def _prefix_args(sealer: Sealer) -> tuple[int, str]:
+    prefix = sealer.current_tag_prefix() or ""
+    return len(prefix), prefix
+
+
+_RESEAL_SELECT = {
+    "profile_writes": "SELECT id, body, request_id, position FROM profile_writes",
+    "webhook_events": "SELECT id, body, source, event, body_hash, match_key FROM webhook_events",
+}
+
+
+def reseal_step(
+    conn: sqlite3.Connection, sealer: Sealer, table: SealedTable, after: int, span: int
+) -> tuple[int, int | None]:
+    rows = conn.execute(
+        f"{_RESEAL_SELECT[table]} WHERE id > ? AND id <= ? AND length(body) > 0"
+        " AND (key_id IS NULL OR key_id != ?)",
+        (after, after + span, sealer.current_id),
+    ).fetchall()
+    if table == "profile_writes":
+        conn.executemany(
+            "UPDATE profile_writes SET body = ?, key_id = ? WHERE id = ?",
+            [(*_reseal(sealer, r[1], write_aad(r[2], r[3])), r[0]) for r in rows],
+        )
+    else:
+        conn.executemany(
+            "UPDATE webhook_events SET body = ?, key_id = ?, match_key = ? WHERE id = ?",
+            [
+                (
+                    *_reseal(sealer, r[1], event_aad(r[2], r[3], r[4])),
+                    retag_event(sealer, r[5]),
+                    r[0],
+                )
+                for r in rows
+            ],
+        )
+    more = conn.execute(f"SELECT 1 FROM {table} WHERE id > ? LIMIT 1", (after + span,)).fetchone()
+    return len(rows), (after + span if more else None)
+
+
+def _reseal(sealer: Sealer, stored: bytes, aad: bytes) -> tuple[bytes, str | None]:
+    return sealer.seal(sealer.open(stored, aad), aad)
+
+
+def retag_step(
+    conn: sqlite3.Connection,
+    sealer: Sealer,
+    match_key_of: Callable[[NormalizedProfile], str | None],
+    after: int,
+    span: int,
+) -> tuple[int, int | None]:
+    rows = conn.execute(
+        "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
+        " JOIN profile_writes w ON w.id = d.write_id"
+        f" WHERE d.id > ? AND d.id <= ? AND d.state IN {_AWAITING}"
+        " AND d.match_key IS NOT NULL AND substr(d.match_key, 1, ?) != ?"
+        " AND length(w.body) > 0",
+        (after, after + span, *_prefix_args(sealer)),
+    ).fetchall()
+    updates = [
+        (
+            sealer.tag(match_key_of(_decode_profile(sealer.open(body, write_aad(rid, pos))))),
+            delivery_id,
+        )
+        for delivery_id, body, rid, pos in rows
+    ]
+    conn.executemany("UPDATE deliveries SET match_key = ? WHERE id = ?", updates)
+    more = conn.execute("SELECT 1 FROM deliveries WHERE id > ? LIMIT 1", (after + span,)).fetchone()
+    return len(updates), (after + span if more else None)
+
+
+def retire_keys(conn: sqlite3.Connection, sealer: Sealer) -> list[str]:
+    retired = []
+    for (key_id,) in conn.execute("SELECT key_id FROM encryption_keys").fetchall():
+        if key_id == sealer.current_id:
+            continue
+        in_use = any(
+            conn.execute(f"SELECT 1 FROM {table} WHERE key_id = ? LIMIT 1", (key_id,)).fetchone()
+            for table in ("profile_writes", "webhook_events")
+        )
+        if not in_use:
+            conn.execute("DELETE FROM encryption_keys WHERE key_id = ?", (key_id,))
+            retired.append(key_id)
+    return retired
