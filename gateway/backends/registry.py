@@ -52,9 +52,11 @@ def build_adapters(
     *,
     on_call: BackendCallObserver | None = None,
     on_wait: BackendWaitObserver | None = None,
+    pacers: dict[Backend, FixedWindowPacer] | None = None,
 ) -> dict[Backend, BackendAdapter]:
     """Adapters for the backends whose URL is set. `client` is one client for
-    all, or one per backend (tests route each to its simulator)."""
+    all, or one per backend (tests route each to its simulator). `pacers`, if
+    given, receives each backend's pacer (the operator page shows its headroom)."""
 
     def client_for(backend: Backend) -> httpx.AsyncClient:
         return client if isinstance(client, httpx.AsyncClient) else client[backend]
@@ -124,4 +126,6 @@ def build_adapters(
             adapters[backend] = ImportBatchAdapter(
                 settings, sender(backend, settings.import_batch_url, pacer, {})
             )
+        if pacers is not None:
+            pacers[backend] = pacer
     return adapters

@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Protocol
 
+import msgspec
+
 from gateway.dispatch.retry import TOO_MANY_IN_FLIGHT, parse_retry_after
 
 Clock = Callable[[], float]
@@ -46,6 +48,20 @@ class PacingTimeout(Exception):
     def __init__(self, wait: float) -> None:
         super().__init__(f"rate limit: next slot in {wait:.1f} s")
         self.wait = wait
+
+
+class WindowHeadroom(msgspec.Struct, frozen=True):
+    seconds: float  # the window's length
+    limit: int
+    remaining: int  # admissions left in the current window, by our count
+    resets_in: float
+
+
+class Headroom(msgspec.Struct, frozen=True):
+    windows: list[WindowHeadroom]  # empty: no rate limit, only the in-flight cap
+    blocked_for: float  # the server said wait (429, Retry-After, Remaining: 0)
+    in_flight: int
+    max_in_flight: int  # now: lowered after `Retry-After: -1`
 
 
 class Permit:
@@ -175,6 +191,26 @@ class FixedWindowPacer:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def headroom(self) -> Headroom:
+        """What is left of each window now, for the operator page; changes nothing
+        a later `acquire` would not."""
+        now = self._clock()
+        windows = [
+            WindowHeadroom(
+                seconds=w.length,
+                limit=w.limit,
+                remaining=max(0, w.limit - w.count(now)),
+                resets_in=w.ends_at(now) - now,
+            )
+            for w in self._windows
+        ]
+        return Headroom(
+            windows=windows,
+            blocked_for=max(0.0, self._blocked_until - now),
+            in_flight=self._in_flight,
+            max_in_flight=self._limit,
+        )
 
     async def acquire(self, max_wait: float | None = None) -> Permit:
         deadline = None if max_wait is None else self._clock() + max_wait

@@ -1,0 +1,211 @@
+"""`/ui`: the operator page, its files, sign-in, and the JSON the page polls.
+
+Every route needs an app's credentials: a bearer token (scripts, curl) or the
+session cookie set by the sign-in form. A browser that is not signed in gets
+the form (`401`, HTML); anything else gets the API's JSON `401`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qs
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.api.common import (
+    ApiError,
+    authenticate,
+    context,
+    json_response,
+    read_body,
+    require_json,
+)
+from gateway.api.dead_letters import REPLAYABLE, ReplayBody
+from gateway.metrics import Metrics
+from gateway.schema import BACKENDS, FieldError
+from gateway.ui import pages, session, status
+from gateway.ui.profile_view import summarize
+from gateway.ui.rates import ErrorRatio
+from gateway.validation import field_error
+
+log = logging.getLogger("gateway.ui")
+
+SIGN_IN_MAX_BYTES = 4096
+PAGE_SIZE = 50
+MAX_PAGE = 200
+_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/ui", page, methods=["GET"]),
+        Route("/ui/session", sign_in, methods=["POST"]),
+        Route("/ui/sign-out", sign_out, methods=["POST"]),
+        Route("/ui/static/{name}", static_file, methods=["GET"]),
+        Route("/ui/api/status", get_status, methods=["GET"]),
+        Route("/ui/api/deliveries", list_deliveries, methods=["GET"]),
+        Route("/ui/api/profiles/{external_id:path}", get_profile, methods=["GET"]),
+        Route("/ui/api/replay", replay, methods=["POST"]),
+    ]
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def page(request: Request) -> Response:
+    try:
+        session.ui_app(request)
+    except ApiError as exc:
+        if exc.status == 401 and _wants_html(request):
+            return pages.sign_in()
+        raise
+    response = pages.static("index.html")
+    assert response is not None
+    return response
+
+
+async def sign_in(request: Request) -> Response:
+    session.check_same_origin(request)
+    if "authorization" in request.headers:
+        app: str | None = authenticate(request)
+        token = request.headers["authorization"].partition(" ")[2].strip()
+    else:
+        form = parse_qs((await read_body(request, SIGN_IN_MAX_BYTES)).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        app = session.app_for_token(token, context(request).tokens) if token else None
+    if app is None:
+        if _wants_html(request):
+            return pages.sign_in(message="That token is not one of GATEWAY_API_TOKENS.")
+        raise session.unauthorized()
+    log.info("operator page sign-in", extra={"app": app})
+    response = RedirectResponse("/ui", status_code=303)
+    session.set_session(response, request, token, app)
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    session.ui_app(request)
+    session.require_csrf_header(request)
+    response = Response(status_code=204)
+    session.clear_session(response, request)
+    return response
+
+
+async def static_file(request: Request) -> Response:
+    session.ui_app(request)
+    response = pages.static(request.path_params["name"])
+    if response is None:
+        raise ApiError(404, "not_found", "no such file")
+    return response
+
+
+def prepare(app: Starlette, metrics: Metrics) -> None:
+    """Called when the app is built: the error ratio's first reading is the
+    counters' zero at the start, so a page opened later still covers what came
+    before it (and says how long that was)."""
+    app.state.ui_error_ratio = ErrorRatio(metrics)
+
+
+def _ratio(request: Request) -> ErrorRatio:
+    ratio: ErrorRatio = request.app.state.ui_error_ratio
+    return ratio
+
+
+async def get_status(request: Request) -> Response:
+    session.ui_app(request)
+    ctx = context(request)
+    view = await status.collect(
+        ctx.store, ctx.configured, ctx.breakers, ctx.pacers, _ratio(request)
+    )
+    return json_response(view, headers={"Cache-Control": "no-store"})
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid", f"bad {field}", [FieldError(field, message)])
+
+
+def _number(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    if not _NUMBER.fullmatch(text) or not low <= int(text) <= high:
+        raise _invalid(name, f"{low} to {high}")
+    return int(text)
+
+
+async def list_deliveries(request: Request) -> Response:
+    """Replayable deliveries, newest first; `before` (a delivery id) pages on."""
+    session.ui_app(request)
+    q = request.query_params
+    state = q.get("state", "dead")
+    if state not in REPLAYABLE:
+        raise _invalid("state", f"one of {', '.join(REPLAYABLE)}")
+    backend = q.get("backend") or None
+    if backend is not None and backend not in BACKENDS:
+        raise _invalid("backend", f"one of {', '.join(BACKENDS)}")
+    limit = _number(request, "limit", PAGE_SIZE, 1, MAX_PAGE) or PAGE_SIZE
+    before = _number(request, "before", None, 1, 2**63 - 1)
+    rows = await context(request).store.recent_deliveries(
+        state,
+        backend,
+        limit,
+        before,
+    )
+    next_before = rows[-1].delivery_id if len(rows) == limit else None
+    return json_response(
+        {"deliveries": [status.row(r) for r in rows], "next_before": next_before},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def get_profile(request: Request) -> Response:
+    session.ui_app(request)
+    ctx = context(request)
+    view = await ctx.store.get_profile(request.path_params["external_id"])
+    if view is None:
+        raise ApiError(404, "not_found", "no profile with that external_id")
+    return json_response(summarize(view, ctx.configured), headers={"Cache-Control": "no-store"})
+
+
+async def replay(request: Request) -> Response:
+    """As `POST /v1/dead-letters/replay`; for a cookie, only from the page's script."""
+    app = session.ui_app(request)
+    session.require_csrf_header(request)
+    ctx = context(request)
+    require_json(request)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    try:
+        body = msgspec.json.decode(raw, type=ReplayBody)
+    except msgspec.ValidationError as exc:
+        raise ApiError(
+            422, "invalid", "the body does not match the schema", [field_error(exc)]
+        ) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+    if (body.delivery_id is None) == (body.backend is None):
+        raise _invalid("$", "give exactly one of delivery_id or backend")
+    result = await ctx.store.replay(
+        [body.state], delivery_id=body.delivery_id, backend=body.backend
+    )
+    # Who pressed the button: the app whose token opened the session.
+    log.info(
+        "replay",
+        extra={
+            "app": app,
+            "via": "operator page",
+            "state": body.state,
+            "backend": body.backend,
+            "delivery_id": body.delivery_id,
+            "requeued": len(result.requeued),
+            "superseded": len(result.superseded),
+        },
+    )
+    if ctx.notify is not None:
+        ctx.notify(list(BACKENDS))
+    return json_response(result)
