@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.serving import server_options
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -76,9 +78,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    # The same call as `gateway serve` with one worker (gateway/__main__.py):
-    # uvicorn's defaults pick the same event loop and HTTP implementation.
-    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_config=None)
+    # The same server as `gateway serve` with one worker (gateway/serving.py):
+    # the same event loop and HTTP implementation.
+    uvicorn.run(create_app(), host="127.0.0.1", port=args.port, log_config=None, **server_options())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.serving import server_options
+
 
 def free_base_port(count: int = 3) -> int:
     """`count` consecutive free ports below the kernel's ephemeral range
@@ -43,7 +45,10 @@ def _can_bind(port: int) -> bool:
 def serve(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     """Yields the base URL while `app` runs in a background thread."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # The same HTTP stack as `gateway serve` (httptools with its header bound).
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **server_options()
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.dispatch.ratelimit import FixedWindowPacer
 
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 class Context:
@@ -129,7 +130,7 @@ def decode_json(body: bytes) -> Any:
     """The decoded body, or 400. msgspec raises more than `DecodeError` on hostile
     input: bytes that are not UTF-8, and nesting past its depth limit."""
     try:
-        return msgspec.json.decode(body)
+        return _decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
     except RecursionError:

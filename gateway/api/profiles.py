@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -9,6 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -40,6 +42,13 @@ _OUTCOME_BY_STATUS = {
 MAX_IDEMPOTENCY_KEY = 255
 
 
+@functools.lru_cache(maxsize=1024)
+def _child(counter: Counter, app: str, outcome: str) -> Counter:
+    # `.labels()` validates and locks on each call; apps and outcomes are few,
+    # so each (metric, app, outcome) child is looked up once per process.
+    return counter.labels(app, outcome)
+
+
 async def post_profile(request: Request) -> Response:
     return await _write(request, parse_single)
 
@@ -55,10 +64,11 @@ async def _write(request: Request, parse: Parser) -> Response:
         app = authenticate(request)
         response, outcome, count = await _accept(request, parse, app)
     except ApiError as exc:
-        ctx.metrics.inbound_requests.labels(app, _OUTCOME_BY_STATUS.get(exc.status, "error")).inc()
+        outcome = _OUTCOME_BY_STATUS.get(exc.status, "error")
+        _child(ctx.metrics.inbound_requests, app, outcome).inc()
         raise
-    ctx.metrics.inbound_requests.labels(app, outcome).inc()
-    ctx.metrics.inbound_profiles.labels(app, outcome).inc(count)
+    _child(ctx.metrics.inbound_requests, app, outcome).inc()
+    _child(ctx.metrics.inbound_profiles, app, outcome).inc(count)
     return response
 
 
