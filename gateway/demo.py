@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+from pathlib import Path
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.crypto import generate_key
 from gateway.serving import server_options
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
 DEMO_TOKEN = "demo-token"
+
+
+def demo_key(database: str) -> str:
+    """The demo's encryption key, kept beside its database so a restarted demo
+    still reads what it stored. Created on first use, readable by its owner only."""
+    path = Path(f"{database}.key")
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(generate_key("demo") + "\n")
+    return path.read_text().strip()
 
 
 def demo_settings(sims: RunningSimulators, host: str, port: int, database: str) -> Settings:
@@ -28,6 +42,8 @@ def demo_settings(sims: RunningSimulators, host: str, port: int, database: str) 
         "GATEWAY_PORT": str(port),
         "GATEWAY_API_TOKENS": f"demo:{DEMO_TOKEN}",
         "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
+        # Stored profiles are encrypted, as they should be in production.
+        "GATEWAY_ENCRYPTION_KEYS": demo_key(database),
         # Short so a newcomer sees `unconfirmed` too if a webhook goes missing.
         "GATEWAY_OMNEO_CONFIRM_TIMEOUT": "60",
     }
@@ -54,7 +70,8 @@ Simulators: ocamba {sims.ocamba_url}  omneo {sims.omneo_url}  import_batch {sims
    Break a backend and watch retries:  curl -s -X PUT {sims.import_batch_url}/_sim/faults \\
         -d '{{"outage": true}}'   (and back with '{{"outage": false}}')
    Dead letters: curl -s {base}/v1/dead-letters {auth}
-   Metrics: {base}/metrics    API description: {base}/openapi.json
+   Operator page: {base}/ui   (sign in with the token {DEMO_TOKEN})
+   Metrics: {base}/metrics    API description: {base}/openapi.json {auth}
 
 Stop with Ctrl-C.
 """
