@@ -74,7 +74,12 @@ async def list_dead_letters(request: Request) -> Response:
 
 
 async def replay(request: Request) -> Response:
-    app = authenticate(request)
+    return await perform_replay(request, authenticate(request))
+
+
+async def perform_replay(request: Request, app: str, via: str = "api") -> Response:
+    """Requeue what the body names, for `app` (already authenticated); the
+    operator page's replay button comes through here too (`via`)."""
     ctx = context(request)
     require_json(request)
     raw = await read_body(request, ctx.settings.max_body_bytes)
@@ -100,7 +105,15 @@ async def replay(request: Request) -> Response:
     )
     log.info(
         "replay",
-        extra={"app": app, "requeued": len(result.requeued), "superseded": len(result.superseded)},
+        extra={
+            "app": app,
+            "via": via,
+            "state": body.state,
+            "backend": body.backend,
+            "delivery_id": body.delivery_id,
+            "requeued": len(result.requeued),
+            "superseded": len(result.superseded),
+        },
     )
     if ctx.notify is not None:
         ctx.notify(list(BACKENDS))

@@ -11,7 +11,6 @@ import logging
 import re
 from urllib.parse import parse_qs
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -23,15 +22,13 @@ from gateway.api.common import (
     context,
     json_response,
     read_body,
-    require_json,
 )
-from gateway.api.dead_letters import REPLAYABLE, ReplayBody
+from gateway.api.dead_letters import REPLAYABLE, perform_replay
 from gateway.metrics import Metrics
 from gateway.schema import BACKENDS, FieldError
 from gateway.ui import pages, session, status
 from gateway.ui.profile_view import summarize
 from gateway.ui.rates import ErrorRatio
-from gateway.validation import field_error
 
 log = logging.getLogger("gateway.ui")
 
@@ -177,35 +174,5 @@ async def replay(request: Request) -> Response:
     """As `POST /v1/dead-letters/replay`; for a cookie, only from the page's script."""
     app = session.ui_app(request)
     session.require_csrf_header(request)
-    ctx = context(request)
-    require_json(request)
-    raw = await read_body(request, ctx.settings.max_body_bytes)
-    try:
-        body = msgspec.json.decode(raw, type=ReplayBody)
-    except msgspec.ValidationError as exc:
-        raise ApiError(
-            422, "invalid", "the body does not match the schema", [field_error(exc)]
-        ) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
-    if (body.delivery_id is None) == (body.backend is None):
-        raise _invalid("$", "give exactly one of delivery_id or backend")
-    result = await ctx.store.replay(
-        [body.state], delivery_id=body.delivery_id, backend=body.backend
-    )
-    # Who pressed the button: the app whose token opened the session.
-    log.info(
-        "replay",
-        extra={
-            "app": app,
-            "via": "operator page",
-            "state": body.state,
-            "backend": body.backend,
-            "delivery_id": body.delivery_id,
-            "requeued": len(result.requeued),
-            "superseded": len(result.superseded),
-        },
-    )
-    if ctx.notify is not None:
-        ctx.notify(list(BACKENDS))
-    return json_response(result)
+    # The log names who pressed the button: the app whose token opened the session.
+    return await perform_replay(request, app, via="operator page")
