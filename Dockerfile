@@ -45,8 +45,9 @@ WORKDIR /data
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8080
-# uvicorn drains open requests on SIGTERM, then the dispatcher gets
-# GATEWAY_SHUTDOWN_GRACE seconds to finish the batch it holds.
+# On SIGTERM /readyz turns 503 and requests are still served for
+# GATEWAY_SHUTDOWN_DELAY seconds, then open requests finish (5 s at most) and
+# the dispatcher gets GATEWAY_SHUTDOWN_GRACE seconds: `docker stop -t 30`.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('GATEWAY_PORT', '8080') + '/livez', timeout=2)"]
