@@ -37,6 +37,8 @@ from gateway.store.base import Claim, DeliveryResult, Store, StoreError
 log = logging.getLogger("gateway.dispatch")
 
 LEADER_RETRY = 1.0  # seconds between tries to become a rate-limited backend's sender
+# A new leader starts sending no sooner than this after taking over (see _leading).
+TAKEOVER_QUIET = 1.0
 # Bounds recording the release of a batch cut short by stop(), so a store that
 # hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
 RELEASE_TIMEOUT = 5.0
@@ -171,8 +173,14 @@ class Dispatcher:
             # what it sent in the current window, so wait for the next one.
             self._following.discard(backend)
             window = self.settings.rate_window(backend)
-            log.warning("took over sending", extra={"backend": backend})
-            await self._pause(window - time.time() % window)
+            wait = window - time.time() % window
+            if wait < TAKEOVER_QUIET:
+                # The dead leader's last requests may still be on their way, or
+                # queued at the backend: landing in the window we would start
+                # in, they would push it over its limit. Start one window later.
+                wait += window
+            log.warning("took over sending", extra={"backend": backend, "wait": wait})
+            await self._pause(wait)
         return leading
 
     async def _pause(self, seconds: float) -> None:

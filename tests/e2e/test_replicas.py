@@ -222,7 +222,7 @@ def assert_every_profile_arrived(sent: dict[str, collections.Counter[str]]) -> N
 
 def assert_ocamba_limits_held(c: Cluster) -> dict[str, Any]:
     stats: dict[str, Any] = httpx.get(f"{c.sims['ocamba']}/_sim/stats").json()
-    assert stats["throttled_window"] == 0
+    assert stats["throttled_window"] == 0, stats
     assert stats["max_arrivals_second_window"] <= OCAMBA_PER_SECOND
     assert stats["max_arrivals_minute_window"] <= OCAMBA_PER_MINUTE
     return stats
