@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from common import free_port
+from common import free_port, stop_process
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.schema import Backend, NormalizedProfile
@@ -161,12 +161,7 @@ def simulators(
                 time.sleep(0.05)
         yield sims
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def bench_profile(prefix: str, j: int) -> NormalizedProfile:

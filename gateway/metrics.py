@@ -6,10 +6,27 @@ in one process without clashing over global metric names.
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar, cast
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+
+def child(metric: _Metric, *labels: str) -> _Metric:
+    """`metric.labels(*labels)`, looked up once per label set: `.labels()`
+    validates and takes a lock on every call, and the request path's label sets
+    (routes, methods, statuses, apps, outcomes) are few."""
+    return cast(_Metric, _child(metric, labels))
+
+
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Counter | Histogram, labels: tuple[str, ...]) -> Counter | Histogram:
+    return metric.labels(*labels)
 
 
 class Metrics:

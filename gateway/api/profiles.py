@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import time
@@ -10,7 +9,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,6 +21,7 @@ from gateway.api.common import (
     read_body,
     require_json,
 )
+from gateway.metrics import child
 from gateway.schema import Accepted, Backend, NormalizedProfile
 from gateway.store.base import IdempotencyConflict, NewRequest, StoreError
 from gateway.validation import InvalidInput, parse_batch, parse_single, reject_nul
@@ -42,13 +41,6 @@ _OUTCOME_BY_STATUS = {
 MAX_IDEMPOTENCY_KEY = 255
 
 
-@functools.lru_cache(maxsize=1024)
-def _child(counter: Counter, app: str, outcome: str) -> Counter:
-    # `.labels()` validates and locks on each call; apps and outcomes are few,
-    # so each (metric, app, outcome) child is looked up once per process.
-    return counter.labels(app, outcome)
-
-
 async def post_profile(request: Request) -> Response:
     return await _write(request, parse_single)
 
@@ -65,10 +57,10 @@ async def _write(request: Request, parse: Parser) -> Response:
         response, outcome, count = await _accept(request, parse, app)
     except ApiError as exc:
         outcome = _OUTCOME_BY_STATUS.get(exc.status, "error")
-        _child(ctx.metrics.inbound_requests, app, outcome).inc()
+        child(ctx.metrics.inbound_requests, app, outcome).inc()
         raise
-    _child(ctx.metrics.inbound_requests, app, outcome).inc()
-    _child(ctx.metrics.inbound_profiles, app, outcome).inc(count)
+    child(ctx.metrics.inbound_requests, app, outcome).inc()
+    child(ctx.metrics.inbound_profiles, app, outcome).inc(count)
     return response
 
 

@@ -25,10 +25,9 @@ from gateway.store.pii import (
     write_aad,
 )
 from gateway.store.postgres_db import Conn, advisory_key
-from gateway.store.sql_states import OPEN
+from gateway.store.sql_states import AWAITING, OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
-_AWAITING = "('accepted', 'unconfirmed')"
 
 
 async def register_keys(conn: Conn, sealer: Sealer) -> None:
@@ -207,7 +206,7 @@ async def seal_status(conn: Conn, sealer: Sealer) -> SealStatus:
         for table in ("profile_writes", "webhook_events")
     ]
     retag = await conn.fetchval(
-        f"SELECT count(*) FROM deliveries WHERE state IN {_AWAITING}"
+        f"SELECT count(*) FROM deliveries WHERE state IN {AWAITING}"
         " AND match_key IS NOT NULL AND NOT starts_with(match_key, $1)",
         sealer.current_tag_prefix() or "",
     )
@@ -269,7 +268,7 @@ async def retag_step(
     rows = await conn.fetch(
         "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
         " JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE d.id > $1 AND d.id <= $1 + $2 AND d.state IN {_AWAITING}"
+        f" WHERE d.id > $1 AND d.id <= $1 + $2 AND d.state IN {AWAITING}"
         " AND d.match_key IS NOT NULL AND NOT starts_with(d.match_key, $3)"
         " AND length(w.body) > 0 FOR UPDATE OF d",
         after,

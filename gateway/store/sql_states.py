@@ -17,6 +17,9 @@ _STATES = frozenset(typing.get_args(DeliveryState))
 OPEN = "('pending', 'retrying', 'in_flight')"
 assert set(OPEN_STATES) == {"pending", "retrying", "in_flight"}
 
+# Sent and still waiting for an Omneo webhook to confirm it (or past waiting).
+AWAITING = "('accepted', 'unconfirmed')"
+
 
 def state_is(column: str, states: list[DeliveryState]) -> str:
     """`d.state = 'dead'` (one state: `=`, which SQLite needs to match a partial

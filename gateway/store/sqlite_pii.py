@@ -25,10 +25,9 @@ from gateway.store.pii import (
     split_tags,
     write_aad,
 )
-from gateway.store.sql_states import OPEN
+from gateway.store.sql_states import AWAITING, OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
-_AWAITING = "('accepted', 'unconfirmed')"
 
 
 def register_keys(conn: sqlite3.Connection, sealer: Sealer) -> None:
@@ -186,7 +185,7 @@ def seal_status(conn: sqlite3.Connection, sealer: Sealer) -> SealStatus:
         for table in ("profile_writes", "webhook_events")
     ]
     (retag,) = conn.execute(
-        f"SELECT COUNT(*) FROM deliveries WHERE state IN {_AWAITING}"
+        f"SELECT COUNT(*) FROM deliveries WHERE state IN {AWAITING}"
         " AND match_key IS NOT NULL AND substr(match_key, 1, ?) != ?",
         _prefix_args(sealer),
     ).fetchone()
@@ -247,7 +246,7 @@ def retag_step(
     rows = conn.execute(
         "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
         " JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE d.id > ? AND d.id <= ? AND d.state IN {_AWAITING}"
+        f" WHERE d.id > ? AND d.id <= ? AND d.state IN {AWAITING}"
         " AND d.match_key IS NOT NULL AND substr(d.match_key, 1, ?) != ?"
         " AND length(w.body) > 0",
         (after, after + span, *_prefix_args(sealer)),
