@@ -95,11 +95,6 @@ def build_adapters(
                 settings.ocamba_rate_per_second,
                 settings.ocamba_rate_per_minute,
                 minute_window=settings.ocamba_minute_window,
-                # Twice the pacer's default: three replicas' CI runs on two cores
-                # still drew the odd window 429 with 0.25 s (a request admitted
-                # 0.3 s before a boundary, counted by Ocamba after it). The
-                # binding limit is the 60 s one, so this costs no throughput.
-                boundary_guard=0.5,
                 max_in_flight=settings.ocamba_max_in_flight,
                 on_wait=wait_observer(backend),
             )
