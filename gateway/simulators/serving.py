@@ -28,12 +28,7 @@ class _HostedServer(uvicorn.Server):
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
-    # create_server leaves proto 0, so asyncio does not set TCP_NODELAY on the
-    # connections it accepts; Nagle and delayed ACKs then add ~40 ms per answer.
-    # Linux hands the listener's option down to every accepted connection.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    return socket.create_server((host, port), family=family)
 
 
 def base_url(host: str, port: int) -> str:
