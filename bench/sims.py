@@ -139,6 +139,9 @@ def simulators(
         str(ocamba_minute_window),
         "--omneo-processing-delay",
         str(omneo_processing_delay),
+        # The fields `bench_profile` sends: the database has them, as a real one would.
+        "--import-batch-fields",
+        ",".join(BENCH_FIELDS),
     ]
     if webhook_base_url is not None:
         args += ["--webhook-base-url", webhook_base_url]
@@ -162,6 +165,9 @@ def simulators(
         yield sims
     finally:
         stop_process(proc)
+
+
+BENCH_FIELDS = ("external_id", "tier", "visits")
 
 
 def bench_profile(prefix: str, j: int) -> NormalizedProfile:

@@ -20,6 +20,13 @@ def _env_help() -> str:
     return "settings (environment variables):\n" + rows
 
 
+def _field_list(text: str) -> tuple[str, ...]:
+    fields = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not fields:
+        raise argparse.ArgumentTypeError("name at least one field")
+    return fields
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -76,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="length of Ocamba's steady window in seconds (default 60; shorter for tests)",
+    )
+    simulate.add_argument(
+        "--import-batch-fields",
+        type=_field_list,
+        default=None,
+        metavar="NAME,...",
+        help="the import_batch database's custom fields; data naming any other field is"
+        " refused per profile (default external_id,tier: what the gateway's default"
+        " mapping and the demo send)",
     )
     simulate.add_argument(
         "--omneo-processing-delay",
@@ -136,6 +152,8 @@ def _simulate(args: argparse.Namespace) -> int:
         ocamba_minute_window=args.ocamba_minute_window,
         omneo_processing_delay=args.omneo_processing_delay,
     )
+    if args.import_batch_fields is not None:
+        config = msgspec.structs.replace(config, import_batch_fields=args.import_batch_fields)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_simulators(config, on_ready=ready))
     return 0

@@ -136,7 +136,12 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
         wait_for_port(port, proc)
         auth = {"Authorization": "Bearer demo-token"}
         base = f"http://127.0.0.1:{port}"
-        profile = {"external_id": "demo-1", "email": "jane@example.com", "attributes": {"t": "g"}}
+        # `tier` is the demo's attribute: a field its import_batch database has.
+        profile = {
+            "external_id": "demo-1",
+            "email": "jane@example.com",
+            "attributes": {"tier": "gold"},
+        }
         assert httpx.post(f"{base}/v1/profiles", json=profile, headers=auth).status_code == 202
         deadline = time.monotonic() + 20
         while True:
@@ -152,15 +157,16 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
 def test_simulate_serves_the_three_backends(tmp_path: Path) -> None:
     base = free_base_port()
     ports = ["--ocamba-port", str(base), "--omneo-port", str(base + 1)]
-    ports += ["--import-batch-port", str(base + 2)]
+    ports += ["--import-batch-port", str(base + 2), "--import-batch-fields", "CRM_ID, Tier"]
     with running(["simulate", *ports], tmp_path) as proc:
         for p in (base, base + 1, base + 2):
             wait_for_port(p, proc)
+        data = [{"email": "a@b.co", "CRM_ID": "1", "Tier": "gold"}, {"tier": "gold"}]
         r = httpx.post(
             f"http://127.0.0.1:{base + 2}/v1.1/profiles/import_batch",
-            json={"token": "import-batch-token", "db_id": 1, "data": [{"email": "a@b.co"}]},
+            json={"token": "import-batch-token", "db_id": 1, "data": data},
         )
-        assert r.json()["result"][0]["error"] == 0
+        assert [item["error"] for item in r.json()["result"]] == [0, 106]
         assert httpx.get(f"http://127.0.0.1:{base}/_sim/received").status_code == 200
     assert proc.stdout is not None
     assert f"GATEWAY_OCAMBA_URL=http://127.0.0.1:{base}" in proc.stdout.read()

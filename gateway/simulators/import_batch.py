@@ -20,10 +20,15 @@ Decisions where the doc is silent (codes in `import_batch_codes`):
   count (413) -> per-profile results.
 - The token is read from the body only, as the doc's parameter table has it.
 - Only JSON is simulated; an XML body is not JSON, hence 400.
+- The database has the fields it was started with (`import_batch_fields`):
+  an item naming another field, or a `field_name` that is not one of its
+  custom fields, gets a per-profile error (106, 107), as a real database
+  refuses data it has no column for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -42,11 +47,11 @@ from gateway.simulators.import_batch_codes import (
     SUCCESS_TEXT,
     ErrorCode,
 )
+from gateway.simulators.import_batch_fields import DEFAULT_CUSTOM_FIELDS, DatabaseFields, ItemError
 from gateway.simulators.import_batch_store import (
     CUSTOM_MODES,
     MATCHING_MODES,
     ImportBatchStore,
-    ItemError,
     StoredProfile,
 )
 
@@ -77,14 +82,22 @@ class ImportBatchSim(SimState):
     """`app.state.sim` of the import_batch simulator."""
 
     def __init__(
-        self, *, token: str, db_id: int, max_profiles: int, max_bytes: int, seed: int | None
+        self,
+        *,
+        token: str,
+        db_id: int,
+        max_profiles: int,
+        max_bytes: int,
+        fields: Iterable[str],
+        seed: int | None,
     ) -> None:
         super().__init__(seed=seed)
         self.token = token
         self.db_id = db_id
         self.max_profiles = max_profiles
         self.max_bytes = max_bytes
-        self.store = ImportBatchStore(db_id)
+        self.fields = DatabaseFields(fields)
+        self.store = ImportBatchStore(db_id, self.fields)
         self.created = 0
         self.updated = 0
         self.profile_errors: dict[int, int] = {}  # code -> count
@@ -102,6 +115,7 @@ class ImportBatchSim(SimState):
 
     def stats(self) -> Any:
         return {
+            "custom_fields": sorted(self.fields.custom),
             "profiles": len(self.store.profiles),
             "created": self.created,
             "updated": self.updated,
@@ -194,11 +208,18 @@ def create_import_batch_app(
     db_id: int = 1,
     max_profiles: int = 10_000,
     max_bytes: int = 10 * 1024 * 1024,
+    fields: Iterable[str] = DEFAULT_CUSTOM_FIELDS,
     seed: int | None = None,
 ) -> Starlette:
-    """The import_batch simulator, serving `/v1.1/profiles/import_batch` at its root."""
+    """The import_batch simulator, serving `/v1.1/profiles/import_batch` at its root.
+    `fields`: the database's custom fields (its system fields are always there)."""
     sim = ImportBatchSim(
-        token=token, db_id=db_id, max_profiles=max_profiles, max_bytes=max_bytes, seed=seed
+        token=token,
+        db_id=db_id,
+        max_profiles=max_profiles,
+        max_bytes=max_bytes,
+        fields=fields,
+        seed=seed,
     )
 
     async def handler(call: Call) -> Response:
@@ -234,6 +255,7 @@ def import_batch_sim(app: Starlette) -> ImportBatchSim:
 
 
 __all__ = [
+    "DEFAULT_CUSTOM_FIELDS",
     "IMPORT_BATCH_PATH",
     "PROFILE_ERRORS",
     "ErrorCode",

@@ -31,6 +31,8 @@ gets the same answer):
 | 103  | INVALID_EMAIL          | `email` is not an email address                       |
 | 104  | INVALID_PHONE          | `phone` / `phones[]` not E.164 (`+` and 7-15 digits)  |
 | 105  | PROFILE_NOT_FOUND      | matching by profile_id, and no such profile           |
+| 106  | UNKNOWN_FIELD          | the item names a field the database does not have     |
+| 107  | UNKNOWN_MATCHING_FIELD | `field_name` is not a custom field of the database    |
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class ErrorCode(enum.IntEnum):
     INVALID_EMAIL = 103
     INVALID_PHONE = 104
     PROFILE_NOT_FOUND = 105
+    UNKNOWN_FIELD = 106
+    UNKNOWN_MATCHING_FIELD = 107
 
 
 SUCCESS_TEXT = "Successful operation"
@@ -68,5 +72,7 @@ PROFILE_ERRORS = frozenset(
         ErrorCode.INVALID_EMAIL,
         ErrorCode.INVALID_PHONE,
         ErrorCode.PROFILE_NOT_FOUND,
+        ErrorCode.UNKNOWN_FIELD,
+        ErrorCode.UNKNOWN_MATCHING_FIELD,
     }
 )

@@ -29,6 +29,7 @@ import msgspec
 import phonenumbers
 
 from gateway.simulators.import_batch_codes import ErrorCode
+from gateway.simulators.import_batch_fields import DatabaseFields, ItemError
 
 MATCHING_MODES = (
     "email",
@@ -49,15 +50,6 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 Key = tuple[str, str]  # (kind, value)
-
-
-class ItemError(Exception):
-    """A data item that cannot be imported; `code` is its per-profile error."""
-
-    def __init__(self, code: ErrorCode, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 class StoredProfile(msgspec.Struct, kw_only=True):
@@ -99,8 +91,9 @@ def _push_id(item: dict[str, Any]) -> str | None:
 
 
 class ImportBatchStore:
-    def __init__(self, db_id: int) -> None:
+    def __init__(self, db_id: int, fields: DatabaseFields | None = None) -> None:
         self.db_id = db_id
+        self.fields = fields or DatabaseFields()
         self.profiles: dict[str, StoredProfile] = {}
         self._index: dict[Key, str] = {}
 
@@ -111,6 +104,9 @@ class ImportBatchStore:
         Raises ItemError."""
         if not isinstance(item, dict):
             raise ItemError(ErrorCode.INVALID_PROFILE, "Profile data must be an object")
+        if matching in CUSTOM_MODES and field_name:
+            self.fields.check_field_name(field_name)
+        self.fields.check_item(item)
         if item.get("email") is not None and not valid_email(item["email"]):
             raise ItemError(ErrorCode.INVALID_EMAIL, "Invalid email")
         if any(not valid_phone(p) for p in _phones(item)):

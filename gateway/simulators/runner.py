@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 from starlette.applications import Starlette
 
-from gateway.simulators.import_batch import create_import_batch_app
+from gateway.simulators.import_batch import DEFAULT_CUSTOM_FIELDS, create_import_batch_app
 from gateway.simulators.ocamba import create_ocamba_app
 from gateway.simulators.omneo import create_omneo_app
 from gateway.simulators.omneo_webhooks import SignatureEncoding
@@ -58,6 +58,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
     omneo_processing_delay: float = 0.05
     import_batch_token: str = DEFAULT_IMPORT_BATCH_TOKEN
     import_batch_db_id: int = DEFAULT_IMPORT_BATCH_DB_ID
+    # The database's custom fields; data naming any other is refused per profile.
+    import_batch_fields: tuple[str, ...] = DEFAULT_CUSTOM_FIELDS
     seed: int | None = None
 
 
@@ -119,7 +121,10 @@ def build_apps(config: SimulatorConfig) -> tuple[Starlette, Starlette, Starlette
         seed=config.seed,
     )
     import_batch = create_import_batch_app(
-        token=config.import_batch_token, db_id=config.import_batch_db_id, seed=config.seed
+        token=config.import_batch_token,
+        db_id=config.import_batch_db_id,
+        fields=config.import_batch_fields,
+        seed=config.seed,
     )
     return ocamba, omneo, import_batch
 

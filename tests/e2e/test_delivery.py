@@ -27,6 +27,8 @@ ADA = {
     "attributes": {"tier": "gold", "points": 3},
 }
 BOB = {"external_id": "bob", "email": "bob@example.com"}
+# The import_batch database the flow runs against has ADA's attributes as fields.
+ADA_FIELDS = {"import_batch_fields": ("external_id", "tier", "points")}
 DONE = ("accepted", "confirmed")
 
 
@@ -37,7 +39,7 @@ def bodies(app: Any, path: str) -> list[Any]:
 async def test_a_batch_reaches_all_three_backends_in_their_documented_shapes(
     tmp_path: Path,
 ) -> None:
-    async with running_flow(tmp_path) as flow:
+    async with running_flow(tmp_path, sim=ADA_FIELDS) as flow:
         rid = await flow.post(ADA, BOB)
         states = await flow.wait_for(rid, all_in(*DONE))
         assert states[("ada", "ocamba")] == "accepted"  # created, then properties imported
@@ -208,7 +210,7 @@ async def _has_status(sim: Any, status: int) -> bool:
 
 
 async def test_an_outage_is_held_and_then_drained(tmp_path: Path) -> None:
-    async with running_flow(tmp_path) as flow:
+    async with running_flow(tmp_path, sim=ADA_FIELDS) as flow:
         sim = omneo_sim(flow.sims.omneo)
         sim.faults = Faults(outage=True)
         rid = await flow.post(ADA, BOB, targets=["omneo", "import_batch"])

@@ -21,7 +21,7 @@ async def test_a_full_flow_with_failures_logs_no_email_or_phone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running_flow(tmp_path) as flow:
+    async with running_flow(tmp_path, sim={"import_batch_fields": ("external_id", "a")}) as flow:
         import_batch_sim(flow.sims.import_batch).faults = Faults(error_rate=0.5)
         rid = await flow.post(
             {"external_id": "p", "email": EMAIL, "phone": PHONE, "attributes": {"a": 1}},

@@ -97,7 +97,7 @@ async def test_per_profile_errors_keep_their_place() -> None:
 
 
 async def test_matching_by_phone_custom_field_and_profile_id() -> None:
-    app = create_import_batch_app()
+    app = create_import_batch_app(fields=("Custom_ID",))  # the doc's example database
     async with asgi_client(app) as client:
         by_phone = await send(
             client, [{"phone": "+79000000000"}, {"_fname": "x"}], matching="phone"
@@ -153,7 +153,7 @@ async def test_every_documented_matching_mode_is_accepted(matching: str) -> None
         "CRM_ID": "c-1",
         "subscriptions": [{"channel": "push", "provider": "Firefox", "subscription_id": "s1"}],
     }
-    app = create_import_batch_app()
+    app = create_import_batch_app(fields=("CRM_ID",))
     async with asgi_client(app) as client:
         r = await send(client, [item], matching=matching, field_name="CRM_ID")
     assert r.status_code == 200
@@ -235,3 +235,69 @@ async def test_faults_answer_in_the_vendor_shape() -> None:
     assert outage.status_code == 503 and outage.json()["error"] == ErrorCode.SERVICE_UNAVAILABLE
     assert sim.profiles == {}
     assert sim.received.statuses() == [500, 503]
+
+
+async def test_a_field_the_database_lacks_is_refused_for_that_profile_only() -> None:
+    app = create_import_batch_app(fields=("CRM_ID", "Tier"))
+    async with asgi_client(app) as client:
+        r = await send(
+            client,
+            [
+                {"email": "a@x.io", "_fname": "A", "_bdate": "1990-01-02", "CRM_ID": "1"},
+                {"email": "b@x.io", "Tier": "gold", "tier": "gold"},
+                {"email": "c@x.io", "_nickname": "C"},
+                {"email": "d@x.io", "external_id": "d-1"},
+            ],
+        )
+    assert r.status_code == 200
+    results = r.json()["result"]
+    assert [item["error"] for item in results] == [0, 106, 106, 106]
+    assert [item["error_text"] for item in results[1:]] == [
+        "Unknown field: tier",
+        "Unknown system field: _nickname",
+        "Unknown field: external_id",
+    ]
+    sim = import_batch_sim(app)
+    assert [p.fields["email"] for p in sim.profiles.values()] == ["a@x.io"]
+    assert sim.stats()["profile_errors"] == {"106": 3}
+    assert sim.stats()["custom_fields"] == ["CRM_ID", "Tier"]
+
+
+async def test_field_name_must_be_a_custom_field_of_the_database() -> None:
+    app = create_import_batch_app(fields=("CRM_ID",))
+    async with asgi_client(app) as client:
+        wrong = await send(
+            client,
+            [{"email": "a@x.io", "CRM_ID": "1"}, {"email": "b@x.io", "CRM_ID": "2"}],
+            matching="custom",
+            field_name="external_id",
+        )
+        system = await send(
+            client, [{"_fname": "A", "CRM_ID": "1"}], matching="custom_sub", field_name="_fname"
+        )
+        right = await send(
+            client, [{"email": "a@x.io", "CRM_ID": "1"}], matching="custom", field_name="CRM_ID"
+        )
+    assert wrong.status_code == system.status_code == 200
+    expected = {
+        "error": ErrorCode.UNKNOWN_MATCHING_FIELD,
+        "error_text": "field_name 'external_id' is not a custom field of this database",
+    }
+    assert wrong.json()["result"] == [expected, expected]
+    assert system.json()["result"][0]["error"] == ErrorCode.UNKNOWN_MATCHING_FIELD
+    assert right.json()["result"][0]["error"] == 0
+    assert len(import_batch_sim(app).profiles) == 1
+
+
+async def test_default_database_has_the_fields_the_gateway_and_demo_send() -> None:
+    app = create_import_batch_app()
+    async with asgi_client(app) as client:
+        r = await send(
+            client,
+            [{"external_id": "demo-1", "email": "jane@example.com", "_fname": "J", "tier": "gold"}],
+            matching="custom",
+            field_name="external_id",
+        )
+        other = await send(client, [{"external_id": "demo-2", "CRM_ID": "7"}])
+    assert r.json()["result"][0]["error"] == 0
+    assert other.json()["result"][0]["error"] == ErrorCode.UNKNOWN_FIELD
