@@ -40,7 +40,8 @@ class Forwarded(msgspec.Struct, kw_only=True):
 
 def _ocamba_properties(profile: NormalizedProfile) -> dict[str, Any]:
     return {
-        name: {"type": "number" if isinstance(value, int | float) else "string", "value": value}
+        # `string` with a text value: the only custom property type Ocamba documents.
+        name: {"type": "string", "value": str(value)}
         for name, value in (profile.attributes or {}).items()
     }
 

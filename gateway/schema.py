@@ -24,8 +24,8 @@ LanguageTag = Annotated[
     str,
     msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", description="BCP 47, e.g. en or en-AU"),
 ]
-# Attribute values: JSON has no date type, so a date travels as an ISO string and
-# each backend adapter decides whether to type it as a date (see `attribute_type`).
+# Attribute values: JSON has no date type, so a date travels as an ISO string;
+# Ocamba and Omneo get every attribute as "string" (see `attribute_type`).
 AttributeValue = str | int | float | bool
 
 

@@ -8,7 +8,6 @@ network only through a `Sender` (see `gateway.backends.http`).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -139,17 +138,17 @@ def retry_the_rest(
 
 
 def attribute_type(value: str | int | float | bool) -> str:
-    """The type name backends use for a custom property value."""
+    """The type name Ocamba and Omneo are sent for a custom attribute: always
+    "string", the only type their docs name (seeds/000's import examples, even
+    for a number-like "1234567890"; seeds/002's `custom_attributes[].type`).
+    Guessing "number", "boolean" or "date" would be refused by a real account
+    that follows its doc; a date string such as "20240101" stays text."""
+    return "string"
+
+
+def attribute_text(value: str | int | float | bool) -> str:
+    """A custom attribute's value as the text its `string` type wants; booleans
+    as JSON spells them, so `true` reads the same in every backend."""
     if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return "date" if _looks_like_date(value) else "string"
-
-
-def _looks_like_date(value: str) -> bool:
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
+        return "true" if value else "false"
+    return str(value)

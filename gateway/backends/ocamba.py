@@ -35,6 +35,7 @@ from gateway.backends.base import (
     PermanentError,
     Sender,
     TransientError,
+    attribute_text,
     attribute_type,
 )
 from gateway.config import Settings
@@ -81,7 +82,7 @@ def create_body(profile: NormalizedProfile) -> dict[str, str]:
 
 def custom_properties(profile: NormalizedProfile) -> dict[str, dict[str, Any]]:
     return {
-        name: {"type": attribute_type(value), "value": value}
+        name: {"type": attribute_type(value), "value": attribute_text(value)}
         for name, value in (profile.attributes or {}).items()
     }
 

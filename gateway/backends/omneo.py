@@ -9,8 +9,8 @@ receiver), which is how the webhook that confirms it finds the delivery.
 Decisions where Omneo's doc (seeds/002, seeds/004) is silent:
 
 - `custom_attributes[].value` is sent as a string, because the doc's schema types
-  it as one (`"value": "<string>"`); `type` keeps the value's real kind
-  (`attribute_type`), so Omneo can still tell a number from text.
+  it as one (`"value": "<string>"`), with `type` "string", the only type the doc
+  shows (`attribute_type`).
 - `gender`: the doc shows only "male" (the first value of its enum); "female" is
   sent too, "other"/"unknown" are dropped rather than risk a rejected batch.
 - A batch Omneo refuses as a whole with 400/422 is split in halves to find the
@@ -35,6 +35,7 @@ from gateway.backends.base import (
     TransientError,
     retry_the_rest,
 )
+from gateway.backends.base import attribute_text as _attribute_text
 from gateway.backends.base import attribute_type as _attribute_type
 from gateway.backends.omneo_keys import match_key_of_profile
 from gateway.config import Settings
@@ -87,12 +88,6 @@ def import_job_id(items: Sequence[Item]) -> str:
     return "gw-" + hashlib.sha256(ids.encode()).hexdigest()[:24]
 
 
-def _custom_value(value: str | int | float | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _address(address: Address) -> dict[str, Any]:
     body: dict[str, Any] = {
         key: value for key, value in msgspec.structs.asdict(address).items() if value is not None
@@ -131,7 +126,7 @@ def profile_body(profile: NormalizedProfile) -> dict[str, Any]:
                 "namespace": ATTRIBUTE_NAMESPACE,
                 "handle": name,
                 "type": _attribute_type(value),
-                "value": _custom_value(value),
+                "value": _attribute_text(value),
             }
             for name, value in profile.attributes.items()
         ]

@@ -36,7 +36,8 @@ Decisions where the docs are silent:
   channels, "active" for the ones given and "inactive" otherwise.
 - Import is applied at once (the doc's 202 means queued; tests want to read it
   back). A request with any invalid profile is refused whole, nothing applied.
-  Property `type` is any non-empty string; the doc lists no closed set.
+  Property `type` must be `string`, the only type the doc shows, with a string
+  value (see `ocamba_requests`).
 """
 
 from __future__ import annotations
@@ -61,10 +62,14 @@ from gateway.simulators.common import (
     json_response,
 )
 from gateway.simulators.ocamba_limits import OcambaLimiter, OcambaLimits
+from gateway.simulators.ocamba_requests import (
+    BadRequest,
+    parse_create,
+    parse_import,
+)
 
 CREATE_PATH = "/v1/hood/profiles"
 IMPORT_PATH = "/v1/hood/profiles/import"
-MAX_CUSTOM_PROPERTIES = 100
 MASK = "* * * * * * * * * *"
 COMPANY_ID = "1234567"
 
@@ -99,10 +104,6 @@ class OcambaImport(msgspec.Struct, kw_only=True):
     publish_time: str
 
 
-class BadRequest(Exception):
-    pass
-
-
 def _now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -121,69 +122,6 @@ def country_of(phone: str | None) -> str:
     if not region or region == "ZZ":
         region = phonenumbers.region_code_for_country_code(number.country_code or 0)
     return "" if region == "ZZ" else region
-
-
-def _optional_string(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"'{key}' must be a string.")
-    return value.strip() or None
-
-
-def parse_create(body: Any) -> tuple[str | None, str | None, str]:
-    """Returns (email, mobile_phone_number, full_name) or raises BadRequest."""
-    if not isinstance(body, dict):
-        raise BadRequest("The request is not valid.")
-    email = _optional_string(body, "email")
-    phone = _optional_string(body, "mobile_phone_number")
-    full_name = _optional_string(body, "full_name") or ""
-    if email is None and phone is None:
-        raise BadRequest("Either 'email' or 'mobile_phone_number' is required.")
-    if email is not None and "@" not in email:
-        raise BadRequest("'email' is not a valid email address.")
-    return email, phone, full_name
-
-
-def parse_import(body: Any, known: dict[str, OcambaProfile]) -> list[tuple[str, dict[str, Any]]]:
-    """Returns [(id, custom_properties)] or raises BadRequest naming the culprit."""
-    if not isinstance(body, dict) or not isinstance(body.get("profiles"), list):
-        raise BadRequest("'profiles' must be an array.")
-    profiles: list[Any] = body["profiles"]
-    if not profiles:
-        raise BadRequest("'profiles' must not be empty.")
-    seen: set[str] = set()
-    parsed: list[tuple[str, dict[str, Any]]] = []
-    for i, item in enumerate(profiles):
-        where = f"profiles[{i}]"
-        if not isinstance(item, dict):
-            raise BadRequest(f"{where} must be an object.")
-        profile_id = item.get("id")
-        if not isinstance(profile_id, str) or not profile_id:
-            raise BadRequest(f"{where}.id must be a non-empty string.")
-        if profile_id in seen:
-            raise BadRequest(f"{where}.id '{profile_id}' appears more than once.")
-        seen.add(profile_id)
-        if profile_id not in known:
-            raise BadRequest(f"{where}.id '{profile_id}' does not exist.")
-        properties = item.get("custom_properties")
-        if not isinstance(properties, dict):
-            raise BadRequest(f"{where}.custom_properties must be an object.")
-        if len(properties) > MAX_CUSTOM_PROPERTIES:
-            raise BadRequest(
-                f"{where}.custom_properties has {len(properties)} properties; "
-                f"at most {MAX_CUSTOM_PROPERTIES} are allowed."
-            )
-        for name, prop in properties.items():
-            if not isinstance(prop, dict):
-                raise BadRequest(f"{where}.custom_properties.{name} must be an object.")
-            if not isinstance(prop.get("type"), str) or not prop["type"]:
-                raise BadRequest(f"{where}.custom_properties.{name}.type must be a string.")
-            if "value" not in prop:
-                raise BadRequest(f"{where}.custom_properties.{name}.value is required.")
-        parsed.append((profile_id, properties))
-    return parsed
 
 
 class OcambaSim(SimState):

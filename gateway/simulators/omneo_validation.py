@@ -5,11 +5,15 @@ shape. Omneo runs on Laravel, so a malformed body gets what Laravel's validator
 answers: 422 `{"message": "The given data was invalid.", "errors": {path:
 [messages]}}`, paths dotted (`profiles.3.email`), messages in Laravel's wording.
 Field types are checked loosely: a type per documented field, `null` accepted as
-"not given", unknown fields ignored, enums (gender, profile_type) not enforced.
+"not given", unknown fields ignored, enums (gender, profile_type) not enforced,
+except `custom_attributes[].type`: only `string` is taken (see ATTRIBUTE_TYPES),
+with a string `value`, because a client guessing other types is what this
+simulator exists to catch.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +68,13 @@ PROFILE_FIELDS = (
     *OBJECT_LIST_FIELDS,
     *OBJECT_FIELDS,
 )
+
+# The doc's schema shows `"type": "string"` where every free string is
+# "<string>": a literal is an enum's first value (as `"gender": "male"`), and no
+# other value is documented. Dates have their own documented place,
+# `dates_attributes[].date` ("2023-12-25"), checked as Laravel's `date_format:Y-m-d`.
+ATTRIBUTE_TYPES = ("string",)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # Laravel's `email` rule (RFC validation) wants one @ with something either side.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -157,10 +168,37 @@ def _validate_profile(v: _Validator, profile: Any, path: str) -> None:
                     "true or false",
                 )
             elif key == "custom_attributes":
-                v.required_string(item, "namespace", f"{item_path}.namespace")
-                v.required_string(item, "handle", f"{item_path}.handle")
-                v.typed(
-                    item.get("type"), f"{item_path}.type", lambda x: isinstance(x, str), "a string"
-                )
-                if item.get("value") is None:
-                    v.fail(f"{item_path}.value", "The {attr} field is required.")
+                _validate_custom_attribute(v, item, item_path)
+            elif key == "dates_attributes":
+                _validate_date_attribute(v, item, item_path)
+
+
+def _validate_custom_attribute(v: _Validator, item: dict[str, Any], path: str) -> None:
+    v.required_string(item, "namespace", f"{path}.namespace")
+    v.required_string(item, "handle", f"{path}.handle")
+    kind = item.get("type")
+    string = v.typed(kind, f"{path}.type", lambda x: isinstance(x, str), "a string")
+    if string and kind is not None and kind not in ATTRIBUTE_TYPES:
+        v.fail(f"{path}.type", "The selected {attr} is invalid.")
+    value = item.get("value")
+    if value is None:
+        v.fail(f"{path}.value", "The {attr} field is required.")
+    else:
+        v.typed(value, f"{path}.value", lambda x: isinstance(x, str), "a string")
+
+
+def _validate_date_attribute(v: _Validator, item: dict[str, Any], path: str) -> None:
+    date = item.get("date")
+    string = v.typed(date, f"{path}.date", lambda x: isinstance(x, str), "a string")
+    if string and date is not None and not _valid_date(date):
+        v.fail(f"{path}.date", "The {attr} field must match the format Y-m-d.")
+
+
+def _valid_date(text: str) -> bool:
+    if not _DATE.match(text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -131,14 +131,14 @@ async def test_create_then_import_carries_the_new_id() -> None:
                     "id": "9001",
                     "custom_properties": {
                         "plan": {"type": "string", "value": "gold"},
-                        "score": {"type": "number", "value": 7},
+                        "score": {"type": "string", "value": "7"},
                     },
                 },
                 {
                     "id": "9002",
                     "custom_properties": {
-                        "vip": {"type": "boolean", "value": True},
-                        "since": {"type": "date", "value": "2024-02-29"},
+                        "vip": {"type": "string", "value": "true"},
+                        "since": {"type": "string", "value": "2024-02-29"},
                     },
                 },
             ]
@@ -393,8 +393,8 @@ async def test_simulator_gets_profiles_and_properties_within_its_limits() -> Non
         stored = sim.profiles[str(outcomes[i].backend_id)]
         assert stored.email == f"p{i}@example.com"
         assert stored.custom_properties == {
-            "n": {"type": "number", "value": i},
-            "vip": {"type": "boolean", "value": i % 2 == 0},
+            "n": {"type": "string", "value": str(i)},
+            "vip": {"type": "string", "value": "true" if i % 2 == 0 else "false"},
         }
     assert sim.profiles[str(outcomes[1].backend_id)].country_code == "DE"
 
@@ -437,7 +437,7 @@ async def test_simulator_throttling_never_leads_to_a_second_create() -> None:
     assert {o.state for o in outcomes.values()} == {"accepted"}
     assert sim.duplicate_creates == 0
     assert len(sim.profiles) == 8
-    assert sorted(p.custom_properties["n"]["value"] for p in sim.profiles.values()) == list(
+    assert sorted(int(p.custom_properties["n"]["value"]) for p in sim.profiles.values()) == list(
         range(1, 9)
     )
 
@@ -463,7 +463,7 @@ async def test_simulator_refuses_an_unknown_id_and_only_that_item_fails() -> Non
     assert outcomes[2].error is not None
     assert "does not exist" in outcomes[2].error
     sim = ocamba_sim(app)
-    assert sim.profiles[str(known[2])].custom_properties == {"x": {"type": "number", "value": 3}}
+    assert sim.profiles[str(known[2])].custom_properties == {"x": {"type": "string", "value": "3"}}
 
 
 async def test_two_writes_of_a_new_profile_in_one_batch_create_it_once() -> None:
@@ -482,8 +482,8 @@ async def test_two_writes_of_a_new_profile_in_one_batch_create_it_once() -> None
                 {
                     "id": "9001",
                     "custom_properties": {
-                        "x": {"type": "number", "value": 2},
-                        "y": {"type": "number", "value": 1},
+                        "x": {"type": "string", "value": "2"},
+                        "y": {"type": "string", "value": "1"},
                     },
                 }
             ]

@@ -100,13 +100,13 @@ async def test_batch_body_maps_every_field_as_omneo_documents_it() -> None:
                 ],
                 "custom_attributes": [
                     {"namespace": "gateway", "handle": "plan", "type": "string", "value": "gold"},
-                    {"namespace": "gateway", "handle": "score", "type": "number", "value": "7"},
-                    {"namespace": "gateway", "handle": "ratio", "type": "number", "value": "0.5"},
-                    {"namespace": "gateway", "handle": "vip", "type": "boolean", "value": "true"},
+                    {"namespace": "gateway", "handle": "score", "type": "string", "value": "7"},
+                    {"namespace": "gateway", "handle": "ratio", "type": "string", "value": "0.5"},
+                    {"namespace": "gateway", "handle": "vip", "type": "string", "value": "true"},
                     {
                         "namespace": "gateway",
                         "handle": "since",
-                        "type": "date",
+                        "type": "string",
                         "value": "2024-02-29",
                     },
                 ],
@@ -294,6 +294,6 @@ async def test_simulator_processes_the_batch_and_one_bad_profile_fails_alone() -
     assert jane["comms_attributes"] == {"email_promo": True, "sms_promo": False}
     assert {i["handle"] for i in jane["identities"]} == {"shopify_id", "pos_id"}
     assert stored["b@example.com"]["custom_attributes"] == [
-        {"namespace": "gateway", "handle": "n", "type": "number", "value": "2"}
+        {"namespace": "gateway", "handle": "n", "type": "string", "value": "2"}
     ]
     await sim.aclose()

@@ -68,7 +68,7 @@ async def test_a_batch_reaches_all_three_backends_in_their_documented_shapes(
                         "id": ada_id,
                         "custom_properties": {
                             "tier": {"type": "string", "value": "gold"},
-                            "points": {"type": "number", "value": 3},
+                            "points": {"type": "string", "value": "3"},
                         },
                     }
                 ]
@@ -92,7 +92,7 @@ async def test_a_batch_reaches_all_three_backends_in_their_documented_shapes(
             "identities": [{"handle": "shopify_id", "identifier": "S-1", "is_active": True}],
             "custom_attributes": [
                 {"namespace": "gateway", "handle": "tier", "type": "string", "value": "gold"},
-                {"namespace": "gateway", "handle": "points", "type": "number", "value": "3"},
+                {"namespace": "gateway", "handle": "points", "type": "string", "value": "3"},
             ],
         }
         assert by_email["bob@example.com"] == {"email": "bob@example.com"}

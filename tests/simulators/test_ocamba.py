@@ -143,9 +143,9 @@ async def test_import_applies_custom_properties_to_created_profiles() -> None:
             },
             headers=AUTH,
         )
-        number = {"n": {"type": "number", "value": 3}}
+        digits = {"n": {"type": "string", "value": "1234567890"}}
         again = await client.post(
-            IMPORT, json={"profiles": [{"id": a, "custom_properties": number}]}, headers=AUTH
+            IMPORT, json={"profiles": [{"id": a, "custom_properties": digits}]}, headers=AUTH
         )
     assert r.status_code == 202 and again.status_code == 202
     body = r.json()
@@ -157,7 +157,7 @@ async def test_import_applies_custom_properties_to_created_profiles() -> None:
     sim = ocamba_sim(app)
     assert sim.profiles[a].custom_properties == {
         "tier": {"type": "string", "value": "gold"},
-        "n": {"type": "number", "value": 3},
+        "n": {"type": "string", "value": "1234567890"},
     }
     assert sim.profiles[b].custom_properties == {"tier": {"type": "string", "value": "blue"}}
     assert [imp.ids for imp in sim.imports] == [[a, b], [a]]
@@ -180,6 +180,31 @@ async def test_import_refuses_an_unknown_id_and_applies_nothing() -> None:
     assert_error_body(r, 400, "Bad request.")
     assert "profiles[1].id" in r.json()["message"]
     assert ocamba_sim(app).profiles[known].custom_properties == {}
+
+
+@pytest.mark.parametrize(
+    ("prop", "why"),
+    [
+        ({"type": "number", "value": 3}, "type 'number' is not supported; use 'string'"),
+        ({"type": "boolean", "value": True}, "type 'boolean' is not supported"),
+        ({"type": "date", "value": "2024-01-01"}, "type 'date' is not supported"),
+        ({"type": "String", "value": "x"}, "type 'String' is not supported"),
+        ({"type": "string", "value": 3}, "value must be a string"),
+        ({"type": "string"}, "value is required"),
+        ({"value": "x"}, "type must be a string"),
+    ],
+)
+async def test_import_takes_only_the_documented_string_type(prop: dict[str, Any], why: str) -> None:
+    app = create_ocamba_app()
+    async with asgi_client(app) as client:
+        pid = (await create(client, email="t@x.io")).json()["id"]
+        properties = {"ok": {"type": "string", "value": "fine"}, "bad": prop}
+        r = await client.post(
+            IMPORT, json={"profiles": [{"id": pid, "custom_properties": properties}]}, headers=AUTH
+        )
+    assert_error_body(r, 400, "Bad request.")
+    assert f"profiles[0].custom_properties.bad.{why}" in r.json()["message"]
+    assert ocamba_sim(app).profiles[pid].custom_properties == {}
 
 
 async def test_import_allows_100_properties_and_refuses_101() -> None:

@@ -308,6 +308,54 @@ async def test_missing_or_wrong_token_is_401(headers: dict[str, str]) -> None:
                 ],
             },
         ),
+        (
+            # Only the documented `string` type, with a string value; dates go in
+            # dates_attributes as Y-m-d.
+            {
+                "match_criteria": "email",
+                "profiles": [
+                    {
+                        "custom_attributes": [
+                            {"namespace": "n", "handle": "a", "type": "string", "value": "7"},
+                            {"namespace": "n", "handle": "b", "type": "number", "value": "7"},
+                            {
+                                "namespace": "n",
+                                "handle": "c",
+                                "type": "date",
+                                "value": "2024-01-01",
+                            },
+                            {"namespace": "n", "handle": "d", "type": "boolean", "value": "true"},
+                            {"namespace": "n", "handle": "e", "type": "string", "value": 7},
+                        ],
+                        "dates_attributes": [
+                            {"date": "2023-12-25", "handle": "ok"},
+                            {"date": "25/12/2023", "handle": "bad"},
+                            {"date": "2023-02-30", "handle": "bad"},
+                        ],
+                    }
+                ],
+            },
+            {
+                "profiles.0.custom_attributes.1.type": [
+                    "The selected profiles.0.custom attributes.1.type is invalid."
+                ],
+                "profiles.0.custom_attributes.2.type": [
+                    "The selected profiles.0.custom attributes.2.type is invalid."
+                ],
+                "profiles.0.custom_attributes.3.type": [
+                    "The selected profiles.0.custom attributes.3.type is invalid."
+                ],
+                "profiles.0.custom_attributes.4.value": [
+                    "The profiles.0.custom attributes.4.value field must be a string."
+                ],
+                "profiles.0.dates_attributes.1.date": [
+                    "The profiles.0.dates attributes.1.date field must match the format Y-m-d."
+                ],
+                "profiles.0.dates_attributes.2.date": [
+                    "The profiles.0.dates attributes.2.date field must match the format Y-m-d."
+                ],
+            },
+        ),
     ],
 )
 async def test_malformed_batches_get_laravel_422(
