@@ -96,7 +96,7 @@ class _Forwarder:
             ],
         }
         body = {"match_criteria": "email", "profiles": [profile]}
-        url = f"{self.sims.omneo_url}/v3/profiles/batch"
+        url = f"{self.sims.omneo_url}/api/v3/profiles/batch"
         if await self._post("omneo", url, body, DEFAULT_OMNEO_TOKEN) is not None:
             self.delivered["omneo"] += 1
 
@@ -115,7 +115,7 @@ class _Forwarder:
             "matching": "email",
             "data": [item],
         }
-        url = f"{self.sims.import_batch_url}/v1.1/profiles/import_batch"
+        url = f"{self.sims.import_batch_url}/api/v1.1/profiles/import_batch"
         if await self._post("import_batch", url, body, None) is not None:
             self.delivered["import_batch"] += 1
 

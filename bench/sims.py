@@ -86,10 +86,11 @@ class Simulators(msgspec.Struct, kw_only=True):
             "GATEWAY_DISPATCHER_ENABLED": "true",
             "GATEWAY_OCAMBA_URL": self.ocamba_url,
             "GATEWAY_OCAMBA_TOKEN": DEFAULT_OCAMBA_TOKEN,
-            "GATEWAY_OMNEO_URL": self.omneo_url,
+            # Omneo and import_batch serve their APIs under /api, as their docs show.
+            "GATEWAY_OMNEO_URL": self.omneo_url + "/api",
             "GATEWAY_OMNEO_TOKEN": DEFAULT_OMNEO_TOKEN,
             "GATEWAY_OMNEO_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "GATEWAY_IMPORT_BATCH_URL": self.import_batch_url,
+            "GATEWAY_IMPORT_BATCH_URL": self.import_batch_url + "/api",
             "GATEWAY_IMPORT_BATCH_TOKEN": DEFAULT_IMPORT_BATCH_TOKEN,
             "GATEWAY_IMPORT_BATCH_DB_ID": str(DEFAULT_IMPORT_BATCH_DB_ID),
         }

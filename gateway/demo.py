@@ -55,7 +55,8 @@ def banner(settings: Settings, sims: RunningSimulators) -> str:
     auth = f"-H 'Authorization: Bearer {DEMO_TOKEN}'"
     return f"""
 Profile gateway demo at {base}   (SQLite file: {settings.sqlite_path()})
-Simulators: ocamba {sims.ocamba_url}  omneo {sims.omneo_url}  import_batch {sims.import_batch_url}
+Backend base URLs (simulators): ocamba {sims.ocamba_url}  omneo {sims.omneo_api_url}
+   import_batch {sims.import_batch_api_url}   (their /_sim/* control routes are at the root)
 
 1. Post a profile:
    curl -s -X POST {base}/v1/profiles {auth} -H 'Content-Type: application/json' \\

@@ -163,7 +163,7 @@ def test_simulate_serves_the_three_backends(tmp_path: Path) -> None:
             wait_for_port(p, proc)
         data = [{"email": "a@b.co", "CRM_ID": "1", "Tier": "gold"}, {"tier": "gold"}]
         r = httpx.post(
-            f"http://127.0.0.1:{base + 2}/v1.1/profiles/import_batch",
+            f"http://127.0.0.1:{base + 2}/api/v1.1/profiles/import_batch",
             json={"token": "import-batch-token", "db_id": 1, "data": data},
         )
         assert [item["error"] for item in r.json()["result"]] == [0, 106]

@@ -1,4 +1,4 @@
-"""import_batch simulator: `POST /v1.1/profiles/import_batch`.
+"""import_batch simulator: `POST /api/v1.1/profiles/import_batch`.
 
 Faithful to `seeds/003_*`: a JSON body with `token`, `db_id`, `matching` (default
 "email"; every mode the doc lists is accepted, see `import_batch_store`), `data[]`
@@ -55,7 +55,11 @@ from gateway.simulators.import_batch_store import (
     StoredProfile,
 )
 
-IMPORT_BATCH_PATH = "/v1.1/profiles/import_batch"
+# seeds/003's request URL is https://example.com/api/v1.1/profiles/import_batch:
+# the API root ends in /api, so a client whose base URL lacks it gets a 404 here
+# as it would from the vendor. `/_sim/*` stays at the server's root.
+API_ROOT = "/api"
+IMPORT_BATCH_PATH = API_ROOT + "/v1.1/profiles/import_batch"
 OPTIONAL_BOOLS = ("skip_invalid_subscriptions", "skip_triggers", "detect_geo")
 
 _FAULT_CODES = {
@@ -211,7 +215,7 @@ def create_import_batch_app(
     fields: Iterable[str] = DEFAULT_CUSTOM_FIELDS,
     seed: int | None = None,
 ) -> Starlette:
-    """The import_batch simulator, serving `/v1.1/profiles/import_batch` at its root.
+    """The import_batch simulator, serving `/api/v1.1/profiles/import_batch`.
     `fields`: the database's custom fields (its system fields are always there)."""
     sim = ImportBatchSim(
         token=token,
@@ -255,6 +259,7 @@ def import_batch_sim(app: Starlette) -> ImportBatchSim:
 
 
 __all__ = [
+    "API_ROOT",
     "DEFAULT_CUSTOM_FIELDS",
     "IMPORT_BATCH_PATH",
     "PROFILE_ERRORS",

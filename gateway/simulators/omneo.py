@@ -3,7 +3,7 @@
 Faithful to `seeds/002_*` and `seeds/004_*` and to what Omneo says of its
 webhooks (see PRODUCT.md):
 
-- `POST /v3/profiles/batch` (alias `/v3/profiles/batch.json`) takes
+- `POST /api/v3/profiles/batch` (alias `/api/v3/profiles/batch.json`) takes
   `match_criteria` ("email" or an identity handle), 1-500 `profiles` and an
   optional `import_job_id`, and answers 202 `{"data": {"message": "Batch queued
   for processing.", "batch_id": <uuid>}}`. Nothing about the profiles is in the
@@ -68,8 +68,12 @@ from gateway.simulators.omneo_webhooks import (
 
 logger = logging.getLogger(__name__)
 
-BATCH_PATH = "/v3/profiles/batch"
-BATCH_JSON_PATH = "/v3/profiles/batch.json"
+# seeds/002 and 004 call http://localhost/api/v3/profiles/batch: the API root
+# is the tenant's host plus /api, so a base URL without it gets a 404 here as
+# from Omneo. `/_sim/*` stays at the server's root.
+API_ROOT = "/api"
+BATCH_PATH = API_ROOT + "/v3/profiles/batch"
+BATCH_JSON_PATH = API_ROOT + "/v3/profiles/batch.json"
 QUEUED_MESSAGE = "Batch queued for processing."
 
 _MESSAGES = {
@@ -403,6 +407,7 @@ def omneo_sim(app: Starlette) -> OmneoSim:
 
 
 __all__ = [
+    "API_ROOT",
     "BATCH_JSON_PATH",
     "BATCH_PATH",
     "BatchRecord",

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 from starlette.applications import Starlette
 
+from gateway.simulators.import_batch import API_ROOT as IMPORT_BATCH_API_ROOT
 from gateway.simulators.import_batch import DEFAULT_CUSTOM_FIELDS, create_import_batch_app
 from gateway.simulators.ocamba import create_ocamba_app
+from gateway.simulators.omneo import API_ROOT as OMNEO_API_ROOT
 from gateway.simulators.omneo import create_omneo_app
 from gateway.simulators.omneo_webhooks import SignatureEncoding
 from gateway.simulators.serving import serve_app
@@ -64,7 +66,9 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class RunningSimulators(msgspec.Struct, kw_only=True, frozen=True):
-    """The started simulators: their base URLs and apps (`app.state.sim`)."""
+    """The started simulators: their server URLs (where `/_sim/*` is) and apps
+    (`app.state.sim`). The gateway's base URLs are `*_api_url`: Omneo and
+    import_batch serve their APIs under `/api`, as their docs show."""
 
     config: SimulatorConfig
     ocamba_url: str
@@ -74,17 +78,25 @@ class RunningSimulators(msgspec.Struct, kw_only=True, frozen=True):
     omneo: Starlette
     import_batch: Starlette
 
+    @property
+    def omneo_api_url(self) -> str:
+        return self.omneo_url + OMNEO_API_ROOT
+
+    @property
+    def import_batch_api_url(self) -> str:
+        return self.import_batch_url + IMPORT_BATCH_API_ROOT
+
     def gateway_env(self) -> dict[str, str]:
         """The gateway's environment variables that point it at these simulators."""
         c = self.config
         return {
             "GATEWAY_OCAMBA_URL": self.ocamba_url,
             "GATEWAY_OCAMBA_TOKEN": c.ocamba_token,
-            "GATEWAY_OMNEO_URL": self.omneo_url,
+            "GATEWAY_OMNEO_URL": self.omneo_api_url,
             "GATEWAY_OMNEO_TOKEN": c.omneo_token,
             "GATEWAY_OMNEO_WEBHOOK_SECRET": c.omneo_webhook_secret,
             "GATEWAY_OMNEO_WEBHOOK_SIGNATURE_HEADER": c.omneo_signature_header,
-            "GATEWAY_IMPORT_BATCH_URL": self.import_batch_url,
+            "GATEWAY_IMPORT_BATCH_URL": self.import_batch_api_url,
             "GATEWAY_IMPORT_BATCH_TOKEN": c.import_batch_token,
             "GATEWAY_IMPORT_BATCH_DB_ID": str(c.import_batch_db_id),
         }

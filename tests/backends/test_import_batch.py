@@ -234,7 +234,9 @@ async def test_batch_size_comes_from_settings() -> None:
 async def test_simulator_confirms_good_profiles_and_names_the_bad_ones() -> None:
     app = create_import_batch_app(token="ib-token", db_id=7, seed=1)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    ib = ImportBatchAdapter(settings(), sender("import_batch", client, base_url="http://ib.test"))
+    ib = ImportBatchAdapter(
+        settings(), sender("import_batch", client, base_url="http://ib.test/api")
+    )
 
     outcomes = by_id(
         await ib.deliver(
@@ -268,7 +270,7 @@ async def test_simulator_custom_matching_on_external_id() -> None:
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
     ib = ImportBatchAdapter(
         settings(import_batch_matching="custom"),
-        sender("import_batch", client, base_url="http://ib.test"),
+        sender("import_batch", client, base_url="http://ib.test/api"),
     )
     first = await ib.deliver([item(1, external_id="crm-9", email="old@example.com")])
     second = await ib.deliver([item(2, external_id="crm-9", email="new@example.com")])
@@ -284,6 +286,8 @@ async def test_simulator_custom_matching_on_external_id() -> None:
 async def test_simulator_wrong_token_fails_with_its_text() -> None:
     app = create_import_batch_app(token="the-right-one", db_id=7)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    ib = ImportBatchAdapter(settings(), sender("import_batch", client, base_url="http://ib.test"))
+    ib = ImportBatchAdapter(
+        settings(), sender("import_batch", client, base_url="http://ib.test/api")
+    )
     outcomes = await ib.deliver([item(1, email="a@example.com")])
     assert outcomes == [Outcome(1, "failed", "import_batch import: HTTP 401: Invalid token")]

@@ -257,7 +257,10 @@ async def test_simulator_processes_the_batch_and_one_bad_profile_fails_alone() -
     omneo = OmneoAdapter(
         settings(),
         sender(
-            "omneo", client, base_url="http://omneo.test", headers={"Authorization": "Bearer tok"}
+            "omneo",
+            client,
+            base_url="http://omneo.test/api",
+            headers={"Authorization": "Bearer tok"},
         ),
     )
     full = dict(FULL)

@@ -192,8 +192,8 @@ def running_stack(
         env = {
             **SIM_CREDENTIALS,
             "GATEWAY_OCAMBA_URL": f"http://127.0.0.1:{sim_base}",
-            "GATEWAY_OMNEO_URL": f"http://127.0.0.1:{sim_base + 1}",
-            "GATEWAY_IMPORT_BATCH_URL": f"http://127.0.0.1:{sim_base + 2}",
+            "GATEWAY_OMNEO_URL": f"http://127.0.0.1:{sim_base + 1}/api",
+            "GATEWAY_IMPORT_BATCH_URL": f"http://127.0.0.1:{sim_base + 2}/api",
             "GATEWAY_OMNEO_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "GATEWAY_API_TOKENS": ",".join(f"{app}:{tok}" for app, tok in TOKENS.items()),
             "GATEWAY_METRICS_TOKEN": METRICS_TOKEN,

@@ -171,13 +171,13 @@ def rig(config: CrashLoopConfig) -> Iterator[Rig]:
         "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
         "GATEWAY_OCAMBA_RATE_PER_SECOND": str(OCAMBA_PER_SECOND),
         "GATEWAY_OCAMBA_RATE_PER_MINUTE": str(OCAMBA_PER_MINUTE),
-        "GATEWAY_OMNEO_URL": sims["omneo"],
+        "GATEWAY_OMNEO_URL": sims["omneo"] + "/api",
         "GATEWAY_OMNEO_TOKEN": "omneo-token",
         "GATEWAY_OMNEO_WEBHOOK_SECRET": SECRET,
         # No Omneo delivery may time out to `unconfirmed`: the run ends only
         # when every delivery is confirmed.
         "GATEWAY_OMNEO_CONFIRM_TIMEOUT": "3600",
-        "GATEWAY_IMPORT_BATCH_URL": sims["import_batch"],
+        "GATEWAY_IMPORT_BATCH_URL": sims["import_batch"] + "/api",
         "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
         # A killed life's leased batches are sent again once this runs out;
         # a call's timeout stays well inside it so a live worker never loses

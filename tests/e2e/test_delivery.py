@@ -76,7 +76,7 @@ async def test_a_batch_reaches_all_three_backends_in_their_documented_shapes(
         ]
 
         # Omneo: one batch, match_criteria from config, a recognisable import_job_id.
-        [batch] = bodies(flow.sims.omneo, "/v3/profiles/batch")
+        [batch] = bodies(flow.sims.omneo, "/api/v3/profiles/batch")
         assert batch["match_criteria"] == "email"
         assert batch["import_job_id"].startswith("gw-")
         by_email = {p["email"]: p for p in batch["profiles"]}
@@ -98,7 +98,7 @@ async def test_a_batch_reaches_all_three_backends_in_their_documented_shapes(
         assert by_email["bob@example.com"] == {"email": "bob@example.com"}
 
         # import_batch: token, db_id, matching from config; fields in the vendor's names.
-        [imported] = bodies(flow.sims.import_batch, "/v1.1/profiles/import_batch")
+        [imported] = bodies(flow.sims.import_batch, "/api/v1.1/profiles/import_batch")
         assert {k: imported[k] for k in ("token", "db_id", "matching")} == {
             "token": "import-batch-token",
             "db_id": 1,
@@ -257,7 +257,7 @@ async def test_two_writes_of_one_profile_arrive_in_order(tmp_path: Path) -> None
             await flow.wait_for(rid, all_in("confirmed"), within=30)
         sent = [
             item["_fname"]
-            for body in bodies(flow.sims.import_batch, "/v1.1/profiles/import_batch")
+            for body in bodies(flow.sims.import_batch, "/api/v1.1/profiles/import_batch")
             for item in body["data"]
         ]
         assert sent == [f"v{n}" for n in range(5)]

@@ -122,10 +122,10 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
             "GATEWAY_OCAMBA_RATE_PER_SECOND": str(OCAMBA_PER_SECOND),
             "GATEWAY_OCAMBA_RATE_PER_MINUTE": str(OCAMBA_PER_MINUTE),
             "GATEWAY_OCAMBA_MINUTE_WINDOW": str(OCAMBA_MINUTE),
-            "GATEWAY_OMNEO_URL": sims["omneo"],
+            "GATEWAY_OMNEO_URL": sims["omneo"] + "/api",
             "GATEWAY_OMNEO_TOKEN": "omneo-token",
             "GATEWAY_OMNEO_WEBHOOK_SECRET": SECRET,
-            "GATEWAY_IMPORT_BATCH_URL": sims["import_batch"],
+            "GATEWAY_IMPORT_BATCH_URL": sims["import_batch"] + "/api",
             "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
             # A replica killed mid-batch leaves leases that others take over after this.
             "GATEWAY_LEASE_SECONDS": "30",

@@ -17,7 +17,7 @@ from tests.simulators.helpers import asgi_client
 pytestmark = pytest.mark.anyio
 
 TOKEN = "import-batch-token"
-PATH = "/v1.1/profiles/import_batch"
+PATH = "/api/v1.1/profiles/import_batch"
 INVALID = ErrorCode.INVALID_PARAMETER
 OK = {"error": 0, "error_text": "Successful operation"}
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 TOKEN = "omneo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "s3cret"
-BATCH = "/v3/profiles/batch"
+BATCH = "/api/v3/profiles/batch"
 CREATED = "/v1/webhooks/omneo/profile.created"
 UPDATED = "/v1/webhooks/omneo/profile.updated"
 
@@ -378,7 +378,7 @@ async def test_an_unparseable_body_is_read_as_empty_input() -> None:
 async def test_batch_json_alias_and_import_job_id(receiver: Receiver) -> None:
     async with omneo(receiver) as (sim, client):
         r = await client.post(
-            "/v3/profiles/batch.json",
+            "/api/v3/profiles/batch.json",
             json={
                 "match_criteria": "email",
                 "profiles": [{"email": "j@x.io"}],

@@ -71,7 +71,7 @@ def gateway(tmp_path: Path, import_batch: str) -> Iterator[str]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
         api_tokens=f"crm:{TOKEN}",
-        import_batch_url=import_batch,
+        import_batch_url=import_batch + "/api",
         import_batch_token=SIM_TOKEN,
         max_attempts=1,  # the first failure makes a dead letter
         breaker_failures=0,  # and no circuit holds it back
