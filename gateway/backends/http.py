@@ -8,9 +8,11 @@ in a message or a log line: it holds email addresses and phone numbers.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -18,6 +20,8 @@ import msgspec
 from gateway.backends.base import NotSent, PermanentError, TransientError
 from gateway.dispatch.ratelimit import Pacer, PacingTimeout
 from gateway.dispatch.retry import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
+
+log = logging.getLogger("gateway.backends.http")
 
 # (endpoint, status, seconds): status is the HTTP code as text, "timeout" or "error".
 CallObserver = Callable[[str, str, float], None]
@@ -27,6 +31,9 @@ _MAX_VENDOR_MESSAGE: Final = 300
 _MAX_FIELD_ERRORS: Final = 3
 # Keys vendors put a human-readable reason under, most specific first.
 _MESSAGE_KEYS: Final = ("message", "error_text", "error_description", "detail", "error", "title")
+# Backends whose 404 was logged in this process. A wrong base URL fails every
+# delivery with the same 404; one line says what to fix without a flood.
+_NOT_FOUND_LOGGED: set[str] = set()
 
 
 class HttpSender:
@@ -97,6 +104,8 @@ class HttpSender:
 
         if 200 <= status <= 299:
             return response
+        if status == 404:
+            self._log_not_found(endpoint, path)
         message = f"{label}: HTTP {status}: {vendor_message(response)}"
         if classify(status) == "permanent":
             raise PermanentError(message, status=status)
@@ -108,6 +117,22 @@ class HttpSender:
         # A 429 or 408 means the backend is up and answering; a 5xx means it is not.
         raise TransientError(
             message, status=status, retry_after=retry_after, unavailable=status >= 500
+        )
+
+    def _log_not_found(self, endpoint: str, path: str) -> None:
+        if self.name in _NOT_FOUND_LOGGED:
+            return
+        _NOT_FOUND_LOGGED.add(self.name)
+        # The path only: the base URL's host is the operator's to read, and
+        # neither carries personal data.
+        log.warning(
+            "backend answered 404 on its API path: its base URL is probably wrong"
+            " (Omneo's and import_batch's documented bases end in /api)",
+            extra={
+                "backend": self.name,
+                "endpoint": endpoint,
+                "url_path": urlsplit(self._base_url + path).path,
+            },
         )
 
     def _observe(self, endpoint: str, status: str, started: float) -> None:

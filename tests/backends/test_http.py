@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import logging
+
 import httpx
 import msgspec
 import pytest
 
+from gateway.backends import http
 from gateway.backends.base import NotSent, PermanentError, TransientError
 from gateway.backends.http import HttpSender
 from gateway.dispatch.ratelimit import FixedWindowPacer, unlimited_pacer
@@ -197,3 +200,45 @@ async def test_server_rate_headers_reach_the_pacer() -> None:
     await sender.post("import", "/x", json={})
     await sender.post("import", "/x", json={})
     assert clock.now >= 60.0
+
+
+def _not_found_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "gateway.backends.http" and "404" in r.message]
+
+
+async def test_a_404_logs_once_per_backend_that_the_base_url_is_probably_wrong(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "_NOT_FOUND_LOGGED", set())
+    backend = Backend(lambda r: httpx.Response(404, text="Not Found"))
+    omneo = HttpSender(
+        "omneo", backend.client(), "https://tenant.example", pacer=unlimited_pacer(2), timeout=3.0
+    )
+    ocamba = make_sender(backend)
+    caplog.set_level(logging.INFO, logger="gateway.backends.http")
+
+    for _ in range(3):
+        with pytest.raises(PermanentError) as raised:
+            await omneo.post("batch", "/v3/profiles/batch", json=SECRET_BODY)
+        assert raised.value.status == 404
+    with pytest.raises(PermanentError):
+        await ocamba.post("create", "/v1/hood/profiles", json=SECRET_BODY)
+
+    lines = _not_found_lines(caplog)
+    assert [(r.levelno, r.__dict__["backend"], r.__dict__["url_path"]) for r in lines] == [
+        (logging.WARNING, "omneo", "/v3/profiles/batch"),
+        (logging.WARNING, "ocamba", "/api/v1/hood/profiles"),
+    ]
+    assert "base URL is probably wrong" in lines[0].getMessage()
+    assert lines[0].__dict__["endpoint"] == "batch"
+
+
+async def test_other_refusals_do_not_blame_the_base_url(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "_NOT_FOUND_LOGGED", set())
+    sender = make_sender(Backend(lambda r: httpx.Response(400, json=OCAMBA_400)))
+    caplog.set_level(logging.INFO, logger="gateway.backends.http")
+    with pytest.raises(PermanentError):
+        await sender.post("create", "/v1/hood/profiles", json=SECRET_BODY)
+    assert _not_found_lines(caplog) == []

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.backends import http
 from gateway.backends.base import Outcome
 from gateway.backends.omneo import (
     BATCH_PATH,
@@ -300,3 +302,29 @@ async def test_simulator_processes_the_batch_and_one_bad_profile_fails_alone() -
         {"namespace": "gateway", "handle": "n", "type": "string", "value": "2"}
     ]
     await sim.aclose()
+
+
+async def test_a_base_url_without_api_is_refused_by_the_simulator_and_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "_NOT_FOUND_LOGGED", set())
+    caplog.set_level(logging.INFO, logger="gateway.backends.http")
+    app = create_omneo_app(tokens={"tok": "gateway"}, processing_delay=0.0)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    auth = {"Authorization": "Bearer tok"}
+    # The host alone, as README examples used to show: Omneo's API is under /api.
+    omneo = OmneoAdapter(
+        settings(), sender("omneo", client, base_url="http://omneo.test", headers=auth)
+    )
+
+    first = await omneo.deliver([item(1, email="a@example.com")])
+    second = await omneo.deliver([item(2, email="b@example.com")])
+
+    for outcome in (*first, *second):
+        assert outcome.state == "failed"
+        assert outcome.error is not None and "HTTP 404" in outcome.error
+    [line] = [r for r in caplog.records if r.name == "gateway.backends.http"]
+    assert line.__dict__["url_path"] == "/v3/profiles/batch"
+    assert "base URL is probably wrong" in line.getMessage()
+    assert omneo_sim(app).batches == []
+    await omneo_sim(app).aclose()

@@ -56,6 +56,14 @@ async def test_run_simulators_runs_all_three_until_cancelled(receiver: Receiver)
             },
         )
         assert (created.status_code, queued.status_code, imported.status_code) == (201, 202, 200)
+        # Omneo's and import_batch's APIs live under /api, as their docs show;
+        # the control routes stay at the root.
+        assert env["GATEWAY_OMNEO_URL"] == running.omneo_url + "/api"
+        assert env["GATEWAY_IMPORT_BATCH_URL"] == running.import_batch_url + "/api"
+        bare_omneo = await client.post(running.omneo_url + "/v3/profiles/batch", json={})
+        bare_ib = await client.post(running.import_batch_url + "/v1.1/profiles/import_batch")
+        assert (bare_omneo.status_code, bare_ib.status_code) == (404, 404)
+        assert (await client.get(running.omneo_url + "/_sim/stats")).status_code == 200
         await receiver.wait_for(1)
         hit = receiver.hits[0]
         assert hit.path == WEBHOOK_CREATED_PATH
