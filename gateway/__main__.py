@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME,...",
         help="the import_batch database's custom fields; data naming any other field is"
-        " refused per profile (default external_id,tier: what the gateway's default"
-        " mapping and the demo send)",
+        " refused per profile (default external_id,tier,since: what the gateway's"
+        " default mapping and the demo's examples send)",
     )
     simulate.add_argument(
         "--omneo-processing-delay",

@@ -17,7 +17,8 @@ client's guess, so it only takes the fields it was started with.
   `phones`, which the simulator's phone matching also reads.
 - Custom fields by default are those the gateway's default mapping and
   `gateway demo` send: `external_id` (the gateway's `field_name` for custom
-  matching, on every item) and `tier` (the demo's attribute).
+  matching, on every item), and the attributes of the demo's banner and the
+  README's example profile, `tier` and `since`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.simulators.import_batch_codes import ErrorCode
 
 SYSTEM_FIELDS: Final = frozenset({"_fname", "_lname", "_bdate", "_regip", "_ip"})
 REQUEST_KEYS: Final = frozenset({"email", "phone", "phones", "profile_id", "subscriptions"})
-DEFAULT_CUSTOM_FIELDS: Final = ("external_id", "tier")
+DEFAULT_CUSTOM_FIELDS: Final = ("external_id", "tier", "since")
 
 
 class ItemError(Exception):

@@ -291,14 +291,14 @@ def test_the_chart_refuses_a_grace_period_too_short_to_drain() -> None:
 
 def test_config_and_secrets_reach_the_container() -> None:
     values = {
-        "config": {"GATEWAY_OMNEO_URL": "https://omneo.example", "GATEWAY_MAX_ATTEMPTS": 5},
+        "config": {"GATEWAY_OMNEO_URL": "https://omneo.example/api", "GATEWAY_MAX_ATTEMPTS": 5},
         "secrets": {"values": {"GATEWAY_API_TOKENS": "crm:abc", "GATEWAY_OMNEO_TOKEN": "o"}},
     }
     manifests = render(values)
     config = next(
         m for m in manifests if m.kind == "ConfigMap" and not m.name.endswith("-dashboard")
     )
-    assert config.doc["data"]["GATEWAY_OMNEO_URL"] == "https://omneo.example"
+    assert config.doc["data"]["GATEWAY_OMNEO_URL"] == "https://omneo.example/api"
     assert config.doc["data"]["GATEWAY_MAX_ATTEMPTS"] == "5"  # ConfigMap values are strings
     secret = only(manifests, "Secret")
     assert secret.doc["stringData"]["GATEWAY_API_TOKENS"] == "crm:abc"

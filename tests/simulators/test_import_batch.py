@@ -294,7 +294,15 @@ async def test_default_database_has_the_fields_the_gateway_and_demo_send() -> No
     async with asgi_client(app) as client:
         r = await send(
             client,
-            [{"external_id": "demo-1", "email": "jane@example.com", "_fname": "J", "tier": "gold"}],
+            [
+                {
+                    "external_id": "demo-1",
+                    "email": "jane@example.com",
+                    "_fname": "J",
+                    "tier": "gold",
+                    "since": "2021-04-01",
+                }
+            ],
             matching="custom",
             field_name="external_id",
         )
