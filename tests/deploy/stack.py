@@ -182,6 +182,9 @@ def running_stack(
                 gateway_url,
                 "--webhook-secret",
                 WEBHOOK_SECRET,
+                # The attributes `Traffic` sends are fields of the simulated database.
+                "--import-batch-fields",
+                "external_id,tier,visits",
             ],
             workdir,
         )

@@ -125,7 +125,8 @@ def _sim_urls(workdir: Path) -> dict[str, str]:
     for line in (workdir / "simulators.log").read_text().splitlines():
         var, _, value = line.strip().removeprefix("export ").partition("=")
         if var in names:
-            urls[names[var]] = value
+            # Omneo's and import_batch's APIs are under /api; `/_sim/*` is at the root.
+            urls[names[var]] = value.removesuffix("/api")
     assert len(urls) == 3, (workdir / "simulators.log").read_text()
     return urls
 
