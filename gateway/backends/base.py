@@ -8,7 +8,6 @@ network only through a `Sender` (see `gateway.backends.http`).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -136,20 +135,3 @@ def retry_the_rest(
         )
         for item in items
     ]
-
-
-def attribute_type(value: str | int | float | bool) -> str:
-    """The type name backends use for a custom property value."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return "date" if _looks_like_date(value) else "string"
-
-
-def _looks_like_date(value: str) -> bool:
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True

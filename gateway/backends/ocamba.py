@@ -35,9 +35,11 @@ from gateway.backends.base import (
     PermanentError,
     Sender,
     TransientError,
-    attribute_type,
 )
 from gateway.config import Settings
+from gateway.mapping.model import OcambaMapping
+from gateway.mapping.values import ValueProblem, restrict
+from gateway.mapping.values import custom_properties as mapped_properties
 from gateway.schema import Backend, NormalizedProfile
 
 log = logging.getLogger("gateway.backends.ocamba")
@@ -79,14 +81,24 @@ def create_body(profile: NormalizedProfile) -> dict[str, str]:
     return body
 
 
-def custom_properties(profile: NormalizedProfile) -> dict[str, dict[str, Any]]:
+def custom_properties(
+    profile: NormalizedProfile, mapping: OcambaMapping
+) -> dict[str, dict[str, Any]]:
+    """Raises `ValueProblem` when the mapping cannot apply to this profile."""
     return {
-        name: {"type": attribute_type(value), "value": value}
-        for name, value in (profile.attributes or {}).items()
+        prop.name: {"type": prop.type, "value": prop.value}
+        for prop in mapped_properties(profile, mapping.fields, mapping.attribute_types)
     }
 
 
-def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, Any]:
+def mapped_profile(profile: NormalizedProfile, mapping: OcambaMapping) -> NormalizedProfile:
+    """The profile as far as Ocamba may see it (the mapping's exclusions)."""
+    return restrict(profile, mapping.exclude, mapping.unmapped_attributes, mapping.fields)
+
+
+def import_body(
+    entries: Sequence[tuple[str, NormalizedProfile]], mapping: OcambaMapping
+) -> dict[str, Any]:
     """The import request for (Ocamba id, profile) pairs, in write order.
 
     Ocamba refuses an id twice in one request; two writes of one profile in a
@@ -94,7 +106,7 @@ def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, A
     had they been sent one after the other."""
     merged: dict[str, dict[str, dict[str, Any]]] = {}
     for backend_id, profile in entries:
-        merged.setdefault(backend_id, {}).update(custom_properties(profile))
+        merged.setdefault(backend_id, {}).update(custom_properties(profile, mapping))
     return {
         "profiles": [
             {"id": backend_id, "custom_properties": properties}
@@ -103,14 +115,17 @@ def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, A
     }
 
 
-def unsendable(profile: NormalizedProfile, *, known: bool) -> str | None:
+def unsendable(profile: NormalizedProfile, mapping: OcambaMapping, *, known: bool) -> str | None:
     """Why this profile can never be delivered as it is, or None. `known`:
     Ocamba has an id for it already, so nothing needs creating."""
-    attributes = profile.attributes or {}
-    if len(attributes) > MAX_CUSTOM_PROPERTIES:
+    try:
+        count = len(custom_properties(profile, mapping))
+    except ValueProblem as exc:
+        return f"ocamba: {exc}"
+    if count > MAX_CUSTOM_PROPERTIES:
         return (
             f"Ocamba accepts at most {MAX_CUSTOM_PROPERTIES} custom properties per profile;"
-            f" this profile has {len(attributes)}"
+            f" this profile has {count}"
         )
     if not known and not (profile.email or profile.phone):
         return NEEDS_CONTACT
@@ -125,6 +140,7 @@ class OcambaAdapter:
         settings: Settings,
         sender: Sender,
         *,
+        mapping: OcambaMapping | None = None,
         time_budget: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -134,6 +150,7 @@ class OcambaAdapter:
         worker would then create the same profiles again). None: no budget."""
         self.batch_size = max(1, settings.ocamba_import_batch_size)
         self.sender = sender
+        self.mapping = mapping or OcambaMapping()
         self.time_budget = time_budget
         self.clock = clock
 
@@ -146,7 +163,11 @@ class _Delivery:
 
     def __init__(self, adapter: OcambaAdapter, items: Sequence[Item]) -> None:
         self.adapter = adapter
-        self.items = items
+        mapping = adapter.mapping
+        self.items = [
+            msgspec.structs.replace(i, profile=mapped_profile(i.profile, mapping)) for i in items
+        ]
+        items = self.items
         self.done: dict[int, Outcome] = {}
         self.ids: dict[int, str] = {i.delivery_id: i.backend_id for i in items if i.backend_id}
         # external_id -> Ocamba id, so a second write of a profile created earlier
@@ -192,7 +213,7 @@ class _Delivery:
             external_id = item.profile.external_id
             if delivery_id not in self.ids and external_id in self.known:
                 self.ids[delivery_id] = self.known[external_id]
-            reason = unsendable(item.profile, known=delivery_id in self.ids)
+            reason = unsendable(item.profile, self.adapter.mapping, known=delivery_id in self.ids)
             if reason is not None:
                 self.done[delivery_id] = Outcome(
                     delivery_id, "failed", reason, backend_id=self.ids.get(delivery_id)
@@ -205,7 +226,7 @@ class _Delivery:
                     self.done[delivery_id] = Outcome(delivery_id, "failed", str(exc))
                     continue
                 self.known[external_id] = self.ids[delivery_id]
-            if item.profile.attributes:
+            if custom_properties(item.profile, self.adapter.mapping):
                 to_import.append(item)
             else:
                 # Created just now (201 is synchronous), or known and nothing
@@ -239,7 +260,9 @@ class _Delivery:
     async def _import(self, chunk: Sequence[Item]) -> None:
         self._before_call()
         self.current = {i.delivery_id for i in chunk}
-        body = import_body([(self.ids[i.delivery_id], i.profile) for i in chunk])
+        body = import_body(
+            [(self.ids[i.delivery_id], i.profile) for i in chunk], self.adapter.mapping
+        )
         try:
             await self.adapter.sender.post("import", IMPORT_PATH, json=body)
         except PermanentError as exc:

@@ -106,7 +106,7 @@ async def test_batch_body_maps_every_field_as_omneo_documents_it() -> None:
                     {
                         "namespace": "gateway",
                         "handle": "since",
-                        "type": "date",
+                        "type": "string",
                         "value": "2024-02-29",
                     },
                 ],
