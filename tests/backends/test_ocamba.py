@@ -138,7 +138,7 @@ async def test_create_then_import_carries_the_new_id() -> None:
                     "id": "9002",
                     "custom_properties": {
                         "vip": {"type": "boolean", "value": True},
-                        "since": {"type": "date", "value": "2024-02-29"},
+                        "since": {"type": "string", "value": "2024-02-29"},
                     },
                 },
             ]
