@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from gateway import cli_dead_letters, cli_keys, logs
+from gateway import cli_dead_letters, cli_keys, cli_mapping, logs
 from gateway.bulk_import import cli as cli_import
 from gateway.config import ConfigError, Settings, describe
+from gateway.mapping.load import MappingError, mappings_for
 
 
 def _env_help() -> str:
@@ -87,11 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dead_letters.add_parser(sub)
     cli_keys.add_parser(sub)
     cli_import.add_parser(sub)
+    cli_mapping.add_parser(sub)
     return parser
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from gateway import serving
+
+    # Checked here, before any worker starts, so a bad file stops the process
+    # with its problems listed rather than a worker's traceback.
+    mappings_for(settings)
 
     settings = msgspec.structs.replace(
         settings,
@@ -153,6 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    try:
+        return _run(parser, settings, args)
+    except MappingError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "mapping":
+        return cli_mapping.main(settings, args)
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "migrate":
