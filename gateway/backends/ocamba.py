@@ -2,14 +2,16 @@
 
 Ocamba has no upsert. A profile it has never seen (no `backend_id` yet) is
 created with `POST /v1/hood/profiles` (201 with its `id`, synchronous); every
-profile with `attributes` then goes through `POST /v1/hood/profiles/import`,
+profile with custom properties (its attributes, and the fields the mapping's
+`fields` sends as properties) then goes through `POST /v1/hood/profiles/import`,
 which only updates `custom_properties` of existing ids and answers 202 (queued,
-never confirmed later). Consequences:
+never confirmed later). Each item's profile is first cut down to what the
+mapping lets Ocamba see (`exclude`). Consequences:
 
 - A profile Ocamba already knows gets only its attributes: changes to its email,
   phone or name cannot reach Ocamba through these two endpoints. Such a write
-  with no attributes is `confirmed` with nothing sent: there is nothing Ocamba
-  would take.
+  with no custom properties is `confirmed` with nothing sent: there is nothing
+  Ocamba would take.
 - A create that got its 201 is never repeated: the id travels in the outcome
   even when the import after it has to be retried, and a 201 whose id cannot be
   read is `failed`, not retried, because a retry would create a second profile.
@@ -161,13 +163,13 @@ class OcambaAdapter:
 class _Delivery:
     """One `deliver` call: what is done so far, so a failure can hand back the rest."""
 
-    def __init__(self, adapter: OcambaAdapter, items: Sequence[Item]) -> None:
+    def __init__(self, adapter: OcambaAdapter, given: Sequence[Item]) -> None:
         self.adapter = adapter
-        mapping = adapter.mapping
-        self.items = [
-            msgspec.structs.replace(i, profile=mapped_profile(i.profile, mapping)) for i in items
+        items = [
+            msgspec.structs.replace(i, profile=mapped_profile(i.profile, adapter.mapping))
+            for i in given
         ]
-        items = self.items
+        self.items = items
         self.done: dict[int, Outcome] = {}
         self.ids: dict[int, str] = {i.delivery_id: i.backend_id for i in items if i.backend_id}
         # external_id -> Ocamba id, so a second write of a profile created earlier
