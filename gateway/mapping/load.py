@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Settings
@@ -38,14 +39,19 @@ def resolve(data: dict[str, Any], settings: Settings, source: str | None = None)
     """The mapping a parsed file describes (`{}`: no file), or MappingError."""
     c = Checker()
     c.keys(data, "", SECTIONS)
-    mappings = Mappings(
-        ocamba=sections.ocamba(c, c.table(data, "ocamba", "")),
-        omneo=sections.omneo(c, c.table(data, "omneo", ""), settings.omneo_match_criteria),
-        import_batch=sections.import_batch(
+    readers: dict[str, Callable[[], Any]] = {
+        "ocamba": lambda: sections.ocamba(c, c.table(data, "ocamba", "")),
+        "omneo": lambda: sections.omneo(
+            c, c.table(data, "omneo", ""), settings.omneo_match_criteria
+        ),
+        "import_batch": lambda: sections.import_batch(
             c, c.table(data, "import_batch", ""), settings.import_batch_matching
         ),
-        source=source,
-    )
+    }
+    # In the file's order, so the problems are listed as one reads the file.
+    order = [name for name in data if name in readers] + [n for n in SECTIONS if n not in data]
+    parsed = {name: readers[name]() for name in order}
+    mappings = Mappings(**parsed, source=source)
     if c.problems:
         raise MappingError(source or "mapping", c.problems)
     return mappings

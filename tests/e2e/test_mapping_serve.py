@@ -155,9 +155,6 @@ def test_serve_refuses_a_file_with_five_kinds_of_mistakes_in_five_lines(tmp_path
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert lines == [
-        f"{bad}: ocamba.attribute_types.tier: type 'text' is not one Ocamba takes:"
-        " boolean, date, number, string",
-        f"{bad}: omneo.attribute_namespace: must be a string, not an integer",
         f"{bad}: import_batch.skip_trigers: unknown key (did you mean skip_triggers?);"
         " known: matching, field_name, resource_id, skip_triggers, skip_invalid_subscriptions,"
         " detect_geo, exclude, fields, subscriptions, unmapped_attributes",
@@ -167,6 +164,9 @@ def test_serve_refuses_a_file_with_five_kinds_of_mistakes_in_five_lines(tmp_path
         " gender, language, last_name, occupation, phone, title",
         f"{bad}: import_batch.fields.\"attributes.code\": 'subscriptions' is a field the"
         " gateway sets itself",
+        f"{bad}: ocamba.attribute_types.tier: type 'text' is not one Ocamba takes:"
+        " boolean, date, number, string",
+        f"{bad}: omneo.attribute_namespace: must be a string, not an integer",
     ]
     assert done.stdout == ""
     assert not (tmp_path / "gw.db").exists()  # stopped before opening anything
