@@ -154,6 +154,10 @@ def create_app(
                 "GATEWAY_ENCRYPTION_KEYS is empty: profiles are stored UNENCRYPTED;"
                 " set a key (`gateway generate-key`) anywhere but on a laptop"
             )
+        log.info(
+            "mapping in force",
+            extra={"mapping_file": ctx.mapping.source or "none: the built-in mapping"},
+        )
         purger = RetentionPurger(store, settings)
         await purger.start()
         try:

@@ -3,7 +3,8 @@
 Precedence: a key the file sets wins over the environment variable of the same
 meaning (`GATEWAY_OMNEO_MATCH_CRITERIA`, `GATEWAY_IMPORT_BATCH_MATCHING`); the
 variable applies where the file is silent, and always without a file. Both
-set and different is logged at start, since one of them is then a mistake.
+set and different is logged at start, since one of them is then a mistake (a
+variable at its default, `email`, counts as not set).
 """
 
 from __future__ import annotations
