@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=9101,
         help="simulators listen on this port (Ocamba) and the next two (Omneo, import_batch)",
     )
+    demo.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="a mapping file for the demo's gateway (e.g. docs/mapping.example.toml);"
+        " default: the built-in mapping",
+    )
     simulate = sub.add_parser(
         "simulate", help="run the three backend simulators (Ocamba, Omneo, import_batch)"
     )
@@ -185,7 +191,10 @@ def _run(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Nam
     if args.command == "demo":
         from gateway import demo
 
-        return demo.main(args.host, args.port, args.database, args.sim_base_port)
+        if args.mapping:
+            # Checked before the simulators start, as `serve` does.
+            mappings_for(msgspec.structs.replace(settings, mapping_file=args.mapping))
+        return demo.main(args.host, args.port, args.database, args.sim_base_port, args.mapping)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -6,8 +6,10 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from gateway import cli_mapping
-from gateway.__main__ import build_parser
+from gateway.__main__ import build_parser, main
 from gateway.config import Settings
 
 EXAMPLE = str(Path(__file__).parent.parent.parent / "docs" / "mapping.example.toml")
@@ -81,3 +83,16 @@ def test_preview_refuses_a_profile_the_api_would_refuse() -> None:
     assert err == "stdin: email: not a valid email address\n"
     code, _, err = run("preview", "--backend", "omneo", stdin="{")
     assert code == 2 and err.startswith("stdin: not JSON")
+
+
+def test_demo_refuses_a_bad_mapping_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ocamba]\nexclude = 'phone'\n")
+    database = tmp_path / "demo.db"
+    assert main(["demo", "--mapping", str(bad), "--database", str(database)]) == 2
+    assert capsys.readouterr().err == (
+        f"{bad}: ocamba.exclude: must be an array of strings, not a string\n"
+    )
+    assert not database.exists()
