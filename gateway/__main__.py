@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from gateway import cli_dead_letters, cli_keys, logs
+from gateway import cli_dead_letters, cli_keys, cli_mapping, logs
 from gateway.bulk_import import cli as cli_import
 from gateway.config import ConfigError, Settings, describe
+from gateway.mapping.load import MappingError, mappings_for
 
 
 def _env_help() -> str:
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=9101,
         help="simulators listen on this port (Ocamba) and the next two (Omneo, import_batch)",
+    )
+    demo.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="a mapping file for the demo's gateway (e.g. docs/mapping.example.toml);"
+        " default: the built-in mapping",
     )
     simulate = sub.add_parser(
         "simulate", help="run the three backend simulators (Ocamba, Omneo, import_batch)"
@@ -103,11 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dead_letters.add_parser(sub)
     cli_keys.add_parser(sub)
     cli_import.add_parser(sub)
+    cli_mapping.add_parser(sub)
     return parser
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from gateway import serving
+
+    # Checked here, before any worker starts, so a bad file stops the process
+    # with its problems listed rather than a worker's traceback.
+    mappings_for(settings)
 
     settings = msgspec.structs.replace(
         settings,
@@ -171,6 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    try:
+        return _run(parser, settings, args)
+    except MappingError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "mapping":
+        return cli_mapping.main(settings, args)
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "migrate":
@@ -186,7 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from gateway import demo
 
-        return demo.main(args.host, args.port, args.database, args.sim_base_port)
+        if args.mapping:
+            # Checked before the simulators start, as `serve` does.
+            mappings_for(msgspec.structs.replace(settings, mapping_file=args.mapping))
+        return demo.main(args.host, args.port, args.database, args.sim_base_port, args.mapping)
     parser.error(f"unknown command {args.command}")
     return 2
 

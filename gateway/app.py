@@ -20,6 +20,8 @@ from gateway.backends import registry
 from gateway.backends.base import BackendAdapter
 from gateway.config import Settings
 from gateway.dispatch.dispatcher import Dispatcher
+from gateway.mapping.load import mappings_for
+from gateway.mapping.model import Mappings
 from gateway.metrics import Metrics
 from gateway.retention import RetentionPurger
 from gateway.schema import Backend
@@ -90,7 +92,12 @@ async def _adapters_from_settings(ctx: Context) -> AsyncIterator[dict[Backend, B
 
     async with registry.new_client(ctx.settings) as client:
         yield registry.build_adapters(
-            ctx.settings, client, on_call=on_call, on_wait=on_wait, pacers=ctx.pacers
+            ctx.settings,
+            client,
+            on_call=on_call,
+            on_wait=on_wait,
+            pacers=ctx.pacers,
+            mapping=ctx.mapping,
         )
 
 
@@ -123,12 +130,15 @@ def create_app(
     store: Store | None = None,
     metrics: Metrics | None = None,
     adapters: Mapping[Backend, BackendAdapter] | None = None,
+    mapping: Mappings | None = None,
 ) -> Starlette:
-    """`adapters` replaces the ones built from `settings` (tests inject their own)."""
+    """`adapters` replaces the ones built from `settings` (tests inject their own).
+    `mapping` defaults to GATEWAY_MAPPING_FILE's (raises `MappingError`)."""
     settings = settings or Settings.from_env()
     metrics = metrics or Metrics()
+    mapping = mapping or mappings_for(settings)
     store = store or store_from_settings(settings)
-    ctx = Context(settings, store, metrics)
+    ctx = Context(settings, store, metrics, mapping)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -144,6 +154,10 @@ def create_app(
                 "GATEWAY_ENCRYPTION_KEYS is empty: profiles are stored UNENCRYPTED;"
                 " set a key (`gateway generate-key`) anywhere but on a laptop"
             )
+        log.info(
+            "mapping in force",
+            extra={"mapping_file": ctx.mapping.source or "none: the built-in mapping"},
+        )
         purger = RetentionPurger(store, settings)
         await purger.start()
         try:

@@ -22,6 +22,7 @@ from gateway.backends.omneo_keys import match_key_of_profile
 from gateway.bulk_import.progress import Progress
 from gateway.config import Settings
 from gateway.crypto import KeyringError, generate_key
+from gateway.mapping.load import mappings_for
 from gateway.schema import NormalizedProfile
 from gateway.store.base import PurgeResult, SealedTable, Store, StoreError
 from gateway.store.factory import store_from_settings
@@ -97,8 +98,10 @@ async def _rotate(settings: Settings, args: argparse.Namespace, err: TextIO) -> 
             err, total_bytes=status.total, start_bytes=0, start_rows=0, enabled=not args.quiet
         )
 
+        omneo = mappings_for(settings).omneo
+
         def match_key_of(profile: NormalizedProfile) -> str | None:
-            return match_key_of_profile(profile, settings.omneo_match_criteria)
+            return match_key_of_profile(profile, omneo.match_criteria, omneo.identities)
 
         try:
             return await rotate(

@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, kw_only=True):
     retention_days: float = 30.0
     purge_interval: float = 3600.0  # seconds between retention purges
 
+    # What each backend receives (gateway/mapping/): a TOML file, checked at
+    # start; empty: the built-in mapping.
+    mapping_file: str = ""
+
     # Backends: a backend is on when its URL is set.
     ocamba_url: str = ""
     ocamba_token: str = ""

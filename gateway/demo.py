@@ -35,7 +35,9 @@ def demo_key(database: str) -> str:
     return path.read_text().strip()
 
 
-def demo_settings(sims: RunningSimulators, host: str, port: int, database: str) -> Settings:
+def demo_settings(
+    sims: RunningSimulators, host: str, port: int, database: str, mapping: str | None = None
+) -> Settings:
     env = {
         **sims.gateway_env(),
         "GATEWAY_HOST": host,
@@ -46,6 +48,7 @@ def demo_settings(sims: RunningSimulators, host: str, port: int, database: str) 
         "GATEWAY_ENCRYPTION_KEYS": demo_key(database),
         # Short so a newcomer sees `unconfirmed` too if a webhook goes missing.
         "GATEWAY_OMNEO_CONFIRM_TIMEOUT": "60",
+        "GATEWAY_MAPPING_FILE": mapping or "",
     }
     return Settings.from_env(env)
 
@@ -78,7 +81,9 @@ Stop with Ctrl-C.
 """
 
 
-async def run_demo(host: str, port: int, database: str, sim_base_port: int = 9101) -> None:
+async def run_demo(
+    host: str, port: int, database: str, sim_base_port: int = 9101, mapping: str | None = None
+) -> None:
     config = SimulatorConfig(
         host=host,
         ocamba_port=sim_base_port,
@@ -89,7 +94,7 @@ async def run_demo(host: str, port: int, database: str, sim_base_port: int = 910
         omneo_processing_delay=0.5,
     )
     async with running_simulators(config) as sims:
-        settings = demo_settings(sims, host, port, database)
+        settings = demo_settings(sims, host, port, database, mapping)
         app = create_app(settings)
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_config=None, **server_options())
@@ -98,7 +103,9 @@ async def run_demo(host: str, port: int, database: str, sim_base_port: int = 910
         await server.serve()
 
 
-def main(host: str, port: int, database: str, sim_base_port: int = 9101) -> int:
+def main(
+    host: str, port: int, database: str, sim_base_port: int = 9101, mapping: str | None = None
+) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(host, port, database, sim_base_port))
+        asyncio.run(run_demo(host, port, database, sim_base_port, mapping))
     return 0

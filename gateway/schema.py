@@ -25,7 +25,7 @@ LanguageTag = Annotated[
     msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", description="BCP 47, e.g. en or en-AU"),
 ]
 # Attribute values: JSON has no date type, so a date travels as an ISO string;
-# Ocamba and Omneo get every attribute as "string" (see `attribute_type`).
+# the mapping file may check it as a date per backend (`gateway.mapping.values.typed`).
 AttributeValue = str | int | float | bool
 
 

@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.config import Settings
+from gateway.mapping.model import Mappings
 from gateway.metrics import Metrics
 from gateway.schema import Backend, ErrorBody, FieldError
 from gateway.store.base import Store
@@ -26,8 +27,12 @@ _decode = msgspec.json.Decoder().decode
 class Context:
     """What handlers may reach: set once on `app.state.ctx` by `create_app`."""
 
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, metrics: Metrics, mapping: Mappings | None = None
+    ) -> None:
         self.settings = settings
+        # What each backend gets (GATEWAY_MAPPING_FILE, checked before this is built).
+        self.mapping = mapping or Mappings()
         self.store = store
         self.metrics = metrics
         self.tokens = settings.api_token_map()

@@ -135,20 +135,3 @@ def retry_the_rest(
         )
         for item in items
     ]
-
-
-def attribute_type(value: str | int | float | bool) -> str:
-    """The type name Ocamba and Omneo are sent for a custom attribute: always
-    "string", the only type their docs name (seeds/000's import examples, even
-    for a number-like "1234567890"; seeds/002's `custom_attributes[].type`).
-    Guessing "number", "boolean" or "date" would be refused by a real account
-    that follows its doc; a date string such as "20240101" stays text."""
-    return "string"
-
-
-def attribute_text(value: str | int | float | bool) -> str:
-    """A custom attribute's value as the text its `string` type wants; booleans
-    as JSON spells them, so `true` reads the same in every backend."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

@@ -4,13 +4,14 @@ The answer's `result[]` repeats the order of `data[]` (seeds/003), so outcomes
 are read by position; an answer whose `result` has another length cannot be
 matched to the profiles sent and is retried whole rather than guessed at.
 
-Mapping: only fields the doc shows are sent (`_fname`, `_lname`, `email`,
-`phone`, and `profile_id` when matching by it); the gateway's `external_id`
-and every attribute go as top-level custom fields. The doc lists no system
-field for gender, birth date, address, language or consents (its
-`subscriptions` need a `resource_id` the gateway has no setting for), so those
-are not sent. With `matching: custom` the gateway matches on its own stable key:
-`field_name` is "external_id", so no extra setting is needed.
+Mapping (`ImportBatchMapping`, from the mapping file or its defaults): the
+fields its `fields` table names go under their names there (by default
+`_fname`, `_lname`, `email`, `phone` and the gateway's `external_id`);
+`profile_id` when matching by it; every other attribute as a top-level custom
+field of its own name; and with `[import_batch.subscriptions]`, the consents as
+`subscriptions[]` entries (channel, address, `resource_id`, `status`). An
+attribute whose name would overwrite one of those fields, or a system field
+(`_...`) not named in `fields`, fails its delivery instead of being sent.
 
 Top-level error codes (the vendor publishes none; these follow the simulator's
 table in `gateway.simulators.import_batch_codes`): 1-5 are about the request or
@@ -35,23 +36,19 @@ from gateway.backends.base import (
     retry_the_rest,
 )
 from gateway.config import Settings
+from gateway.mapping.model import ImportBatchMapping
+from gateway.mapping.rules import CUSTOM_MATCHING, IMPORT_BATCH_GATEWAY_FIELDS, PROFILE_ID_MATCHING
+from gateway.mapping.values import restrict, source_value
 from gateway.schema import Backend, NormalizedProfile
 
 log = logging.getLogger("gateway.backends.import_batch")
 
 IMPORT_PATH: Final = "/v1.1/profiles/import_batch"
-EXTERNAL_ID_FIELD: Final = "external_id"
 # The vendor's advice (PRODUCT.md, seeds/003): at most 10,000 profiles and 10 MB.
 MAX_PROFILES: Final = 10_000
 MAX_BYTES: Final = 10_000_000
 _ENVELOPE_BYTES: Final = 4_096  # token, db_id, matching, field_name and punctuation
 
-CUSTOM_MATCHING: Final = frozenset({"custom", "custom_sub"})
-PROFILE_ID_MATCHING: Final = frozenset({"profile_id", "email_profile"})
-# Fields the gateway fills itself; an attribute of the same name would overwrite one.
-RESERVED_FIELDS: Final = frozenset(
-    {"email", "phone", "phones", "profile_id", "subscriptions", EXTERNAL_ID_FIELD}
-)
 
 _FAIL_ALL: Final = frozenset({1, 2, 3, 4, 5})
 _TOO_BIG: Final = frozenset({6, 7})
@@ -74,62 +71,118 @@ class _SplitNeeded(Exception):
         super().__init__(message)
 
 
-def data_item(profile: NormalizedProfile, backend_id: str | None, matching: str) -> dict[str, Any]:
-    """One entry of `data[]`."""
+def mapped_profile(profile: NormalizedProfile, mapping: ImportBatchMapping) -> NormalizedProfile:
+    """The profile as far as import_batch may see it (the mapping's exclusions)."""
+    return restrict(profile, mapping.exclude, mapping.unmapped_attributes, mapping.fields)
+
+
+def subscriptions(profile: NormalizedProfile, mapping: ImportBatchMapping) -> list[dict[str, Any]]:
+    """seeds/003's `subscriptions[]`: one entry per consent the file gives a
+    resource for, and only with the address it is about."""
+    consents = profile.consents
+    entries: list[dict[str, Any]] = []
+    if consents is None:
+        return entries
+    for channel, consent, key, address in (
+        ("email", consents.email, "email", profile.email),
+        ("sms", consents.sms, "phone", profile.phone),
+    ):
+        subscription = mapping.subscriptions.get(channel)
+        if subscription is None or consent is None or address is None:
+            continue
+        entry: dict[str, Any] = {
+            "channel": channel,
+            key: address,
+            "resource_id": subscription.resource_id,
+            "status": "subscribed" if consent else "unsubscribed",
+        }
+        if subscription.priority is not None:
+            entry["priority"] = subscription.priority
+        if subscription.cats is not None:
+            entry["cats"] = list(subscription.cats)
+        entries.append(entry)
+    return entries
+
+
+def data_item(
+    profile: NormalizedProfile, backend_id: str | None, mapping: ImportBatchMapping
+) -> dict[str, Any]:
+    """One entry of `data[]`, from a profile already `mapped_profile`."""
     item: dict[str, Any] = {}
-    if profile.first_name is not None:
-        item["_fname"] = profile.first_name
-    if profile.last_name is not None:
-        item["_lname"] = profile.last_name
-    if profile.email is not None:
-        item["email"] = profile.email
-    if profile.phone is not None:
-        item["phone"] = profile.phone
-    if matching in PROFILE_ID_MATCHING and backend_id is not None:
+    for source, field in mapping.fields.items():
+        value = source_value(profile, source)
+        if value is not None:
+            item[field] = value
+    if mapping.matching in PROFILE_ID_MATCHING and backend_id is not None:
         item["profile_id"] = backend_id
     for name, value in (profile.attributes or {}).items():
-        item[name] = value
-    item[EXTERNAL_ID_FIELD] = profile.external_id
+        if f"attributes.{name}" not in mapping.fields:
+            item[name] = value
+    entries = subscriptions(profile, mapping)
+    if entries:
+        item["subscriptions"] = entries
     return item
 
 
-def reserved_clash(profile: NormalizedProfile) -> str | None:
+def reserved_clash(profile: NormalizedProfile, mapping: ImportBatchMapping) -> str | None:
     """Why this profile's attributes cannot go out as top-level fields, or None."""
+    taken = set(mapping.fields.values()) | IMPORT_BATCH_GATEWAY_FIELDS
     for name in profile.attributes or {}:
-        if name in RESERVED_FIELDS or name.startswith("_"):
+        if f"attributes.{name}" in mapping.fields:
+            continue
+        if name in taken or name.startswith("_"):
             return (
                 f"attribute '{name}' would overwrite an import_batch field the gateway sets"
-                " (system fields start with '_'); rename the attribute"
+                " (system fields start with '_'); rename the attribute, or map it in the"
+                " mapping file's [import_batch.fields]"
             )
     return None
+
+
+def envelope(
+    token: str, db_id: int, mapping: ImportBatchMapping, data: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The request around `data[]`; the vendor's switches only when the file sets them."""
+    body: dict[str, Any] = {"token": token, "db_id": db_id, "matching": mapping.matching}
+    if mapping.matching in CUSTOM_MATCHING:
+        body["field_name"] = mapping.field_name
+    optional = {
+        "resource_id": mapping.resource_id,
+        "skip_triggers": mapping.skip_triggers,
+        "skip_invalid_subscriptions": mapping.skip_invalid_subscriptions,
+        "detect_geo": mapping.detect_geo,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    body["data"] = data
+    return body
 
 
 class ImportBatchAdapter:
     name: Backend = "import_batch"
 
-    def __init__(self, settings: Settings, sender: Sender) -> None:
+    def __init__(
+        self, settings: Settings, sender: Sender, *, mapping: ImportBatchMapping | None = None
+    ) -> None:
         self.batch_size = max(1, min(settings.import_batch_batch_size, MAX_PROFILES))
         self.sender = sender
         self.token = settings.import_batch_token
         self.db_id = settings.import_batch_db_id
-        self.matching = settings.import_batch_matching
+        self.mapping = mapping or ImportBatchMapping(matching=settings.import_batch_matching)
+        self.matching = self.mapping.matching
 
     def envelope(self, data: list[dict[str, Any]]) -> dict[str, Any]:
-        body: dict[str, Any] = {"token": self.token, "db_id": self.db_id, "matching": self.matching}
-        if self.matching in CUSTOM_MATCHING:
-            body["field_name"] = EXTERNAL_ID_FIELD
-        body["data"] = data
-        return body
+        return envelope(self.token, self.db_id, self.mapping, data)
 
     async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
         done: dict[int, Outcome] = {}
         pending: list[tuple[Item, dict[str, Any], int]] = []
         for item in items:
-            clash = reserved_clash(item.profile)
+            profile = mapped_profile(item.profile, self.mapping)
+            clash = reserved_clash(profile, self.mapping)
             if clash is not None:
                 done[item.delivery_id] = Outcome(item.delivery_id, "failed", clash)
                 continue
-            data = data_item(item.profile, item.backend_id, self.matching)
+            data = data_item(profile, item.backend_id, self.mapping)
             size = len(msgspec.json.encode(data)) + 1
             if size > MAX_BYTES - _ENVELOPE_BYTES:
                 done[item.delivery_id] = Outcome(

@@ -2,14 +2,16 @@
 
 Ocamba has no upsert. A profile it has never seen (no `backend_id` yet) is
 created with `POST /v1/hood/profiles` (201 with its `id`, synchronous); every
-profile with `attributes` then goes through `POST /v1/hood/profiles/import`,
+profile with custom properties (its attributes, and the fields the mapping's
+`fields` sends as properties) then goes through `POST /v1/hood/profiles/import`,
 which only updates `custom_properties` of existing ids and answers 202 (queued,
-never confirmed later). Consequences:
+never confirmed later). Each item's profile is first cut down to what the
+mapping lets Ocamba see (`exclude`). Consequences:
 
 - A profile Ocamba already knows gets only its attributes: changes to its email,
   phone or name cannot reach Ocamba through these two endpoints. Such a write
-  with no attributes is `confirmed` with nothing sent: there is nothing Ocamba
-  would take.
+  with no custom properties is `confirmed` with nothing sent: there is nothing
+  Ocamba would take.
 - A create that got its 201 is never repeated: the id travels in the outcome
   even when the import after it has to be retried, and a 201 whose id cannot be
   read is `failed`, not retried, because a retry would create a second profile.
@@ -35,10 +37,11 @@ from gateway.backends.base import (
     PermanentError,
     Sender,
     TransientError,
-    attribute_text,
-    attribute_type,
 )
 from gateway.config import Settings
+from gateway.mapping.model import OcambaMapping
+from gateway.mapping.values import WIRE_TYPE, ValueProblem, as_text, restrict
+from gateway.mapping.values import custom_properties as mapped_properties
 from gateway.schema import Backend, NormalizedProfile
 
 log = logging.getLogger("gateway.backends.ocamba")
@@ -80,14 +83,24 @@ def create_body(profile: NormalizedProfile) -> dict[str, str]:
     return body
 
 
-def custom_properties(profile: NormalizedProfile) -> dict[str, dict[str, Any]]:
+def custom_properties(
+    profile: NormalizedProfile, mapping: OcambaMapping
+) -> dict[str, dict[str, Any]]:
+    """Raises `ValueProblem` when the mapping cannot apply to this profile."""
     return {
-        name: {"type": attribute_type(value), "value": attribute_text(value)}
-        for name, value in (profile.attributes or {}).items()
+        prop.name: {"type": WIRE_TYPE, "value": as_text(prop.value)}
+        for prop in mapped_properties(profile, mapping.fields, mapping.attribute_types)
     }
 
 
-def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, Any]:
+def mapped_profile(profile: NormalizedProfile, mapping: OcambaMapping) -> NormalizedProfile:
+    """The profile as far as Ocamba may see it (the mapping's exclusions)."""
+    return restrict(profile, mapping.exclude, mapping.unmapped_attributes, mapping.fields)
+
+
+def import_body(
+    entries: Sequence[tuple[str, NormalizedProfile]], mapping: OcambaMapping
+) -> dict[str, Any]:
     """The import request for (Ocamba id, profile) pairs, in write order.
 
     Ocamba refuses an id twice in one request; two writes of one profile in a
@@ -95,7 +108,7 @@ def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, A
     had they been sent one after the other."""
     merged: dict[str, dict[str, dict[str, Any]]] = {}
     for backend_id, profile in entries:
-        merged.setdefault(backend_id, {}).update(custom_properties(profile))
+        merged.setdefault(backend_id, {}).update(custom_properties(profile, mapping))
     return {
         "profiles": [
             {"id": backend_id, "custom_properties": properties}
@@ -104,14 +117,17 @@ def import_body(entries: Sequence[tuple[str, NormalizedProfile]]) -> dict[str, A
     }
 
 
-def unsendable(profile: NormalizedProfile, *, known: bool) -> str | None:
+def unsendable(profile: NormalizedProfile, mapping: OcambaMapping, *, known: bool) -> str | None:
     """Why this profile can never be delivered as it is, or None. `known`:
     Ocamba has an id for it already, so nothing needs creating."""
-    attributes = profile.attributes or {}
-    if len(attributes) > MAX_CUSTOM_PROPERTIES:
+    try:
+        count = len(custom_properties(profile, mapping))
+    except ValueProblem as exc:
+        return f"ocamba: {exc}"
+    if count > MAX_CUSTOM_PROPERTIES:
         return (
             f"Ocamba accepts at most {MAX_CUSTOM_PROPERTIES} custom properties per profile;"
-            f" this profile has {len(attributes)}"
+            f" this profile has {count}"
         )
     if not known and not (profile.email or profile.phone):
         return NEEDS_CONTACT
@@ -126,6 +142,7 @@ class OcambaAdapter:
         settings: Settings,
         sender: Sender,
         *,
+        mapping: OcambaMapping | None = None,
         time_budget: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -135,6 +152,7 @@ class OcambaAdapter:
         worker would then create the same profiles again). None: no budget."""
         self.batch_size = max(1, settings.ocamba_import_batch_size)
         self.sender = sender
+        self.mapping = mapping or OcambaMapping()
         self.time_budget = time_budget
         self.clock = clock
 
@@ -145,8 +163,12 @@ class OcambaAdapter:
 class _Delivery:
     """One `deliver` call: what is done so far, so a failure can hand back the rest."""
 
-    def __init__(self, adapter: OcambaAdapter, items: Sequence[Item]) -> None:
+    def __init__(self, adapter: OcambaAdapter, given: Sequence[Item]) -> None:
         self.adapter = adapter
+        items = [
+            msgspec.structs.replace(i, profile=mapped_profile(i.profile, adapter.mapping))
+            for i in given
+        ]
         self.items = items
         self.done: dict[int, Outcome] = {}
         self.ids: dict[int, str] = {i.delivery_id: i.backend_id for i in items if i.backend_id}
@@ -193,7 +215,7 @@ class _Delivery:
             external_id = item.profile.external_id
             if delivery_id not in self.ids and external_id in self.known:
                 self.ids[delivery_id] = self.known[external_id]
-            reason = unsendable(item.profile, known=delivery_id in self.ids)
+            reason = unsendable(item.profile, self.adapter.mapping, known=delivery_id in self.ids)
             if reason is not None:
                 self.done[delivery_id] = Outcome(
                     delivery_id, "failed", reason, backend_id=self.ids.get(delivery_id)
@@ -206,7 +228,7 @@ class _Delivery:
                     self.done[delivery_id] = Outcome(delivery_id, "failed", str(exc))
                     continue
                 self.known[external_id] = self.ids[delivery_id]
-            if item.profile.attributes:
+            if custom_properties(item.profile, self.adapter.mapping):
                 to_import.append(item)
             else:
                 # Created just now (201 is synchronous), or known and nothing
@@ -240,7 +262,9 @@ class _Delivery:
     async def _import(self, chunk: Sequence[Item]) -> None:
         self._before_call()
         self.current = {i.delivery_id for i in chunk}
-        body = import_body([(self.ids[i.delivery_id], i.profile) for i in chunk])
+        body = import_body(
+            [(self.ids[i.delivery_id], i.profile) for i in chunk], self.adapter.mapping
+        )
         try:
             await self.adapter.sender.post("import", IMPORT_PATH, json=body)
         except PermanentError as exc:

@@ -10,7 +10,8 @@ Decisions where Omneo's doc (seeds/002, seeds/004) is silent:
 
 - `custom_attributes[].value` is sent as a string, because the doc's schema types
   it as one (`"value": "<string>"`), with `type` "string", the only type the doc
-  shows (`attribute_type`).
+  shows; an attribute the mapping file types `date` goes to `dates_attributes`
+  instead, the doc's own place for dates.
 - `gender`: the doc shows only "male" (the first value of its enum); "female" is
   sent too, "other"/"unknown" are dropped rather than risk a rejected batch.
 - A batch Omneo refuses as a whole with 400/422 is split in halves to find the
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -35,17 +36,23 @@ from gateway.backends.base import (
     TransientError,
     retry_the_rest,
 )
-from gateway.backends.base import attribute_text as _attribute_text
-from gateway.backends.base import attribute_type as _attribute_type
 from gateway.backends.omneo_keys import match_key_of_profile
 from gateway.config import Settings
+from gateway.mapping.model import OmneoMapping
+from gateway.mapping.values import (
+    WIRE_TYPE,
+    ValueProblem,
+    as_text,
+    custom_properties,
+    restrict,
+    source_value,
+)
 from gateway.schema import Address, Backend, NormalizedProfile
 
 log = logging.getLogger("gateway.backends.omneo")
 
 BATCH_PATH: Final = "/v3/profiles/batch"
 MAX_BATCH: Final = 500  # seeds/002: 1-500 profiles
-ATTRIBUTE_NAMESPACE: Final = "gateway"
 GENDERS: Final = frozenset({"male", "female"})
 
 _SPLIT_ON: Final = frozenset({400, 422})
@@ -97,9 +104,28 @@ def _address(address: Address) -> dict[str, Any]:
     return body
 
 
-def profile_body(profile: NormalizedProfile) -> dict[str, Any]:
+def mapped_profile(profile: NormalizedProfile, mapping: OmneoMapping) -> NormalizedProfile:
+    """The profile as far as Omneo may see it (the mapping's exclusions)."""
+    return restrict(profile, mapping.exclude, mapping.unmapped_attributes, mapping.fields)
+
+
+def identities(profile: NormalizedProfile, mapping: OmneoMapping) -> dict[str, str]:
+    """The profile's own identities, and those the mapping makes of its fields
+    (which win: one handle names one identifier)."""
+    found = dict(profile.identities or {})
+    for handle, source in mapping.identities.items():
+        value = source_value(profile, source)
+        if value is not None:
+            found[handle] = str(value)
+    return found
+
+
+def profile_body(profile: NormalizedProfile, mapping: OmneoMapping | None = None) -> dict[str, Any]:
     """One entry of `profiles[]`: only fields given, so a batch never blanks a
-    field Omneo has (and Omneo's merge leaves absent fields alone)."""
+    field Omneo has (and Omneo's merge leaves absent fields alone). `profile`
+    is already `mapped_profile`; raises `ValueProblem` when the mapping's
+    types cannot hold its values."""
+    mapping = mapping or OmneoMapping()
     body: dict[str, Any] = {}
     for key in ("first_name", "last_name", "email", "title", "company", "occupation"):
         value = getattr(profile, key)
@@ -115,20 +141,30 @@ def profile_body(profile: NormalizedProfile) -> dict[str, Any]:
         body["birth_year"] = profile.birth_date.year
     if profile.tags is not None:
         body["tags"] = list(profile.tags)
-    if profile.identities:
+    handles = identities(profile, mapping)
+    if handles:
         body["identities"] = [
             {"handle": handle, "identifier": identifier, "is_active": True}
-            for handle, identifier in profile.identities.items()
+            for handle, identifier in handles.items()
         ]
-    if profile.attributes:
+    attributes = custom_properties(profile, mapping.fields, mapping.attribute_types)
+    texts = [prop for prop in attributes if prop.type != "date"]
+    if texts:
         body["custom_attributes"] = [
             {
-                "namespace": ATTRIBUTE_NAMESPACE,
-                "handle": name,
-                "type": _attribute_type(value),
-                "value": _attribute_text(value),
+                "namespace": mapping.attribute_namespace,
+                "handle": prop.name,
+                "type": WIRE_TYPE,
+                "value": as_text(prop.value),
             }
-            for name, value in profile.attributes.items()
+            for prop in texts
+        ]
+    dates = [prop for prop in attributes if prop.type == "date"]
+    if dates:
+        # The doc's own place for a date, checked there as Y-m-d; a custom
+        # attribute could only carry it as text.
+        body["dates_attributes"] = [
+            {"handle": prop.name, "name": prop.name, "date": as_text(prop.value)} for prop in dates
         ]
     if profile.addresses is not None:
         body["addresses"] = [_address(address) for address in profile.addresses]
@@ -143,10 +179,18 @@ def profile_body(profile: NormalizedProfile) -> dict[str, Any]:
     return body
 
 
-def batch_body(match_criteria: str, items: Sequence[Item]) -> dict[str, Any]:
+def batch_body(
+    mapping: OmneoMapping,
+    items: Sequence[Item],
+    bodies: Mapping[int, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`items` hold mapped profiles; `bodies`, their entries built already."""
     return {
-        "match_criteria": match_criteria,
-        "profiles": [profile_body(item.profile) for item in items],
+        "match_criteria": mapping.match_criteria,
+        "profiles": [
+            bodies[item.delivery_id] if bodies else profile_body(item.profile, mapping)
+            for item in items
+        ],
         "import_job_id": import_job_id(items),
     }
 
@@ -154,25 +198,37 @@ def batch_body(match_criteria: str, items: Sequence[Item]) -> dict[str, Any]:
 class OmneoAdapter:
     name: Backend = "omneo"
 
-    def __init__(self, settings: Settings, sender: Sender) -> None:
+    def __init__(
+        self, settings: Settings, sender: Sender, *, mapping: OmneoMapping | None = None
+    ) -> None:
         self.batch_size = max(1, min(settings.omneo_batch_size, MAX_BATCH))
-        self.match_criteria = settings.omneo_match_criteria
+        self.mapping = mapping or OmneoMapping(match_criteria=settings.omneo_match_criteria)
+        self.match_criteria = self.mapping.match_criteria
         self.sender = sender
 
     async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
         done: dict[int, Outcome] = {}
         sendable: list[Item] = []
+        bodies: dict[int, dict[str, Any]] = {}
         for item in items:
+            item = msgspec.structs.replace(item, profile=mapped_profile(item.profile, self.mapping))
             if self._key(item) is None:
                 reason = missing_key_reason(self.match_criteria)
                 done[item.delivery_id] = Outcome(item.delivery_id, "failed", reason)
-            else:
-                sendable.append(item)
+                continue
+            try:
+                bodies[item.delivery_id] = profile_body(item.profile, self.mapping)
+            except ValueProblem as exc:
+                done[item.delivery_id] = Outcome(
+                    item.delivery_id, "failed", f"omneo: {exc}", match_key=self._key(item)
+                )
+                continue
+            sendable.append(item)
         budget = _SplitBudget(_SPLIT_BUDGET)
         failure: TransientError | None = None
         try:
             for chunk in _chunks(sendable, self.batch_size):
-                await self._send(chunk, done, budget)
+                await self._send(chunk, bodies, done, budget)
         except TransientError as exc:
             failure = exc
         return retry_the_rest(
@@ -180,19 +236,23 @@ class OmneoAdapter:
         )
 
     def _key(self, item: Item) -> str | None:
-        return match_key_of_profile(item.profile, self.match_criteria)
+        return match_key_of_profile(item.profile, self.match_criteria, self.mapping.identities)
 
     async def _send(
-        self, chunk: Sequence[Item], done: dict[int, Outcome], budget: _SplitBudget
+        self,
+        chunk: Sequence[Item],
+        bodies: Mapping[int, dict[str, Any]],
+        done: dict[int, Outcome],
+        budget: _SplitBudget,
     ) -> None:
-        body = batch_body(self.match_criteria, chunk)
+        body = batch_body(self.mapping, chunk, bodies)
         try:
             response = await self.sender.post("batch", BATCH_PATH, json=body)
         except PermanentError as exc:
             if exc.status in _SPLIT_ON and len(chunk) > 1 and budget.take(2):
                 middle = len(chunk) // 2
-                await self._send(chunk[:middle], done, budget)
-                await self._send(chunk[middle:], done, budget)
+                await self._send(chunk[:middle], bodies, done, budget)
+                await self._send(chunk[middle:], bodies, done, budget)
                 return
             for item in chunk:
                 done[item.delivery_id] = Outcome(

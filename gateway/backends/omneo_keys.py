@@ -6,15 +6,28 @@ webhook that confirms it always agree on the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from gateway.mapping.values import source_value
 from gateway.schema import NormalizedProfile
 
 
-def match_key_of_profile(profile: NormalizedProfile, match_criteria: str) -> str | None:
+def match_key_of_profile(
+    profile: NormalizedProfile,
+    match_criteria: str,
+    identities: Mapping[str, str] | None = None,
+) -> str | None:
+    """`identities`: the mapping file's handle -> source; a handle it names is
+    read from that source, as the batch sends it, not from the profile's own."""
     if match_criteria == "email":
         return profile.email.lower() if profile.email else None
-    identifier = (profile.identities or {}).get(match_criteria)
+    source = (identities or {}).get(match_criteria)
+    if source is not None:
+        value = source_value(profile, source)
+        identifier = None if value is None else str(value)
+    else:
+        identifier = (profile.identities or {}).get(match_criteria)
     return f"{match_criteria}:{identifier}" if identifier else None
 
 

@@ -18,6 +18,7 @@ from gateway.backends.ocamba import OcambaAdapter
 from gateway.backends.omneo import OmneoAdapter
 from gateway.config import Settings
 from gateway.dispatch.ratelimit import FixedWindowPacer, optional_pacer
+from gateway.mapping.model import Mappings
 from gateway.schema import Backend
 
 # (backend, endpoint, status, seconds): status is the HTTP code, "timeout" or "error".
@@ -53,10 +54,12 @@ def build_adapters(
     on_call: BackendCallObserver | None = None,
     on_wait: BackendWaitObserver | None = None,
     pacers: dict[Backend, FixedWindowPacer] | None = None,
+    mapping: Mappings | None = None,
 ) -> dict[Backend, BackendAdapter]:
     """Adapters for the backends whose URL is set. `client` is one client for
     all, or one per backend (tests route each to its simulator). `pacers`, if
-    given, receives each backend's pacer (the operator page shows its headroom)."""
+    given, receives each backend's pacer (the operator page shows its headroom).
+    `mapping`: what each backend gets; None, the built-in mapping."""
 
     def client_for(backend: Backend) -> httpx.AsyncClient:
         return client if isinstance(client, httpx.AsyncClient) else client[backend]
@@ -102,6 +105,7 @@ def build_adapters(
             adapters[backend] = OcambaAdapter(
                 settings,
                 sender(backend, settings.ocamba_url, pacer, headers),
+                mapping=mapping.ocamba if mapping else None,
                 time_budget=ocamba_time_budget(settings),
             )
         elif backend == "omneo":
@@ -113,7 +117,9 @@ def build_adapters(
             )
             headers = {"Authorization": f"Bearer {settings.omneo_token}"}
             adapters[backend] = OmneoAdapter(
-                settings, sender(backend, settings.omneo_url, pacer, headers)
+                settings,
+                sender(backend, settings.omneo_url, pacer, headers),
+                mapping=mapping.omneo if mapping else None,
             )
         else:
             # import_batch takes its token in the body, not in a header.
@@ -124,7 +130,9 @@ def build_adapters(
                 on_wait=wait_observer(backend),
             )
             adapters[backend] = ImportBatchAdapter(
-                settings, sender(backend, settings.import_batch_url, pacer, {})
+                settings,
+                sender(backend, settings.import_batch_url, pacer, {}),
+                mapping=mapping.import_batch if mapping else None,
             )
         if pacers is not None:
             pacers[backend] = pacer

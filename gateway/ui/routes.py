@@ -11,6 +11,7 @@ import logging
 import re
 from urllib.parse import parse_qs
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -48,6 +49,7 @@ def routes() -> list[BaseRoute]:
         Route("/ui/api/deliveries", list_deliveries, methods=["GET"]),
         Route("/ui/api/profiles/{external_id:path}", get_profile, methods=["GET"]),
         Route("/ui/api/replay", replay, methods=["POST"]),
+        Route("/ui/api/mapping", get_mapping, methods=["GET"]),
     ]
 
 
@@ -168,6 +170,15 @@ async def get_profile(request: Request) -> Response:
     if view is None:
         raise ApiError(404, "not_found", "no profile with that external_id")
     return json_response(summarize(view, ctx.configured), headers={"Cache-Control": "no-store"})
+
+
+async def get_mapping(request: Request) -> Response:
+    """The mapping in force, every table complete (read-only)."""
+    session.ui_app(request)
+    mapping = context(request).mapping
+    body = msgspec.to_builtins(mapping, order="deterministic")
+    source = body.pop("source", None)
+    return json_response({"source": source, "mapping": body})
 
 
 async def replay(request: Request) -> Response:

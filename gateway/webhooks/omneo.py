@@ -102,7 +102,8 @@ async def receive(request: Request) -> Response:
     if event not in EVENTS:
         raise ApiError(404, "not_found", f"no webhook of that name; known: {', '.join(EVENTS)}")
 
-    stored = read_event(event, body, settings.omneo_match_criteria, time.time())
+    # The mapping file's match_criteria, as the batches were sent with it.
+    stored = read_event(event, body, ctx.mapping.omneo.match_criteria, time.time())
     saved = await ctx.store.save_webhook(stored)
     # Before the duplicate check, so a resent bad body gets the same 400 again.
     if stored.invalid:

@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import describe
+from gateway.config import Settings, describe
+from gateway.mapping.load import mappings_for
 from tests.deploy import chart
 from tests.deploy.chart import Manifest, only, render
 
@@ -315,6 +316,31 @@ def test_config_and_secrets_reach_the_container() -> None:
     assert annotations["checksum/config"] == other_annotations["checksum/config"]
 
 
+def test_the_mapping_file_is_a_configmap_mounted_where_gateway_mapping_file_points() -> None:
+    toml = (chart.ROOT / "docs" / "mapping.example.toml").read_text()
+    manifests = render({"mapping": toml})
+    [mapping] = [m for m in manifests if m.kind == "ConfigMap" and m.name.endswith("-mapping")]
+    assert mapping.doc["data"] == {"mapping.toml": toml}
+    c = container(manifests)
+    assert env_of(c)["GATEWAY_MAPPING_FILE"] == "/etc/gateway/mapping.toml"
+    assert {"name": "mapping", "mountPath": "/etc/gateway", "readOnly": True} in c["volumeMounts"]
+    spec = only(manifests, "Deployment").doc["spec"]["template"]["spec"]
+    assert {"name": "mapping", "configMap": {"name": mapping.name}} in spec["volumes"]
+    # The file as the gateway will read it: valid, and as the example says.
+    mounted = mappings_for(Settings(mapping_file=str(chart.ROOT / "docs" / "mapping.example.toml")))
+    assert mounted.import_batch.field_name == "CRM_ID"
+    # A changed file rolls the pods.
+    annotations = only(manifests, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
+    other = render({"mapping": toml.replace("CRM_ID", "CUST_ID")})
+    other_annotations = only(other, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/mapping"] != other_annotations["checksum/mapping"]
+    # Without one: no ConfigMap, no mount, no variable, the built-in mapping.
+    plain = render()
+    assert not [m for m in plain if m.name.endswith("-mapping")]
+    assert "GATEWAY_MAPPING_FILE" not in env_of(container(plain))
+    assert all(m["name"] != "mapping" for m in container(plain)["volumeMounts"])
+
+
 def test_an_existing_secret_replaces_the_charts() -> None:
     manifests = render({"secrets": {"existingSecret": "gateway-tokens"}})
     assert "Secret" not in chart.kinds(manifests)
@@ -347,6 +373,8 @@ def test_an_existing_secret_replaces_the_charts() -> None:
         ({"secrets": {"values": {"GATEWAY_OMNEO_URL": "x"}}}, "GATEWAY_OMNEO_URL"),
         ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
         ({"replicas": 3}, "replicas"),
+        ({"mapping": {"ocamba": {}}}, "/mapping"),
+        ({"config": {"GATEWAY_MAPPING_FILE": "/x.toml"}}, "GATEWAY_MAPPING_FILE"),
     ],
 )
 def test_values_schema_refuses_settings_that_cannot_work(

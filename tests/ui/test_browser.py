@@ -142,6 +142,11 @@ def test_replay_a_dead_letter_by_clicking(
     attempts = '#profile-backends tr[data-backend="import_batch"] td.attempts'
     assert text_of(browser, attempts) == "1"
 
+    # The mapping in force, read-only: the built-in one here, opened to read.
+    assert "built-in mapping" in text_of(browser, "#mapping-source")
+    browser.find_element(By.CSS_SELECTOR, "#mapping-title ~ details summary").click()
+    wait.until(lambda d: '"matching": "email"' in text_of(d, "#mapping"))
+
     shot = tmp_path / "ui.png"
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -295,3 +296,24 @@ def test_sign_out_ends_the_session_in_the_browser(signed_in: TestClient) -> None
     assert r.status_code == 204
     assert f'{session.COOKIE}=""' in r.headers["set-cookie"]
     assert signed_in.get("/ui", headers=HTML).status_code == 401
+
+
+def test_the_mapping_in_force_is_shown_read_only(settings: Settings, tmp_path: Any) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[ocamba]\nexclude = ["phone"]\n[omneo]\nattribute_namespace = "crm"\n')
+    app = create_app(msgspec.structs.replace(settings, mapping_file=str(path)))
+    with TestClient(app) as c:
+        assert c.get("/ui/api/mapping").status_code == 401
+        body = c.get("/ui/api/mapping", headers=AUTH).json()
+        assert c.post("/ui/api/mapping", headers=AUTH).status_code == 405
+    assert body["source"] == str(path)
+    assert body["mapping"]["ocamba"]["exclude"] == ["phone"]
+    assert body["mapping"]["omneo"]["attribute_namespace"] == "crm"
+    assert body["mapping"]["omneo"]["match_criteria"] == "email"
+    assert body["mapping"]["import_batch"]["fields"]["external_id"] == "external_id"
+
+
+def test_without_a_file_the_page_shows_the_built_in_mapping(signed_in: TestClient) -> None:
+    body = signed_in.get("/ui/api/mapping").json()
+    assert body["source"] is None
+    assert body["mapping"]["import_batch"]["matching"] == "email"

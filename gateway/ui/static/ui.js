@@ -328,6 +328,15 @@
     loadDeliveries().catch((error) => notice(error.message, true));
   }
 
+  // Read once: the mapping is fixed for the life of the process.
+  async function loadMapping() {
+    const body = await api("/ui/api/mapping");
+    $("mapping-source").textContent = body.source
+      ? `From ${body.source} (GATEWAY_MAPPING_FILE), defaults filled in.`
+      : "The built-in mapping (GATEWAY_MAPPING_FILE is not set).";
+    $("mapping").textContent = JSON.stringify(body.mapping, null, 2);
+  }
+
   function start() {
     for (const tab of $("state-tabs").querySelectorAll("button")) {
       tab.addEventListener("click", () => selectState(tab.dataset.state));
@@ -363,6 +372,7 @@
       }
     });
     refresh();
+    loadMapping().catch((error) => notice(error.message, true));
     setInterval(() => {
       if (!view.paused && !document.hidden) refresh();
     }, REFRESH_MS);
