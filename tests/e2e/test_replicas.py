@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 import httpx
 
-from gateway.simulators.runner import SimulatorConfig
 from tests.servers import free_base_port
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -97,22 +96,36 @@ class Cluster:
 @contextmanager
 def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
     with fresh_database() as database:
-        sim_base, gw_base = free_base_port(3), free_base_port(replicas)
+        sim_base, gw_base = free_base_port(6), free_base_port(replicas)
         gateways = [f"http://127.0.0.1:{gw_base + i}" for i in range(replicas)]
         sims = {
             "ocamba": f"http://127.0.0.1:{sim_base}",
             "omneo": f"http://127.0.0.1:{sim_base + 1}",
             "import_batch": f"http://127.0.0.1:{sim_base + 2}",
         }
-        simulate = [
+        # Ocamba's simulator runs in a process of its own, as the real Ocamba is a
+        # service of its own. Sharing one event loop with the Omneo and
+        # import_batch simulators (20,000 profiles in 1,000-profile batches, and
+        # 20,000 signed webhooks sent back) stalled that loop for up to 3 s on a
+        # loaded 2-core machine; requests the gateway's pacer had admitted in one
+        # window then reached Ocamba's rate-limit count in a later one, together
+        # with that window's own. That is the cause of the window 429s some runs
+        # drew (README, "Fault and security tests"). Each process also serves the
+        # simulators it is not used for, on ports nobody calls.
+        simulate_ocamba = [
             "simulate",
-            *("--ocamba-port", str(sim_base), "--omneo-port", str(sim_base + 1)),
-            *("--import-batch-port", str(sim_base + 2)),
-            # Omneo's webhooks reach one replica, as through a load balancer.
-            *("--webhook-base-url", gateways[0], "--webhook-secret", SECRET),
+            *("--ocamba-port", str(sim_base), "--omneo-port", str(sim_base + 3)),
+            *("--import-batch-port", str(sim_base + 4)),
             *("--ocamba-per-second", str(OCAMBA_PER_SECOND)),
             *("--ocamba-per-minute", str(OCAMBA_PER_MINUTE)),
             *("--ocamba-minute-window", str(OCAMBA_MINUTE)),
+        ]
+        simulate_others = [
+            "simulate",
+            *("--ocamba-port", str(sim_base + 5), "--omneo-port", str(sim_base + 1)),
+            *("--import-batch-port", str(sim_base + 2)),
+            # Omneo's webhooks reach one replica, as through a load balancer.
+            *("--webhook-base-url", gateways[0], "--webhook-secret", SECRET),
         ]
         env = {
             "GATEWAY_DATABASE_URL": database,
@@ -129,22 +142,27 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
             "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
             # A replica killed mid-batch leaves leases that others take over after this.
             "GATEWAY_LEASE_SECONDS": "30",
-            # One simulator process serves three replicas: give it time.
+            # One simulator process serves three replicas' Omneo and import_batch
+            # calls: give it time.
             "GATEWAY_BACKEND_TIMEOUT": "15",
             "GATEWAY_RETRY_BASE": "0.2",
             "GATEWAY_RETRY_CAP": "2",
             "GATEWAY_LOG_LEVEL": "WARNING",
             "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for
         }
-        processes = [spawn(simulate, {}, tmp_path / "simulate.log")]
+        processes = [
+            spawn(simulate_ocamba, {}, tmp_path / "simulate-ocamba.log"),
+            spawn(simulate_others, {}, tmp_path / "simulate.log"),
+        ]
         try:
-            wait_until_up(f"{sims['import_batch']}/_sim/stats", processes[0])
+            wait_until_up(f"{sims['ocamba']}/_sim/stats", processes[0])
+            wait_until_up(f"{sims['import_batch']}/_sim/stats", processes[1])
             for i in range(replicas):
                 port_env = {**env, "GATEWAY_PORT": str(gw_base + i)}
                 processes.append(spawn(["serve"], port_env, tmp_path / f"gateway-{i}.log"))
-            for url, proc in zip(gateways, processes[1:], strict=True):
+            for url, proc in zip(gateways, processes[2:], strict=True):
                 wait_until_up(f"{url}/readyz", proc)
-            yield Cluster(gateways, processes[1:], sims, database)
+            yield Cluster(gateways, processes[2:], sims, database)
         finally:
             for proc in reversed(processes):
                 stop(proc)
@@ -221,12 +239,11 @@ def assert_every_profile_arrived(sent: dict[str, collections.Counter[str]]) -> N
     assert set(sent["ocamba"]) == {f"r{i}@example.com" for i in range(TO_OCAMBA)}
 
 
-def assert_ocamba_limits_held(c: Cluster, strays: int = 0) -> dict[str, Any]:
-    """`strays`: requests nobody alive could count (see the SIGKILL test)."""
+def assert_ocamba_limits_held(c: Cluster) -> dict[str, Any]:
     stats: dict[str, Any] = httpx.get(f"{c.sims['ocamba']}/_sim/stats").json()
-    assert stats["throttled_window"] <= strays, stats
-    assert stats["max_arrivals_second_window"] <= OCAMBA_PER_SECOND + strays, stats
-    assert stats["max_arrivals_minute_window"] <= OCAMBA_PER_MINUTE + strays, stats
+    assert stats["throttled_window"] == 0, stats
+    assert stats["max_arrivals_second_window"] <= OCAMBA_PER_SECOND, stats
+    assert stats["max_arrivals_minute_window"] <= OCAMBA_PER_MINUTE, stats
     return stats
 
 
@@ -258,12 +275,9 @@ def test_a_replica_killed_mid_drain_loses_nothing(tmp_path: Path) -> None:
         wait_drained(c, within=600)
         sent = sent_ids(c)
         assert_every_profile_arrived(sent)
-        # If the killed replica led Ocamba, the requests it had on the wire (at
-        # most Ocamba's 4 in flight) are stamped when the simulator's busy event
-        # loop gets to them, which can be after the new leader started its
-        # window: no live process can count those. That is our reading of the
-        # 1 or 2 window 429s some runs of this test drew; the test without a
-        # kill allows none.
-        assert_ocamba_limits_held(c, strays=SimulatorConfig().ocamba_max_in_flight)
+        # If the killed replica led Ocamba, the requests it had on the wire reach
+        # Ocamba's own, idle loop at once, long before the next leader starts
+        # (one window after the takeover at the earliest): no window 429 either.
+        stats = assert_ocamba_limits_held(c)
         duplicates = {b: sum(n - 1 for n in counts.values()) for b, counts in sent.items()}
-        print(f"\nkilled one replica mid-drain: nothing lost; sent again: {duplicates}")
+        print(f"\nkilled a replica mid-drain: nothing lost; sent again: {duplicates}; ocamba {stats}")
