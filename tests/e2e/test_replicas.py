@@ -280,4 +280,4 @@ def test_a_replica_killed_mid_drain_loses_nothing(tmp_path: Path) -> None:
         # (one window after the takeover at the earliest): no window 429 either.
         stats = assert_ocamba_limits_held(c)
         duplicates = {b: sum(n - 1 for n in counts.values()) for b, counts in sent.items()}
-        print(f"\nkilled a replica mid-drain: nothing lost; sent again: {duplicates}; ocamba {stats}")
+        print(f"\nkilled a replica: nothing lost; sent again: {duplicates}; ocamba {stats}")
