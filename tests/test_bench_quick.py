@@ -22,7 +22,7 @@ PARTS = ("accept", "single_post", "drain", "rate_use", "call_efficiency", "memor
 
 def test_quick_run_fills_every_part(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
-        pytest.fail("wrk is not installed: `apt-get install wrk` (.ci/run installs it)")
+        pytest.fail("wrk is not installed: `apt-get install wrk` (./scripts/test installs it)")
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json", str(out)],

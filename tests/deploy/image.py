@@ -29,7 +29,7 @@ MIRROR = os.environ.get("PROFILE_GATEWAY_DEBIAN_MIRROR", "http://deb.debian.org/
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 INSTALL_HINT = (
     "buildah and debootstrap are needed to build the image here: "
-    "apt-get install -y --no-install-recommends buildah debootstrap (.ci/run does this)"
+    "apt-get install -y --no-install-recommends buildah debootstrap (./scripts/test does this)"
 )
 
 

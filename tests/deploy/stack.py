@@ -32,7 +32,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 INSTALL_HINT = (
     "Debian's prometheus package is needed (it gives /usr/bin/prometheus and "
     "/usr/bin/promtool): apt-get install -y --no-install-recommends prometheus "
-    "(.ci/run does this)"
+    "(./scripts/test does this)"
 )
 
 WEBHOOK_SECRET = "deploy-webhook-secret"
