@@ -31,7 +31,7 @@ from gateway.schema import NormalizedProfile
 from gateway.store.base import NewRequest
 from gateway.store.sqlite import SQLiteStore
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 
 
 @contextlib.contextmanager
@@ -43,7 +43,7 @@ def gateway_process(tmp: str, batch_max: int) -> Iterator[str]:
         **os.environ,
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
-        "GATEWAY_API_TOKENS": f"bench:{TOKEN}",
+        "GATEWAY_API_TOKENS": f"bench:{TOKEN}:write+read+operate+erase",
         "GATEWAY_STORE_BATCH_MAX": str(batch_max),
         "GATEWAY_OCAMBA_URL": "http://127.0.0.1:9",
         "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",

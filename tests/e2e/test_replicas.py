@@ -25,9 +25,10 @@ import httpx
 
 from gateway.simulators.runner import SimulatorConfig
 from tests.servers import free_base_port
+from tests.tokens import api_token, entry
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-TOKEN = "replica-token"
+TOKEN = api_token("replica")
 SECRET = "replica-webhook-secret"
 TOTAL = 20_000
 TO_OCAMBA = 600  # Ocamba is paced: 600 creates take about 10 s at the limits below
@@ -116,7 +117,7 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
         ]
         env = {
             "GATEWAY_DATABASE_URL": database,
-            "GATEWAY_API_TOKENS": f"crm:{TOKEN}",
+            "GATEWAY_API_TOKENS": entry("crm", TOKEN),
             "GATEWAY_OCAMBA_URL": sims["ocamba"],
             "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
             "GATEWAY_OCAMBA_RATE_PER_SECOND": str(OCAMBA_PER_SECOND),
