@@ -34,8 +34,8 @@ from gateway.api.openapi import build_openapi
 from gateway.app import create_app
 from gateway.config import Settings
 from tests.conftest import AUTH, TOKEN
-from tests.tokens import entry
 from tests.servers import free_port, serve
+from tests.tokens import entry
 
 Case = schemathesis.Case[Any]
 SECRET = "fuzz-webhook-secret"

@@ -34,8 +34,8 @@ from gateway.bulk_import import checkpoint as cp_file
 from gateway.bulk_import.runner import Options, run
 from gateway.config import Settings
 from tests.conftest import TOKEN
-from tests.tokens import entry
 from tests.servers import serve
+from tests.tokens import entry as token_entry
 
 
 class Tripwire:
@@ -84,7 +84,7 @@ def gateway(settings: Settings) -> Iterator[tuple[str, Tripwire]]:
 def _settings(tmp_path: Path, **extra: Any) -> Settings:
     return Settings(
         database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        api_tokens=entry("crm", TOKEN),
+        api_tokens=token_entry("crm", TOKEN),
         import_batch_url="http://127.0.0.1:9",
         dispatcher_enabled=False,
         **extra,

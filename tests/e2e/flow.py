@@ -20,8 +20,8 @@ from gateway.schema import Backend
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 from gateway.simulators.serving import serve_app
 from tests.conftest import TOKEN
-from tests.tokens import entry
 from tests.servers import free_port
+from tests.tokens import entry
 
 WEBHOOK_SECRET = "e2e-webhook-secret"
 

@@ -27,8 +27,8 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.simulators.import_batch import create_import_batch_app
 from tests.conftest import AUTH, TOKEN
-from tests.tokens import entry
 from tests.servers import serve
+from tests.tokens import entry
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
