@@ -76,8 +76,9 @@ def test_on_postgresql_a_sign_out_holds_on_every_replica(
         assert with_cookie(b, cookie) == 401
         kept = sign_in(b)
         assert with_cookie(a, kept) == 200
+        store: Store = b.app.state.ctx.store  # type: ignore[attr-defined]
         assert b.portal is not None
-        assert b.portal.call(b.app.state.ctx.store.end_all_ui_sessions) == 1  # type: ignore[attr-defined]
+        assert b.portal.call(store.end_all_ui_sessions) == 1
         assert with_cookie(a, kept) == 401
 
 
