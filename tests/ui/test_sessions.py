@@ -26,13 +26,13 @@ def sign_in(client: TestClient) -> str:
     client.cookies.clear()
     r = client.post("/ui/session", data={"token": TOKEN}, follow_redirects=False)
     assert r.status_code == 303
-    return client.cookies[session.COOKIE]
+    return str(client.cookies[session.COOKIE])
 
 
 def with_cookie(client: TestClient, cookie: str) -> int:
     client.cookies.clear()
     client.cookies.set(session.COOKIE, cookie)
-    return client.get("/ui/api/status").status_code
+    return int(client.get("/ui/api/status").status_code)
 
 
 @pytest.fixture
