@@ -64,6 +64,10 @@ def gateway_env(database: Path, port: int, **overrides: str) -> dict[str, str]:
         "GATEWAY_OCAMBA_URL": "http://127.0.0.1:9",
         "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
         "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+        # The gateway refuses a backend URL without its token.
+        "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
+        "GATEWAY_OMNEO_TOKEN": "omneo-token",
+        "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
         "GATEWAY_DISPATCHER_ENABLED": "false",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for

@@ -48,6 +48,10 @@ def gateway_process(tmp: str, batch_max: int) -> Iterator[str]:
         "GATEWAY_OCAMBA_URL": "http://127.0.0.1:9",
         "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
         "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+        # The gateway refuses a backend URL without its token.
+        "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
+        "GATEWAY_OMNEO_TOKEN": "omneo-token",
+        "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
         "GATEWAY_DISPATCHER_ENABLED": "false",  # the accept path alone
         "GATEWAY_LOG_LEVEL": "WARNING",
     }

@@ -198,7 +198,9 @@ def test_writes_get_503_while_postgresql_is_gone_and_no_202_is_lost(
             "GATEWAY_DATABASE_URL": via_proxy,
             "GATEWAY_API_TOKENS": entry("crm", TOKEN),
             "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
+            "GATEWAY_OMNEO_TOKEN": "omneo-token",
             "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+            "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
             # The inbound API alone: nothing here is about sending.
             "GATEWAY_DISPATCHER_ENABLED": "false",
             "GATEWAY_LOG_LEVEL": "WARNING",
