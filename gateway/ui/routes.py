@@ -77,7 +77,8 @@ async def sign_in(request: Request) -> Response:
     except ApiError as exc:
         # A browser gets the form again, with the reason; scripts get the JSON.
         if exc.status in (401, 403, 429) and _wants_html(request):
-            response = pages.sign_in(exc.status, _SIGN_IN_REFUSALS[exc.status])
+            message = _SIGN_IN_REFUSALS[exc.status].format(**exc.headers)
+            response = pages.sign_in(exc.status, message)
             response.headers.update(exc.headers)
             return response
         raise
@@ -86,7 +87,7 @@ async def sign_in(request: Request) -> Response:
 _SIGN_IN_REFUSALS = {
     401: "That token is not one of GATEWAY_API_TOKENS.",
     403: "That token lacks the operate scope the operator page needs.",
-    429: "Too many failed sign-ins from this address; wait a minute and try again.",
+    429: "Too many failed sign-ins from this address; try again in {Retry-After} s.",
 }
 
 

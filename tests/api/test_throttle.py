@@ -81,7 +81,7 @@ def test_failed_sign_ins_to_the_operator_page_are_throttled(attacker: TestClient
     page = attacker.post("/ui/session", data={"token": TOKEN}, headers=html)
     assert page.status_code == 429
     assert page.headers["retry-after"] == "60"
-    assert "Too many failed sign-ins" in page.text
+    assert "Too many failed sign-ins from this address; try again in 60 s." in page.text
     assert "set-cookie" not in page.headers
     # The bearer routes share the count: the same guesser, another door.
     assert attacker.get("/ui/api/status", headers=AUTH).status_code == 429
