@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "Settings", "describe"]
-
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +16,9 @@ from gateway.auth.tokens import Caller, TokenSpecError, parse_tokens
 from gateway.config_checks import ConfigError, check_settings, convert_env
 from gateway.crypto import KeyringError, Sealer
 from gateway.schema import BACKENDS, Backend
+
+# ConfigError lives beside the checks that raise it; callers import it from here.
+__all__ = ["ConfigError", "Settings", "describe"]
 
 
 class Settings(msgspec.Struct, kw_only=True):
