@@ -1,7 +1,7 @@
 # Profile gateway image: `gateway serve` on port 8080 as an unprivileged user.
 #
 #   docker build -t profile-gateway .
-#   docker run -p 8080:8080 -v gw:/data -e GATEWAY_API_TOKENS=app:secret profile-gateway
+#   docker run -p 8080:8080 -v gw:/data -e GATEWAY_API_TOKENS=app:<32+ character token> profile-gateway
 #
 # Two stages: the first installs the project and its dependencies into a
 # virtualenv, the second copies only that virtualenv onto a clean slim Python,

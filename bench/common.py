@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 TARGETS = ("ocamba", "omneo", "import_batch")
 
 
@@ -60,10 +60,14 @@ def gateway_env(database: Path, port: int, **overrides: str) -> dict[str, str]:
         **os.environ,
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
-        "GATEWAY_API_TOKENS": f"bench:{TOKEN}",
+        "GATEWAY_API_TOKENS": f"bench:{TOKEN}:write+read+operate+erase",
         "GATEWAY_OCAMBA_URL": "http://127.0.0.1:9",
         "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
         "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+        # The gateway refuses a backend URL without its token.
+        "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
+        "GATEWAY_OMNEO_TOKEN": "omneo-token",
+        "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
         "GATEWAY_DISPATCHER_ENABLED": "false",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for

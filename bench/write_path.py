@@ -31,7 +31,7 @@ from gateway.schema import NormalizedProfile
 from gateway.store.base import NewRequest
 from gateway.store.sqlite import SQLiteStore
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789abcdef0123456789abcdef"
 
 
 @contextlib.contextmanager
@@ -43,11 +43,15 @@ def gateway_process(tmp: str, batch_max: int) -> Iterator[str]:
         **os.environ,
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
-        "GATEWAY_API_TOKENS": f"bench:{TOKEN}",
+        "GATEWAY_API_TOKENS": f"bench:{TOKEN}:write+read+operate+erase",
         "GATEWAY_STORE_BATCH_MAX": str(batch_max),
         "GATEWAY_OCAMBA_URL": "http://127.0.0.1:9",
         "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
         "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+        # The gateway refuses a backend URL without its token.
+        "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
+        "GATEWAY_OMNEO_TOKEN": "omneo-token",
+        "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
         "GATEWAY_DISPATCHER_ENABLED": "false",  # the accept path alone
         "GATEWAY_LOG_LEVEL": "WARNING",
     }

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from gateway import cli_dead_letters, cli_keys, cli_mapping, logs
+from gateway import cli_auth, cli_dead_letters, cli_keys, cli_mapping, logs
 from gateway.bulk_import import cli as cli_import
 from gateway.config import ConfigError, Settings, describe
 from gateway.mapping.load import MappingError, mappings_for
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_dead_letters.add_parser(sub)
     cli_keys.add_parser(sub)
+    cli_auth.add_parser(sub)
     cli_import.add_parser(sub)
     cli_mapping.add_parser(sub)
     return parser
@@ -177,21 +178,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "generate-token":  # needs no settings, so works with bad ones
+        return cli_auth.main(Settings(), args)
     try:
         settings = Settings.from_env()
+        logs.configure(settings.log_level)
+        return _run(parser, args, settings)
     except ConfigError as exc:
+        # One line naming the variable: a traceback would bury it.
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
-    try:
-        return _run(parser, settings, args)
     except MappingError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 2
 
 
-def _run(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Namespace) -> int:
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "mapping":
         return cli_mapping.main(settings, args)
     if args.command == "serve":
@@ -202,6 +205,8 @@ def _run(parser: argparse.ArgumentParser, settings: Settings, args: argparse.Nam
         return cli_dead_letters.main(settings, args)
     if args.command in cli_keys.COMMANDS:
         return cli_keys.main(settings, args)
+    if args.command in cli_auth.COMMANDS:
+        return cli_auth.main(settings, args)
     if args.command == "import":
         return cli_import.main(args)
     if args.command == "simulate":

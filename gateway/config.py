@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
+from gateway.auth.tokens import Caller, TokenSpecError, parse_tokens
+from gateway.config_checks import ConfigError, check_settings, convert_env
 from gateway.crypto import KeyringError, Sealer
 from gateway.schema import BACKENDS, Backend
 
-
-class ConfigError(ValueError):
-    """A setting is present but unusable; the message names the variable."""
+# ConfigError lives beside the checks that raise it; callers import it from here.
+__all__ = ["ConfigError", "Settings", "describe"]
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -26,8 +26,14 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    api_tokens: str = ""  # "app1:token1,app2:token2"
+    # "app:token" (a writer) or "app:token:read+operate+erase", comma-separated;
+    # see gateway/auth/tokens.py for the scopes.
+    api_tokens: str = ""
     metrics_token: str = ""  # set: GET /metrics needs this bearer token
+    # Failed authentication per client address: this many within the window
+    # and the address gets 429 until the window ends (0: never throttled).
+    auth_failure_limit: int = 10
+    auth_failure_window: float = 60.0
     max_body_bytes: int = 5 * 1024 * 1024
     log_level: str = "INFO"
 
@@ -108,23 +114,12 @@ class Settings(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings, or ConfigError naming the variable and what is wrong."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field in msgspec.structs.fields(cls):
-            var = "GATEWAY_" + field.name.upper()
-            if var in env:
-                values[field.name] = env[var]
-        try:
-            # strict=False lets "8080" become an int and "0.5" a float.
-            settings = msgspec.convert(values, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid setting: {exc}") from exc
+        settings = cls(**convert_env(msgspec.structs.fields(cls), env))
+        check_settings(settings)
         settings.api_token_map()  # fail at start, not on the first request
         settings.sealer()
-        if settings.retention_days < 0 or settings.purge_interval <= 0:
-            raise ConfigError(
-                "GATEWAY_RETENTION_DAYS must be 0 or more, GATEWAY_PURGE_INTERVAL more than 0"
-            )
         return settings
 
     def sealer(self) -> Sealer:
@@ -134,15 +129,12 @@ class Settings(msgspec.Struct, kw_only=True):
         except KeyringError as exc:
             raise ConfigError(str(exc)) from None
 
-    def api_token_map(self) -> dict[str, str]:
-        """token -> app name, from `app1:token1,app2:token2`."""
-        tokens: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in self.api_tokens.split(","))):
-            app, sep, token = item.partition(":")
-            if not sep or not app or not token:
-                raise ConfigError("GATEWAY_API_TOKENS must look like app1:token1,app2:token2")
-            tokens[token] = app
-        return tokens
+    def api_token_map(self) -> dict[str, Caller]:
+        """token -> the app and its scopes, from GATEWAY_API_TOKENS."""
+        try:
+            return parse_tokens(self.api_tokens)
+        except TokenSpecError as exc:
+            raise ConfigError(f"GATEWAY_API_TOKENS: {exc}") from None
 
     def configured_backends(self) -> list[Backend]:
         urls = {

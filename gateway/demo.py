@@ -21,7 +21,9 @@ from gateway.crypto import generate_key
 from gateway.serving import server_options
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
-DEMO_TOKEN = "demo-token"
+# Long enough for the gateway's 32-character minimum, and plainly not a secret:
+# the demo listens on 127.0.0.1 and its token is printed in the README.
+DEMO_TOKEN = "demo-token-not-for-production-use-1"
 
 
 def demo_key(database: str) -> str:
@@ -42,7 +44,8 @@ def demo_settings(
         **sims.gateway_env(),
         "GATEWAY_HOST": host,
         "GATEWAY_PORT": str(port),
-        "GATEWAY_API_TOKENS": f"demo:{DEMO_TOKEN}",
+        # Every scope: the newcomer reads profiles in full, replays and erases.
+        "GATEWAY_API_TOKENS": f"demo:{DEMO_TOKEN}:write+read+operate+erase",
         "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
         # Stored profiles are encrypted, as they should be in production.
         "GATEWAY_ENCRYPTION_KEYS": demo_key(database),

@@ -16,8 +16,10 @@ from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests.store import pg
+from tests.tokens import api_token, entry
 
-TOKEN = "crm-token"
+TOKEN = api_token("crm")
+SHOP_TOKEN = api_token("shop")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 # Every test fails if the gateway logs personal data or a secret (autouse).
@@ -78,7 +80,8 @@ def db_path(tmp_path: Path) -> Path:
 def settings(db_path: Path) -> Settings:
     return Settings(
         database_url=f"sqlite:///{db_path}",
-        api_tokens=f"crm:{TOKEN},shop:shop-token",
+        # crm may do everything; shop is a plain writer, as `app:token` means.
+        api_tokens=f"{entry('crm', TOKEN)},{entry('shop', SHOP_TOKEN, '')}",
         ocamba_url="http://127.0.0.1:9",
         omneo_url="http://127.0.0.1:9",
         import_batch_url="http://127.0.0.1:9",

@@ -17,7 +17,10 @@ import httpx
 import pytest
 
 from gateway.__main__ import main
+from gateway.demo import DEMO_TOKEN
+from tests.conftest import TOKEN
 from tests.servers import free_base_port, free_port
+from tests.tokens import entry
 
 
 def test_help_lists_commands_and_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,11 +43,11 @@ def test_a_bad_setting_is_a_clear_error(
 ) -> None:
     monkeypatch.setenv("GATEWAY_PORT", "eighty")
     assert main(["migrate"]) == 2
-    assert "invalid setting" in capsys.readouterr().err
+    assert "GATEWAY_PORT must be a whole number, not 'eighty'" in capsys.readouterr().err
     monkeypatch.setenv("GATEWAY_PORT", "8080")
     monkeypatch.setenv("GATEWAY_API_TOKENS", "no-colon-here")
     assert main(["migrate"]) == 2
-    assert "app1:token1" in capsys.readouterr().err
+    assert "GATEWAY_API_TOKENS: entry 1 is not app:token" in capsys.readouterr().err
 
 
 def test_migrate_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,7 +137,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     port, sims = free_port(), free_base_port()
     with running(["demo", "--port", str(port), "--sim-base-port", str(sims)], tmp_path) as proc:
         wait_for_port(port, proc)
-        auth = {"Authorization": "Bearer demo-token"}
+        auth = {"Authorization": f"Bearer {DEMO_TOKEN}"}
         base = f"http://127.0.0.1:{port}"
         # `tier` is the demo's attribute: a field its import_batch database has.
         profile = {
@@ -177,16 +180,17 @@ def test_serve_takes_host_port_and_workers(
     tmp_path: Path, workers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
-    monkeypatch.setenv("GATEWAY_API_TOKENS", "crm:t0ken")
+    monkeypatch.setenv("GATEWAY_API_TOKENS", entry("crm", TOKEN, ""))
     monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.db'}")
     monkeypatch.setenv("GATEWAY_SHUTDOWN_DELAY", "0")
     monkeypatch.setenv("GATEWAY_OMNEO_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("GATEWAY_OMNEO_TOKEN", "omneo-token")
     monkeypatch.setenv("GATEWAY_DISPATCHER_ENABLED", "false")
     args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", workers]
     with running(args, tmp_path) as proc:
         wait_for_port(port, proc)
         base = f"http://127.0.0.1:{port}"
-        auth = {"Authorization": "Bearer t0ken"}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
         ids = []
         for i in range(10):
             r = httpx.post(f"{base}/v1/profiles", json={"external_id": f"s{i}"}, headers=auth)

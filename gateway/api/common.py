@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from gateway.auth.throttle import AuthThrottle
+from gateway.auth.tokens import Caller, Scope
 from gateway.config import Settings
 from gateway.mapping.model import Mappings
 from gateway.metrics import Metrics
@@ -36,6 +38,7 @@ class Context:
         self.store = store
         self.metrics = metrics
         self.tokens = settings.api_token_map()
+        self.throttle = AuthThrottle(settings.auth_failure_limit, settings.auth_failure_window)
         self.configured: list[Backend] = settings.configured_backends()
         # Set when a dispatcher runs in this process: wakes it after a commit.
         self.notify: Callable[[Sequence[Backend]], None] | None = None
@@ -79,31 +82,63 @@ def error_response(exc: ApiError) -> Response:
     return json_response(exc.body, exc.status, exc.headers)
 
 
-def authenticate(request: Request) -> str:
-    """The calling app's name, or 401."""
-    return authenticate_with(request, context(request).tokens)
+def authenticate(request: Request, *scopes: Scope) -> Caller:
+    """The calling app and its scopes, or 401 (no or wrong token), 429 (too many
+    failures from this address) or 403 (the token has none of `scopes`; no
+    `scopes` means any valid token will do)."""
+    caller = authenticate_with(request, context(request).tokens)
+    require_scope(caller, *scopes)
+    return caller
 
 
-def authenticate_with(request: Request, tokens: dict[str, str]) -> str:
-    """The name `tokens` gives the presented bearer token, or 401. Every token
+def require_scope(caller: Caller, *scopes: Scope) -> None:
+    if scopes and not caller.may(*scopes):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"app {caller.app!r}: this token lacks the {' or '.join(scopes)} scope",
+        )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def check_throttle(request: Request) -> None:
+    """429 while the client's address is throttled for failed authentication."""
+    wait = context(request).throttle.retry_after(client_address(request))
+    if wait is not None:
+        raise ApiError(
+            429,
+            "too_many_failures",
+            f"too many failed attempts to authenticate from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def authenticate_with(request: Request, tokens: Mapping[str, Caller]) -> Caller:
+    """The caller `tokens` gives the presented bearer token, or 401. Every token
     is compared, in constant time, so the answer's timing says nothing about
     which token came close."""
+    check_throttle(request)
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
-    app: str | None = None
+    caller: Caller | None = None
     if scheme.lower() == "bearer" and presented:
-        for token, name in tokens.items():
+        for token, known in tokens.items():
             if hmac.compare_digest(token.encode(), presented.strip().encode()):
-                app = name
-    if app is None:
+                caller = known
+    if caller is None:
+        if header:
+            context(request).throttle.failed(client_address(request))
         raise ApiError(
             401,
             "unauthorized",
             "missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    request.state.app_name = app
-    return app
+    request.state.app_name = caller.app
+    return caller
 
 
 JSON_MEDIA_TYPE = "application/json"

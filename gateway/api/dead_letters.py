@@ -61,7 +61,7 @@ def _state(value: str | None) -> DeliveryState:
 
 
 async def list_dead_letters(request: Request) -> Response:
-    authenticate(request)
+    authenticate(request, "operate")
     q = request.query_params
     limit_text = q.get("limit", "100")
     # Not `isdigit`: it passes "²", which `int` refuses.
@@ -74,7 +74,7 @@ async def list_dead_letters(request: Request) -> Response:
 
 
 async def replay(request: Request) -> Response:
-    return await perform_replay(request, authenticate(request))
+    return await perform_replay(request, authenticate(request, "operate").app)
 
 
 async def perform_replay(request: Request, app: str, via: str = "api") -> Response:

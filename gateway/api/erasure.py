@@ -4,8 +4,9 @@ Removes what the gateway holds of the person: the profile of every write, the
 Omneo webhooks that named them, their lookup tags; their deliveries not sent
 yet are cancelled (state `erased`) and never sent. Ids, states and times stay,
 so the audit trail shows that there was a person and that they were erased.
-external_id is the same key GET uses, shared by every calling app (as the
-profile is), so any authenticated app may erase it.
+external_id is one person's key shared by every calling app (README, "Who
+is a person"), so the erasure covers what every app wrote of them; it needs
+a token with the `erase` scope.
 
 The gateway cannot erase what backends already received (none of them
 documents a delete API it could call); the answer names those backends and
@@ -53,7 +54,7 @@ async def profile_resource(request: Request) -> Response:
 
 
 async def delete_profile(request: Request) -> Response:
-    app = authenticate(request)
+    app = authenticate(request, "erase").app
     external_id = request.path_params["external_id"]
     erasure = await context(request).store.erase_profile(external_id)
     if erasure is None:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.common import Context, authenticate_with, context, json_response
+from gateway.auth.tokens import Caller
 
 log = logging.getLogger("gateway.health")
 READY_TIMEOUT = 2.0
@@ -51,7 +52,7 @@ async def metrics(request: Request) -> Response:
     ctx = context(request)
     if ctx.settings.metrics_token:
         # Optional: metrics name the calling apps, which some teams keep private.
-        authenticate_with(request, {ctx.settings.metrics_token: "prometheus"})
+        authenticate_with(request, {ctx.settings.metrics_token: Caller("prometheus", frozenset())})
     await _refresh_queue_gauges(ctx)
     body = generate_latest(ctx.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from gateway.api.dead_letters import MAX_LIST, REPLAYABLE, ReplayBody
 from gateway.api.erasure import ErasureAnswer
 from gateway.schema import BACKENDS, Accepted, BatchWrite, ErrorBody, ProfileWrite
 from gateway.store.base import DeadLetter, ProfileView, ReplayResult, RequestView
+from gateway.ui.profile_view import ProfileSummary
 from gateway.validation import MAX_SAFE_INT, OCAMBA_MAX_PROPERTIES
 from gateway.webhooks.omneo import EVENTS
 
@@ -25,11 +26,13 @@ _REF = "#/components/schemas/{name}"
 _ERRORS = {
     "400": "Unparseable JSON (not UTF-8, malformed, nested too deeply) or a bad header",
     "401": "Missing or wrong bearer token",
+    "403": "The token lacks the scope this operation needs",
     "404": "Unknown id",
     "409": "Idempotency-Key reused with another body",
     "413": "Body larger than GATEWAY_MAX_BODY_BYTES",
     "415": "Content-Type is not application/json (UTF-8)",
     "422": "Schema errors; `errors` lists every offending field by path",
+    "429": "Too many failed authentications from this address; retry after Retry-After",
     "503": "The store could not answer; nothing was stored; retry",
 }
 # The rules JSON Schema cannot state; they answer 422 naming the field.
@@ -67,7 +70,7 @@ def _errors(*codes: str) -> dict[str, Any]:
         answers[code] = {"description": _ERRORS[code], **_json(_ref(ErrorBody))}
         if code == "401":
             answers[code]["headers"] = _AUTHENTICATE
-        if code == "503":
+        if code in ("429", "503"):
             answers[code]["headers"] = _RETRY_AFTER
     return answers
 
@@ -110,13 +113,13 @@ def _write_op(op_id: str, summary: str, body: type, links: dict[str, Any]) -> di
                     "links": links,
                     **_json(_ref(Accepted)),
                 },
-                **_errors("400", "401", "409", "413", "415", "422", "503"),
+                **_errors("400", "401", "403", "409", "413", "415", "422", "429", "503"),
             },
         }
     }
 
 
-def _get_op(op_id: str, summary: str, param: str, result: type) -> dict[str, Any]:
+def _get_op(op_id: str, summary: str, param: str, result: dict[str, Any]) -> dict[str, Any]:
     return {
         "get": {
             "operationId": op_id,
@@ -126,8 +129,8 @@ def _get_op(op_id: str, summary: str, param: str, result: type) -> dict[str, Any
                 {"name": param, "in": "path", "required": True, "schema": {"type": "string"}}
             ],
             "responses": {
-                "200": {"description": "Found", **_json(_ref(result))},
-                **_errors("401", "404", "503"),
+                "200": {"description": "Found", **_json(result)},
+                **_errors("401", "403", "404", "429", "503"),
             },
         }
     }
@@ -136,7 +139,7 @@ def _get_op(op_id: str, summary: str, param: str, result: type) -> dict[str, Any
 def _erase_op() -> dict[str, Any]:
     return {
         "operationId": "eraseProfile",
-        "summary": "Erasure request: remove every stored payload of the profile",
+        "summary": "Erasure request (erase scope): remove every stored payload of the profile",
         "description": "Profiles, webhooks naming the person and lookup tags are removed;"
         " deliveries not sent yet become `erased` and are never sent. Ids and states stay."
         " Data backends already received must be erased there (see `delivered_to`).",
@@ -146,7 +149,7 @@ def _erase_op() -> dict[str, Any]:
         ],
         "responses": {
             "200": {"description": "Erased", **_json(_ref(ErasureAnswer))},
-            **_errors("401", "404", "503"),
+            **_errors("401", "403", "404", "429", "503"),
         },
     }
 
@@ -155,7 +158,7 @@ def _dead_letters() -> dict[str, Any]:
     return {
         "get": {
             "operationId": "listDeadLetters",
-            "summary": "Deliveries that ended dead, failed or unconfirmed",
+            "summary": "Deliveries that ended dead, failed or unconfirmed (operate scope)",
             "security": _BEARER,
             "parameters": [
                 {"name": "backend", "in": "query", "schema": {"enum": list(BACKENDS)}},
@@ -180,7 +183,7 @@ def _dead_letters() -> dict[str, Any]:
                         }
                     ),
                 },
-                **_errors("401", "422", "503"),
+                **_errors("401", "403", "422", "429", "503"),
             },
         }
     }
@@ -190,12 +193,12 @@ def _replay() -> dict[str, Any]:
     return {
         "post": {
             "operationId": "replayDeadLetters",
-            "summary": "Send dead letters again: exactly one of delivery_id or backend",
+            "summary": "Send dead letters again (operate scope): one of delivery_id or backend",
             "security": _BEARER,
             "requestBody": {"required": True, **_json(_ref(ReplayBody))},
             "responses": {
                 "200": {"description": "Requeued and superseded", **_json(_ref(ReplayResult))},
-                **_errors("400", "401", "413", "415", "422", "503"),
+                **_errors("400", "401", "403", "413", "415", "422", "429", "503"),
             },
         }
     }
@@ -280,6 +283,7 @@ def build_openapi(signature_header: str = "X-Omneo-Hmac-SHA256") -> dict[str, An
             ReplayBody,
             ReplayResult,
             ErasureAnswer,
+            ProfileSummary,
         ],
         ref_template=_REF,
     )
@@ -306,17 +310,19 @@ def build_openapi(signature_header: str = "X-Omneo-Hmac-SHA256") -> dict[str, An
             "/v1/profiles/{external_id}": {
                 **_get_op(
                     "getProfile",
-                    "Latest state of a profile per backend",
+                    "Latest state of a profile per backend: in full (ProfileView) with the"
+                    " read scope; field names only (ProfileSummary) with write or operate",
                     "external_id",
-                    ProfileView,
+                    {"oneOf": [_ref(ProfileView), _ref(ProfileSummary)]},
                 ),
                 "delete": _erase_op(),
             },
             "/v1/requests/{request_id}": _get_op(
                 "getRequest",
-                "Every profile of a request and its deliveries",
+                "Every profile of a request and its deliveries: any request with the read"
+                " scope, the app's own with write (another app's is 404)",
                 "request_id",
-                RequestView,
+                _ref(RequestView),
             ),
             "/v1/dead-letters": _dead_letters(),
             "/v1/dead-letters/replay": _replay(),
@@ -336,17 +342,17 @@ def build_openapi(signature_header: str = "X-Omneo-Hmac-SHA256") -> dict[str, An
                             "description": "Prometheus text format",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
-                        **_errors("401"),
+                        **_errors("401", "429"),
                     },
                 }
             },
             "/openapi.json": {
                 "get": {
-                    "summary": "This document",
+                    "summary": "This document; any valid token, whatever its scopes",
                     "security": _BEARER,
                     "responses": {
                         "200": {"description": "OpenAPI 3.1", **_json({"type": "object"})},
-                        **_errors("401"),
+                        **_errors("401", "429"),
                     },
                 }
             },
@@ -367,7 +373,8 @@ def build_openapi(signature_header: str = "X-Omneo-Hmac-SHA256") -> dict[str, An
 
 
 async def openapi(request: Request) -> Response:
-    # The document names every route and field: as private as the API it describes.
+    # The document names every route and field: as private as the API it describes,
+    # yet every app needs it, whatever its scopes.
     authenticate(request)
     doc = request.app.state.openapi
     return json_response(doc)

@@ -24,6 +24,7 @@ from gateway.api.common import (
 from gateway.metrics import child
 from gateway.schema import Accepted, Backend, NormalizedProfile
 from gateway.store.base import IdempotencyConflict, NewRequest, StoreError
+from gateway.ui.profile_view import summarize
 from gateway.validation import InvalidInput, parse_batch, parse_single, reject_nul
 
 log = logging.getLogger("gateway.api")
@@ -33,6 +34,8 @@ Parser = Callable[[Any, Sequence[Backend]], tuple[list[NormalizedProfile], list[
 _OUTCOME_BY_STATUS = {
     400: "invalid",
     401: "unauthorized",
+    403: "unauthorized",  # a token without the write scope
+    429: "unauthorized",  # throttled after failed attempts
     409: "conflict",
     413: "too_large",
     415: "invalid",
@@ -53,7 +56,7 @@ async def _write(request: Request, parse: Parser) -> Response:
     ctx = context(request)
     app = "unknown"
     try:
-        app = authenticate(request)
+        app = authenticate(request, "write").app
         response, outcome, count = await _accept(request, parse, app)
     except ApiError as exc:
         outcome = _OUTCOME_BY_STATUS.get(exc.status, "error")
@@ -127,9 +130,14 @@ async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, 
 
 
 async def get_profile(request: Request) -> Response:
-    authenticate(request)
+    """In full for `read`; to a writer or an operator, what the operator page
+    shows: states, ids and the names of the fields, never their values."""
+    caller = authenticate(request, "read", "write", "operate")
+    ctx = context(request)
     external_id = request.path_params["external_id"]
-    view = await context(request).store.get_profile(external_id)
+    view = await ctx.store.get_profile(external_id)
     if view is None:
         raise ApiError(404, "not_found", "no profile with that external_id")
-    return json_response(view)
+    if caller.may("read"):
+        return json_response(view)
+    return json_response(summarize(view, ctx.configured))

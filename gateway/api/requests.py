@@ -1,4 +1,8 @@
-"""`GET /v1/requests/{request_id}`: every profile of a write and its deliveries."""
+"""`GET /v1/requests/{request_id}`: every profile of a write and its deliveries.
+
+A writer reads the requests its own app made (to follow its writes); another
+app's request is `404` to it, as if it did not exist. `read` reads any.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from gateway.api.common import ApiError, authenticate, context, json_response
 
 
 async def get_request(request: Request) -> Response:
-    authenticate(request)
+    caller = authenticate(request, "write", "read")
     view = await context(request).store.get_request(request.path_params["request_id"])
-    if view is None:
+    if view is None or not (caller.may("read") or view.app == caller.app):
         raise ApiError(404, "not_found", "no request with that id")
     return json_response(view)

@@ -346,6 +346,22 @@ class Store(Protocol):
         their ids. After this, a process without them starts."""
         ...
 
+    # -- operator page sessions (gateway/ui/session.py) ---------------------------
+
+    async def add_ui_session(self, id_hash: str, app: str, expires_at: float, now: float) -> None:
+        """Record a signed-in session (and forget the ones expired by `now`)."""
+        ...
+
+    async def ui_session_alive(self, id_hash: str, now: float) -> bool:
+        """Whether the session is recorded, not ended and not expired."""
+        ...
+
+    async def end_ui_session(self, id_hash: str) -> None: ...
+
+    async def end_all_ui_sessions(self) -> int:
+        """End every session; returns how many there were."""
+        ...
+
     async def lead(self, backend: Backend) -> bool:
         """Whether this process is, or has just become, the one that sends to
         `backend` among all processes sharing the store. Used for backends with

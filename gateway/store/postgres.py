@@ -52,6 +52,7 @@ from gateway.store.base import (
     WebhookEvent,
 )
 from gateway.store.postgres_db import Conn, store_errors
+from gateway.store.postgres_sessions import PostgresSessions
 from gateway.store.postgres_signals import Leadership, Listener, Wake
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ Mode = Literal["statement", "write", "snapshot"]
 URL_PREFIXES = ("postgresql://", "postgres://")
 
 
-class PostgresStore:
+class PostgresStore(PostgresSessions):
     def __init__(
         self,
         dsn: str,

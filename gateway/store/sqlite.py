@@ -49,6 +49,7 @@ from gateway.store.base import (
     StoreError,
     WebhookEvent,
 )
+from gateway.store.sqlite_sessions import SQLiteSessions
 
 T = TypeVar("T")
 # A queued write: a function run in its own savepoint, or a request to accept,
@@ -167,7 +168,7 @@ class _Writer:
                 loop.call_soon_threadsafe(_resolve, fut, failure, result)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteSessions):
     def __init__(
         self,
         path: Path | str,

@@ -67,7 +67,7 @@ button {{ padding: .5rem; font: inherit; background: #2456c7; color: #fff;
 </style></head>
 <body><form method="post" action="/ui/session" id="sign-in">
 <h1>Profile gateway: operator page</h1>
-{message}<label for="token">API token (one of GATEWAY_API_TOKENS)</label>
+{message}<label for="token">API token with the operate scope (GATEWAY_API_TOKENS)</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
 <button type="submit">Sign in</button>
 </form></body></html>

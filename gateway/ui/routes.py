@@ -20,9 +20,12 @@ from starlette.routing import BaseRoute, Route
 from gateway.api.common import (
     ApiError,
     authenticate,
+    check_throttle,
+    client_address,
     context,
     json_response,
     read_body,
+    require_scope,
 )
 from gateway.api.dead_letters import REPLAYABLE, perform_replay
 from gateway.metrics import Metrics
@@ -59,7 +62,7 @@ def _wants_html(request: Request) -> bool:
 
 async def page(request: Request) -> Response:
     try:
-        session.ui_app(request)
+        await session.ui_caller(request)
     except ApiError as exc:
         if exc.status == 401 and _wants_html(request):
             return pages.sign_in()
@@ -71,33 +74,56 @@ async def page(request: Request) -> Response:
 
 async def sign_in(request: Request) -> Response:
     session.check_same_origin(request)
+    try:
+        return await _sign_in(request)
+    except ApiError as exc:
+        # A browser gets the form again, with the reason; scripts get the JSON.
+        if exc.status in (401, 403, 429) and _wants_html(request):
+            message = _SIGN_IN_REFUSALS[exc.status].format(**exc.headers)
+            response = pages.sign_in(exc.status, message)
+            response.headers.update(exc.headers)
+            return response
+        raise
+
+
+_SIGN_IN_REFUSALS = {
+    401: "That token is not one of GATEWAY_API_TOKENS.",
+    403: "That token lacks the operate scope the operator page needs.",
+    429: "Too many failed sign-ins from this address; try again in {Retry-After} s.",
+}
+
+
+async def _sign_in(request: Request) -> Response:
     if "authorization" in request.headers:
-        app: str | None = authenticate(request)
+        caller = authenticate(request, session.SCOPE)
         token = request.headers["authorization"].partition(" ")[2].strip()
     else:
+        check_throttle(request)
         form = parse_qs((await read_body(request, SIGN_IN_MAX_BYTES)).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
-        app = session.app_for_token(token, context(request).tokens) if token else None
-    if app is None:
-        if _wants_html(request):
-            return pages.sign_in(message="That token is not one of GATEWAY_API_TOKENS.")
-        raise session.unauthorized()
-    log.info("operator page sign-in", extra={"app": app})
+        found = session.caller_for_token(token, context(request).tokens) if token else None
+        if found is None:
+            if token:
+                context(request).throttle.failed(client_address(request))
+            raise session.unauthorized()
+        require_scope(found, session.SCOPE)
+        caller = found
+    log.info("operator page sign-in", extra={"app": caller.app})
     response = RedirectResponse("/ui", status_code=303)
-    session.set_session(response, request, token, app)
+    await session.start_session(response, request, token, caller.app)
     return response
 
 
 async def sign_out(request: Request) -> Response:
-    session.ui_app(request)
+    await session.ui_caller(request)
     session.require_csrf_header(request)
     response = Response(status_code=204)
-    session.clear_session(response, request)
+    await session.end_session(response, request)
     return response
 
 
 async def static_file(request: Request) -> Response:
-    session.ui_app(request)
+    await session.ui_caller(request)
     response = pages.static(request.path_params["name"])
     if response is None:
         raise ApiError(404, "not_found", "no such file")
@@ -117,7 +143,7 @@ def _ratio(request: Request) -> ErrorRatio:
 
 
 async def get_status(request: Request) -> Response:
-    session.ui_app(request)
+    await session.ui_caller(request)
     ctx = context(request)
     view = await status.collect(
         ctx.store, ctx.configured, ctx.breakers, ctx.pacers, _ratio(request)
@@ -140,7 +166,7 @@ def _number(request: Request, name: str, default: int | None, low: int, high: in
 
 async def list_deliveries(request: Request) -> Response:
     """Replayable deliveries, newest first; `before` (a delivery id) pages on."""
-    session.ui_app(request)
+    await session.ui_caller(request)
     q = request.query_params
     state = q.get("state", "dead")
     if state not in REPLAYABLE:
@@ -164,7 +190,7 @@ async def list_deliveries(request: Request) -> Response:
 
 
 async def get_profile(request: Request) -> Response:
-    session.ui_app(request)
+    await session.ui_caller(request)
     ctx = context(request)
     view = await ctx.store.get_profile(request.path_params["external_id"])
     if view is None:
@@ -174,7 +200,7 @@ async def get_profile(request: Request) -> Response:
 
 async def get_mapping(request: Request) -> Response:
     """The mapping in force, every table complete (read-only)."""
-    session.ui_app(request)
+    await session.ui_caller(request)
     mapping = context(request).mapping
     body = msgspec.to_builtins(mapping, order="deterministic")
     source = body.pop("source", None)
@@ -183,7 +209,7 @@ async def get_mapping(request: Request) -> Response:
 
 async def replay(request: Request) -> Response:
     """As `POST /v1/dead-letters/replay`; for a cookie, only from the page's script."""
-    app = session.ui_app(request)
+    caller = await session.ui_caller(request)
     session.require_csrf_header(request)
     # The log names who pressed the button: the app whose token opened the session.
-    return await perform_replay(request, app, via="operator page")
+    return await perform_replay(request, caller.app, via="operator page")

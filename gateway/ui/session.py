@@ -1,9 +1,15 @@
 """Who is asking, for `/ui`: a bearer token, or the signed cookie the sign-in form sets.
 
-The cookie holds no token. It carries the app's name and an expiry, signed with
-a key derived from that app's token, so it works on every replica sharing
-`GATEWAY_API_TOKENS` without server-side state, and removing a token from the
-setting ends every session opened with it.
+The cookie holds no token. It carries the app's name, an expiry and a random
+session id, signed with a key derived from the token that signed in, so a
+forged or altered cookie is refused without a look at the store, and removing
+the token from GATEWAY_API_TOKENS ends its sessions. The session id must also
+be recorded in the store (hashed): signing out deletes that row, so a copied
+cookie stops working at once, on every replica sharing the store, and
+`gateway revoke-sessions` deletes every row, ending all sessions.
+
+The page needs the `operate` scope, checked at sign-in and on every request
+(so taking the scope away from a token ends its sessions too).
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import time
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.common import ApiError, authenticate, context
+from gateway.api.common import ApiError, authenticate, context, require_scope
+from gateway.auth.tokens import Caller, Scope
 
 COOKIE = "gateway_ui"
 COOKIE_PATH = "/ui"
@@ -26,6 +35,7 @@ SESSION_SECONDS = 12 * 3600
 # A header no cross-site form can send (and a cross-site fetch could only send
 # after a CORS preflight the gateway never grants): the CSRF check.
 CSRF_HEADER = "x-gateway-ui"
+SCOPE: Scope = "operate"
 
 
 def _key(token: str) -> bytes:
@@ -36,17 +46,27 @@ def _sign(token: str, payload: str) -> str:
     return hmac.new(_key(token), payload.encode(), hashlib.sha256).hexdigest()
 
 
-def new_session(token: str, app: str, now: float | None = None) -> str:
-    expires = int((now if now is not None else time.time()) + SESSION_SECONDS)
+def id_hash(session_id: str) -> str:
+    """What the store keeps of a session id: a reader of the store cannot
+    rebuild a cookie from it."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def new_session(token: str, app: str, session_id: str, expires: int) -> str:
     name = base64.urlsafe_b64encode(app.encode()).decode().rstrip("=")
-    payload = f"{name}.{expires}"
+    payload = f"{name}.{expires}.{session_id}"
     return f"{payload}.{_sign(token, payload)}"
 
 
-def session_app(value: str, tokens: dict[str, str], now: float | None = None) -> str | None:
-    """The app a cookie was signed for, or None (forged, expired, token gone)."""
-    name, _, rest = value.partition(".")
-    expires, _, signature = rest.partition(".")
+def read_cookie(
+    value: str, tokens: Mapping[str, Caller], now: float | None = None
+) -> tuple[Caller, str] | None:
+    """(the caller of the token that signed the cookie, its session id), or
+    None: forged, expired, or its token gone. The store is not asked here."""
+    parts = value.split(".")
+    if len(parts) != 4:
+        return None
+    name, expires, session_id, signature = parts
     if not expires.isascii() or not expires.isdigit() or len(expires) > 12:
         return None
     if int(expires) < (now if now is not None else time.time()):
@@ -55,20 +75,20 @@ def session_app(value: str, tokens: dict[str, str], now: float | None = None) ->
         app = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    payload = f"{name}.{expires}"
-    found: str | None = None
-    for token, token_app in tokens.items():
-        if token_app == app and hmac.compare_digest(_sign(token, payload), signature):
-            found = app
-    return found
+    payload = f"{name}.{expires}.{session_id}"
+    found: Caller | None = None
+    for token, caller in tokens.items():
+        if caller.app == app and hmac.compare_digest(_sign(token, payload), signature):
+            found = caller
+    return (found, session_id) if found is not None else None
 
 
-def app_for_token(token: str, tokens: dict[str, str]) -> str | None:
-    """The app `token` belongs to; every token compared in constant time."""
-    found: str | None = None
-    for known, app in tokens.items():
+def caller_for_token(token: str, tokens: Mapping[str, Caller]) -> Caller | None:
+    """The caller `token` belongs to; every token compared in constant time."""
+    found: Caller | None = None
+    for known, caller in tokens.items():
         if hmac.compare_digest(known.encode(), token.encode()):
-            found = app
+            found = caller
     return found
 
 
@@ -81,17 +101,23 @@ def unauthorized() -> ApiError:
     )
 
 
-def ui_app(request: Request) -> str:
-    """The calling app's name (bearer token or session cookie), or 401."""
+async def ui_caller(request: Request) -> Caller:
+    """The calling app (bearer token or a live session cookie) with the
+    `operate` scope; else 401, or 403 for a token without it."""
     if "authorization" in request.headers:
-        return authenticate(request)
+        return authenticate(request, SCOPE)
     value = request.cookies.get(COOKIE)
-    app = session_app(value, context(request).tokens) if value else None
-    if app is None:
+    found = read_cookie(value, context(request).tokens) if value else None
+    if found is None:
         raise unauthorized()
-    request.state.app_name = app
+    caller, session_id = found
+    if not await context(request).store.ui_session_alive(id_hash(session_id), time.time()):
+        raise unauthorized()
+    require_scope(caller, SCOPE)
+    request.state.app_name = caller.app
     request.state.by_cookie = True
-    return app
+    request.state.session_id = session_id
+    return caller
 
 
 def check_same_origin(request: Request) -> None:
@@ -108,10 +134,15 @@ def require_csrf_header(request: Request) -> None:
     check_same_origin(request)
 
 
-def set_session(response: Response, request: Request, token: str, app: str) -> None:
+async def start_session(response: Response, request: Request, token: str, app: str) -> None:
+    """Record a new session in the store and set its cookie."""
+    now = time.time()
+    expires = int(now + SESSION_SECONDS)
+    session_id = secrets.token_urlsafe(32)
+    await context(request).store.add_ui_session(id_hash(session_id), app, expires, now)
     response.set_cookie(
         COOKIE,
-        new_session(token, app),
+        new_session(token, app, session_id, expires),
         max_age=SESSION_SECONDS,
         path=COOKIE_PATH,
         secure=request.url.scheme == "https",
@@ -120,7 +151,12 @@ def set_session(response: Response, request: Request, token: str, app: str) -> N
     )
 
 
-def clear_session(response: Response, request: Request) -> None:
+async def end_session(response: Response, request: Request) -> None:
+    """Forget the session in the store (a copy of the cookie dies with it)
+    and tell the browser to drop the cookie."""
+    session_id: str | None = getattr(request.state, "session_id", None)
+    if session_id is not None:
+        await context(request).store.end_ui_session(id_hash(session_id))
     response.delete_cookie(
         COOKIE,
         path=COOKIE_PATH,

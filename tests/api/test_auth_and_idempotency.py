@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import AUTH, count
+from tests.conftest import AUTH, SHOP_TOKEN, count
 
 Rows = Callable[[str], list[tuple[Any, ...]]]
 PROFILE = {"external_id": "idem", "email": "idem@example.com"}
@@ -32,7 +32,7 @@ def test_missing_or_wrong_token_is_401(client: TestClient, rows: Rows, headers: 
 
 
 def test_app_name_is_recorded(client: TestClient, rows: Rows) -> None:
-    client.post("/v1/profiles", headers={"Authorization": "Bearer shop-token"}, json=PROFILE)
+    client.post("/v1/profiles", headers={"Authorization": f"Bearer {SHOP_TOKEN}"}, json=PROFILE)
     assert rows("SELECT app FROM requests") == [("shop",)]
 
 
@@ -61,7 +61,7 @@ def test_same_key_other_body_is_409(client: TestClient, rows: Rows) -> None:
 
 def test_keys_are_scoped_per_app(client: TestClient, rows: Rows) -> None:
     client.post("/v1/profiles", headers={**AUTH, "Idempotency-Key": "same"}, json=PROFILE)
-    other_app = {"Authorization": "Bearer shop-token", "Idempotency-Key": "same"}
+    other_app = {"Authorization": f"Bearer {SHOP_TOKEN}", "Idempotency-Key": "same"}
     r = client.post("/v1/profiles", headers=other_app, json={**PROFILE, "first_name": "B"})
     assert r.status_code == 202
     assert count(rows, "requests") == 2

@@ -35,6 +35,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from tests.conftest import AUTH, TOKEN
 from tests.servers import free_port, serve
+from tests.tokens import entry
 
 Case = schemathesis.Case[Any]
 SECRET = "fuzz-webhook-secret"
@@ -75,7 +76,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db: Path = tmp_path_factory.mktemp("schemathesis") / "gateway.db"
     settings_ = Settings(
         database_url=f"sqlite:///{db}",
-        api_tokens=f"crm:{TOKEN}",
+        api_tokens=entry("crm", TOKEN),
         ocamba_url="http://127.0.0.1:9",
         omneo_url="http://127.0.0.1:9",
         import_batch_url="http://127.0.0.1:9",
@@ -83,6 +84,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         omneo_webhook_signature_header=SIGNATURE_HEADER,
         # Deliveries stay where the API left them; nothing leaves 127.0.0.1.
         dispatcher_enabled=False,
+        # Schemathesis tries wrong credentials on purpose, many times.
+        auth_failure_limit=0,
     )
     with serve(create_app(settings_), PORT) as url:
         yield url

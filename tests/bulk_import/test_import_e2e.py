@@ -35,6 +35,7 @@ from gateway.bulk_import.runner import Options, run
 from gateway.config import Settings
 from tests.conftest import TOKEN
 from tests.servers import serve
+from tests.tokens import entry as token_entry
 
 
 class Tripwire:
@@ -83,7 +84,7 @@ def gateway(settings: Settings) -> Iterator[tuple[str, Tripwire]]:
 def _settings(tmp_path: Path, **extra: Any) -> Settings:
     return Settings(
         database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        api_tokens=f"crm:{TOKEN}",
+        api_tokens=token_entry("crm", TOKEN),
         import_batch_url="http://127.0.0.1:9",
         dispatcher_enabled=False,
         **extra,

@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from tests.servers import free_base_port, free_port
+from tests.tokens import api_token
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -36,8 +37,8 @@ INSTALL_HINT = (
 )
 
 WEBHOOK_SECRET = "deploy-webhook-secret"
-METRICS_TOKEN = "deploy-metrics-token"
-TOKENS = {"crm": "crm-token", "shop": "shop-token"}
+METRICS_TOKEN = api_token("deploy-metrics")
+TOKENS = {"crm": api_token("crm"), "shop": api_token("shop")}
 # The simulators' default credentials (gateway/simulators/runner.py).
 SIM_CREDENTIALS = {
     "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
@@ -200,6 +201,8 @@ def running_stack(
             "GATEWAY_OMNEO_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "GATEWAY_API_TOKENS": ",".join(f"{app}:{tok}" for app, tok in TOKENS.items()),
             "GATEWAY_METRICS_TOKEN": METRICS_TOKEN,
+            # Every round sends a wrong token on purpose, from one address.
+            "GATEWAY_AUTH_FAILURE_LIMIT": "0",
             "GATEWAY_DATABASE_URL": f"sqlite:///{workdir / 'gateway.db'}",
             # Short, so that `unconfirmed`, retries and dead letters happen in seconds.
             "GATEWAY_OMNEO_CONFIRM_TIMEOUT": "2",

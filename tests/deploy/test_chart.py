@@ -17,8 +17,11 @@ from gateway.config import Settings, describe
 from gateway.mapping.load import mappings_for
 from tests.deploy import chart
 from tests.deploy.chart import Manifest, only, render
+from tests.tokens import api_token, entry
 
 SETTINGS = {name for name, _ in describe()}
+CRM = entry("crm", api_token("crm"), "")
+SCOPED = f"{CRM},{entry('ops', api_token('ops'), 'read+operate+erase')}"
 DEFAULT_KINDS = [
     "ConfigMap",
     "ConfigMap",
@@ -64,13 +67,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         {
             "autoscaling": {"enabled": False},
             "replicaCount": 3,
-            "secrets": {"existingSecret": "", "values": {"GATEWAY_API_TOKENS": "crm:t"}},
+            "secrets": {"existingSecret": "", "values": {"GATEWAY_API_TOKENS": CRM}},
             "metrics": {"serviceMonitor": {"bearerTokenFromSecret": False}},
         },
     ),
     "SQLite on an existing claim, metrics token": {
         "persistence": {"existingClaim": "gateway-data"},
-        "secrets": {"values": {"GATEWAY_METRICS_TOKEN": "m"}},
+        "secrets": {"values": {"GATEWAY_METRICS_TOKEN": "m" * 32}},
     },
     "SQLite without persistence, no monitoring objects": {
         "persistence": {"enabled": False},
@@ -293,7 +296,7 @@ def test_the_chart_refuses_a_grace_period_too_short_to_drain() -> None:
 def test_config_and_secrets_reach_the_container() -> None:
     values = {
         "config": {"GATEWAY_OMNEO_URL": "https://omneo.example/api", "GATEWAY_MAX_ATTEMPTS": 5},
-        "secrets": {"values": {"GATEWAY_API_TOKENS": "crm:abc", "GATEWAY_OMNEO_TOKEN": "o"}},
+        "secrets": {"values": {"GATEWAY_API_TOKENS": CRM, "GATEWAY_OMNEO_TOKEN": "o"}},
     }
     manifests = render(values)
     config = next(
@@ -302,7 +305,7 @@ def test_config_and_secrets_reach_the_container() -> None:
     assert config.doc["data"]["GATEWAY_OMNEO_URL"] == "https://omneo.example/api"
     assert config.doc["data"]["GATEWAY_MAX_ATTEMPTS"] == "5"  # ConfigMap values are strings
     secret = only(manifests, "Secret")
-    assert secret.doc["stringData"]["GATEWAY_API_TOKENS"] == "crm:abc"
+    assert secret.doc["stringData"]["GATEWAY_API_TOKENS"] == CRM
     env_from = container(manifests)["envFrom"]
     assert env_from == [
         {"configMapRef": {"name": config.name}},
@@ -310,7 +313,7 @@ def test_config_and_secrets_reach_the_container() -> None:
     ]
     # A changed setting or secret changes the pod template, so the pods roll.
     annotations = only(manifests, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
-    other = render(merged(values, {"secrets": {"values": {"GATEWAY_API_TOKENS": "crm:new"}}}))
+    other = render(merged(values, {"secrets": {"values": {"GATEWAY_API_TOKENS": SCOPED}}}))
     other_annotations = only(other, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
     assert annotations["checksum/secret"] != other_annotations["checksum/secret"]
     assert annotations["checksum/config"] == other_annotations["checksum/config"]
@@ -341,6 +344,17 @@ def test_the_mapping_file_is_a_configmap_mounted_where_gateway_mapping_file_poin
     assert all(m["name"] != "mapping" for m in container(plain)["volumeMounts"])
 
 
+def test_the_chart_takes_scoped_tokens_as_the_gateway_reads_them() -> None:
+    manifests = render({"secrets": {"values": {"GATEWAY_API_TOKENS": SCOPED}}})
+    passed = only(manifests, "Secret").doc["stringData"]["GATEWAY_API_TOKENS"]
+    assert passed == SCOPED
+    tokens = Settings.from_env({"GATEWAY_API_TOKENS": passed}).api_token_map()
+    assert {c.app: sorted(c.scopes) for c in tokens.values()} == {
+        "crm": ["write"],
+        "ops": ["erase", "operate", "read"],
+    }
+
+
 def test_an_existing_secret_replaces_the_charts() -> None:
     manifests = render({"secrets": {"existingSecret": "gateway-tokens"}})
     assert "Secret" not in chart.kinds(manifests)
@@ -367,7 +381,10 @@ def test_an_existing_secret_replaces_the_charts() -> None:
         ({"autoscaling": {"enabled": True}}, "/autoscaling/enabled"),
         ({"database": {"type": "postgresql"}}, "existingSecret"),
         ({"database": {"type": "mysql"}}, "/database/type"),
-        ({"config": {"GATEWAY_API_TOKENS": "crm:abc"}}, "GATEWAY_API_TOKENS"),
+        ({"config": {"GATEWAY_API_TOKENS": CRM}}, "GATEWAY_API_TOKENS"),
+        ({"secrets": {"values": {"GATEWAY_API_TOKENS": "crm:short"}}}, "GATEWAY_API_TOKENS"),
+        ({"secrets": {"values": {"GATEWAY_API_TOKENS": CRM + ":admin"}}}, "GATEWAY_API_TOKENS"),
+        ({"secrets": {"values": {"GATEWAY_METRICS_TOKEN": "m"}}}, "GATEWAY_METRICS_TOKEN"),
         ({"config": {"GATEWAY_DATABASE_URL": "sqlite:///x"}}, "GATEWAY_DATABASE_URL"),
         ({"config": {"omneo_url": "x"}}, "omneo_url"),
         ({"secrets": {"values": {"GATEWAY_OMNEO_URL": "x"}}}, "GATEWAY_OMNEO_URL"),

@@ -19,6 +19,9 @@ import pytest
 
 from tests.deploy import image as img
 from tests.servers import free_port
+from tests.tokens import api_token
+
+CI_TOKEN = api_token("ci")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_image_serves_stores_passes_its_healthcheck_and_stops_gracefully(
     port = free_port()
     container = img.buildah("from", "--quiet", built.tag).stdout.strip()
     env = ["--env", "GATEWAY_HOST=127.0.0.1", "--env", f"GATEWAY_PORT={port}"]
-    env += ["--env", "GATEWAY_API_TOKENS=ci:ci-token"]
+    env += ["--env", f"GATEWAY_API_TOKENS=ci:{CI_TOKEN}"]
     log = tmp_path / "container.log"
     run = img.buildah_argv("run", "--isolation", "chroot", "--network", "host", *env, container)
     try:
@@ -108,7 +111,7 @@ def test_image_serves_stores_passes_its_healthcheck_and_stops_gracefully(
         answer = httpx.post(
             f"{base}/v1/profiles",
             json={"external_id": "img-1", "email": "img@example.com"},
-            headers={"Authorization": "Bearer ci-token"},
+            headers={"Authorization": f"Bearer {CI_TOKEN}"},
         )
         assert answer.status_code == 202, answer.text
 
@@ -130,7 +133,7 @@ def test_image_serves_stores_passes_its_healthcheck_and_stops_gracefully(
         # It holds the SQLite file (the image's /data volume) open, and owns it.
         status = httpx.get(
             f"{base}/v1/requests/{answer.json()['request_id']}",
-            headers={"Authorization": "Bearer ci-token"},
+            headers={"Authorization": f"Bearer {CI_TOKEN}"},
         )
         assert status.status_code == 200 and status.json()["profiles"][0]["external_id"] == "img-1"
         fds = [fd for p in inner for fd in Path(f"/proc/{p}/fd").iterdir()]

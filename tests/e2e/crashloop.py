@@ -41,8 +41,9 @@ import httpx
 from gateway.simulators.common import SimState
 from tests.e2e.test_replicas import spawn, stop, wait_until_up
 from tests.servers import free_base_port, free_port
+from tests.tokens import api_token, entry
 
-TOKEN = "crash-token"
+TOKEN = api_token("crash")
 SECRET = "crash-webhook-secret"
 BACKENDS = ("ocamba", "omneo", "import_batch")
 SUCCESS = ("accepted", "confirmed")  # a delivery whose success is committed
@@ -166,7 +167,7 @@ def rig(config: CrashLoopConfig) -> Iterator[Rig]:
     env = {
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
-        "GATEWAY_API_TOKENS": f"crm:{TOKEN}",
+        "GATEWAY_API_TOKENS": entry("crm", TOKEN),
         "GATEWAY_OCAMBA_URL": sims["ocamba"],
         "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
         "GATEWAY_OCAMBA_RATE_PER_SECOND": str(OCAMBA_PER_SECOND),

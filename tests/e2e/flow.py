@@ -21,6 +21,7 @@ from gateway.simulators.runner import RunningSimulators, SimulatorConfig, runnin
 from gateway.simulators.serving import serve_app
 from tests.conftest import TOKEN
 from tests.servers import free_port
+from tests.tokens import entry
 
 WEBHOOK_SECRET = "e2e-webhook-secret"
 
@@ -114,7 +115,7 @@ async def running_flow(
         settings = Settings.from_env(
             {
                 **sims.gateway_env(),
-                "GATEWAY_API_TOKENS": f"crm:{TOKEN}",
+                "GATEWAY_API_TOKENS": entry("crm", TOKEN),
                 "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gateway.db'}",
                 **FAST,
                 **(env or {}),

@@ -30,8 +30,9 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.serving import DrainingServer
 from tests.servers import free_base_port, free_port
+from tests.tokens import api_token, entry
 
-TOKEN = "drain-token"
+TOKEN = api_token("drain")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "drain-webhook-secret"
 DELAY, GRACE = 1.5, 1.0
@@ -93,7 +94,7 @@ def simulator_env(log: Path) -> dict[str, str]:
 
 def gateway_env(db: Path, **extra: str) -> dict[str, str]:
     return {
-        "GATEWAY_API_TOKENS": f"crm:{TOKEN}",
+        "GATEWAY_API_TOKENS": entry("crm", TOKEN),
         "GATEWAY_DATABASE_URL": f"sqlite:///{db}",
         "GATEWAY_SHUTDOWN_DELAY": str(DELAY),
         "GATEWAY_SHUTDOWN_GRACE": str(GRACE),

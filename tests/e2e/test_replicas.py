@@ -24,9 +24,10 @@ import asyncpg
 import httpx
 
 from tests.servers import free_base_port
+from tests.tokens import api_token, entry
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-TOKEN = "replica-token"
+TOKEN = api_token("replica")
 SECRET = "replica-webhook-secret"
 TOTAL = 20_000
 TO_OCAMBA = 600  # Ocamba is paced: 600 creates take about 10 s at the limits below
@@ -129,7 +130,7 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
         ]
         env = {
             "GATEWAY_DATABASE_URL": database,
-            "GATEWAY_API_TOKENS": f"crm:{TOKEN}",
+            "GATEWAY_API_TOKENS": entry("crm", TOKEN),
             "GATEWAY_OCAMBA_URL": sims["ocamba"],
             "GATEWAY_OCAMBA_TOKEN": "ocamba-token",
             "GATEWAY_OCAMBA_RATE_PER_SECOND": str(OCAMBA_PER_SECOND),

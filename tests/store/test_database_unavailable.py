@@ -27,8 +27,9 @@ import pytest
 from tests.e2e.test_replicas import spawn, stop, wait_until_up
 from tests.servers import free_base_port
 from tests.store import pg
+from tests.tokens import api_token, entry
 
-TOKEN = "outage-token"
+TOKEN = api_token("outage")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PG_PORT = 5432
 BATCH = 50
@@ -195,9 +196,11 @@ def test_writes_get_503_while_postgresql_is_gone_and_no_202_is_lost(
         env = {
             "GATEWAY_PORT": str(port),
             "GATEWAY_DATABASE_URL": via_proxy,
-            "GATEWAY_API_TOKENS": f"crm:{TOKEN}",
+            "GATEWAY_API_TOKENS": entry("crm", TOKEN),
             "GATEWAY_OMNEO_URL": "http://127.0.0.1:9",
+            "GATEWAY_OMNEO_TOKEN": "omneo-token",
             "GATEWAY_IMPORT_BATCH_URL": "http://127.0.0.1:9",
+            "GATEWAY_IMPORT_BATCH_TOKEN": "import-batch-token",
             # The inbound API alone: nothing here is about sending.
             "GATEWAY_DISPATCHER_ENABLED": "false",
             "GATEWAY_LOG_LEVEL": "WARNING",

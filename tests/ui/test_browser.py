@@ -28,6 +28,7 @@ from gateway.config import Settings
 from gateway.simulators.import_batch import create_import_batch_app
 from tests.conftest import AUTH, TOKEN
 from tests.servers import serve
+from tests.tokens import entry
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -70,7 +71,7 @@ def import_batch() -> Iterator[str]:
 def gateway(tmp_path: Path, import_batch: str) -> Iterator[str]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-        api_tokens=f"crm:{TOKEN}",
+        api_tokens=entry("crm", TOKEN),
         import_batch_url=import_batch + "/api",
         import_batch_token=SIM_TOKEN,
         max_attempts=1,  # the first failure makes a dead letter

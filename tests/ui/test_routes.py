@@ -18,7 +18,8 @@ from gateway.config import Settings
 from gateway.schema import Backend
 from gateway.ui import session
 from gateway.ui.routes import routes
-from tests.conftest import AUTH, TOKEN
+from tests.conftest import AUTH, SHOP_TOKEN, TOKEN
+from tests.tokens import entry
 from tests.ui.seed import seed
 
 UI = {"X-Gateway-UI": "1"}
@@ -67,16 +68,20 @@ def ui_endpoints() -> list[tuple[str, str]]:
 
 def forged_cookies() -> dict[str, str]:
     now = time.time()
-    good = session.new_session(TOKEN, "crm", now)
-    name, expires, signature = good.split(".")
+    expires = int(now + session.SESSION_SECONDS)
+    good = session.new_session(TOKEN, "crm", "sid", expires)
+    name, until, sid, signature = good.split(".")
     return {
         "garbage": "not-a-session",
-        "signed with another key": session.new_session("some-other-token", "crm", now),
-        "another app's name": f"{session.new_session(TOKEN, 'shop', now).split('.')[0]}"
-        f".{expires}.{signature}",
-        "expiry pushed out": f"{name}.{int(expires) + 10}.{signature}",
-        "expired": session.new_session(TOKEN, "crm", now - session.SESSION_SECONDS - 1),
+        "signed with another key": session.new_session("some-other-token", "crm", "sid", expires),
+        "another app's name": f"{session.new_session(TOKEN, 'shop', 'sid', expires).split('.')[0]}"
+        f".{until}.{sid}.{signature}",
+        "expiry pushed out": f"{name}.{int(until) + 10}.{sid}.{signature}",
+        "another session id": f"{name}.{until}.other.{signature}",
+        "expired": session.new_session(TOKEN, "crm", "sid", int(now) - 1),
         "the token itself": TOKEN,
+        # Signed right, but no sign-in recorded it in the store.
+        "never signed in": good,
     }
 
 
@@ -159,9 +164,10 @@ def test_a_session_ends_with_its_token(settings: Settings, app: Starlette) -> No
     with TestClient(app) as c:
         c.post("/ui/session", data={"token": TOKEN}, follow_redirects=False)
         assert c.get("/ui/api/status").status_code == 200
-    settings.api_tokens = "shop:shop-token"  # the crm token is withdrawn
+        cookie = c.cookies[session.COOKIE]
+    settings.api_tokens = entry("shop", SHOP_TOKEN)  # the crm token is withdrawn
     with TestClient(create_app(settings)) as c:
-        c.cookies.update({session.COOKIE: session.new_session(TOKEN, "crm")})
+        c.cookies.update({session.COOKIE: cookie})
         assert c.get("/ui/api/status").status_code == 401
 
 

@@ -1,0 +1,1 @@
+"""Who may call what: scoped API tokens and the throttle on failed attempts."""

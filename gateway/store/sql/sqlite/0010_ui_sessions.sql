@@ -1,0 +1,11 @@
+-- Operator page sessions (gateway/ui/session.py): a cookie is good only while
+-- its row is here, so signing out (one row) or `gateway revoke-sessions` (every
+-- row) ends it on every process sharing the store. The cookie's random id is
+-- kept as its SHA-256, never as sent. Numbered apart from the releases'
+-- sequence so that it merges beside migrations written at the same time.
+CREATE TABLE ui_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    app        TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX ui_sessions_expiry ON ui_sessions (expires_at);

@@ -1,0 +1,96 @@
+"""A bad setting stops `gateway serve` with one line naming the variable and
+what is wrong: no traceback, a non-zero exit, nothing secret echoed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.tokens import parse_tokens
+from gateway.config import ConfigError, Settings
+from tests.tokens import api_token
+
+GOOD = api_token("crm")
+SECRET_IN_URL = "hunter2hunter2"
+# variable settings -> what the one line must say
+CASES: dict[str, tuple[dict[str, str], str]] = {
+    "database scheme": (
+        {"GATEWAY_DATABASE_URL": f"mysql://root:{SECRET_IN_URL}@db/x"},
+        "GATEWAY_DATABASE_URL: scheme 'mysql' is not supported",
+    ),
+    "database port": (
+        {"GATEWAY_DATABASE_URL": f"postgresql://u:{SECRET_IN_URL}@db:port/x"},
+        "GATEWAY_DATABASE_URL is not a valid URL",
+    ),
+    "a number": ({"GATEWAY_RETRY_BASE": "abc"}, "GATEWAY_RETRY_BASE must be a number, not 'abc'"),
+    "a whole number": ({"GATEWAY_MAX_ATTEMPTS": "2.5"}, "GATEWAY_MAX_ATTEMPTS must be a whole"),
+    "a negative number": ({"GATEWAY_RETRY_CAP": "-1"}, "GATEWAY_RETRY_CAP must be 0 or more"),
+    "not finite": ({"GATEWAY_LEASE_SECONDS": "inf"}, "GATEWAY_LEASE_SECONDS must be a finite"),
+    "zero": ({"GATEWAY_WORKERS": "0"}, "GATEWAY_WORKERS must be more than 0"),
+    "a flag": ({"GATEWAY_DISPATCHER_ENABLED": "maybe"}, "GATEWAY_DISPATCHER_ENABLED must be true"),
+    "a log level": ({"GATEWAY_LOG_LEVEL": "LOUD"}, "GATEWAY_LOG_LEVEL must be one of"),
+    "a backend URL": (
+        {"GATEWAY_OMNEO_URL": "omneo.example.com/api", "GATEWAY_OMNEO_TOKEN": "t"},
+        "GATEWAY_OMNEO_URL must be an http:// or https:// URL",
+    ),
+    "a backend URL without its token": (
+        {"GATEWAY_IMPORT_BATCH_URL": "https://ib.example.com"},
+        "GATEWAY_IMPORT_BATCH_TOKEN is empty but GATEWAY_IMPORT_BATCH_URL is set",
+    ),
+    "a short API token": (
+        {"GATEWAY_API_TOKENS": f"crm:{GOOD},shop:short-{SECRET_IN_URL}"},
+        "GATEWAY_API_TOKENS: the token of app 'shop' is 20 characters; use at least 32",
+    ),
+    "an unknown scope": (
+        {"GATEWAY_API_TOKENS": f"crm:{GOOD}:write+admin"},
+        "GATEWAY_API_TOKENS: app 'crm' has unknown scope 'admin'",
+    ),
+    "a token used twice": (
+        {"GATEWAY_API_TOKENS": f"crm:{GOOD},shop:{GOOD}"},
+        "GATEWAY_API_TOKENS: app 'shop' has a token that another entry already uses",
+    ),
+    "a short metrics token": (
+        {"GATEWAY_METRICS_TOKEN": SECRET_IN_URL},
+        "GATEWAY_METRICS_TOKEN is 14 characters; use at least 32",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASES)
+def test_serve_stops_with_one_line_naming_the_variable(case: str, tmp_path: Path) -> None:
+    settings, expected = CASES[case]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "GATEWAY_PORT": "9"}
+    env |= {"GATEWAY_API_TOKENS": f"crm:{GOOD}", **settings}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("gateway: ")
+    assert expected in lines[0]
+    assert SECRET_IN_URL not in done.stderr
+    assert not (tmp_path / "g.db").exists()  # stopped before anything started
+
+
+def test_the_token_syntax() -> None:
+    tokens = parse_tokens(f" crm:{GOOD} , ops:{'o' * 32}:read+operate+erase,,")
+    assert tokens[GOOD].app == "crm" and tokens[GOOD].scopes == {"write"}
+    assert tokens["o" * 32].scopes == {"read", "operate", "erase"}
+    for spec in (f"crm:{GOOD}:", f"crm:{GOOD}:write+", f"{GOOD}", f":{GOOD}", f"a:b:{GOOD}:write"):
+        with pytest.raises(ConfigError) as error:
+            Settings(api_tokens=spec).api_token_map()
+        assert GOOD not in str(error.value), spec
+    # The form deployments used before scopes still loads, as a writer.
+    loaded = Settings.from_env({"GATEWAY_API_TOKENS": f"crm:{GOOD}"})
+    assert loaded.api_token_map() == {GOOD: tokens[GOOD]}
