@@ -29,7 +29,22 @@ class Settings(msgspec.Struct, kw_only=True):
     api_tokens: str = ""  # "app1:token1,app2:token2"
     metrics_token: str = ""  # set: GET /metrics needs this bearer token
     max_body_bytes: int = 5 * 1024 * 1024
+    # Webhook bodies are read before their signature can be checked, so anyone
+    # may send one: a small bound keeps unauthenticated memory small. An Omneo
+    # profile context is a few KiB.
+    webhook_max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
+
+    # Connection limits of `gateway serve` (uvicorn). Past `limit_concurrency`
+    # open connections or running requests a request is answered 503 at once.
+    # A request head not complete `head_timeout` s after its first byte (or a
+    # new connection that sends nothing) is closed; a body not received within
+    # `body_read_timeout` s of its head is answered 408 and the connection closed;
+    # an idle keep-alive connection is closed after `keep_alive_timeout` s.
+    limit_concurrency: int = 1000
+    head_timeout: float = 10.0
+    body_read_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
 
     # Store
     database_url: str = "sqlite:///gateway.db"
@@ -40,6 +55,11 @@ class Settings(msgspec.Struct, kw_only=True):
     # PII at rest (gateway/crypto.py): "id:base64key,..." (first one encrypts,
     # all decrypt); empty stores payloads in clear and warns at start.
     encryption_keys: str = ""
+    # With keys set, a stored value in clear is refused (it could have been put
+    # there by anyone with write access to the database) unless this migration
+    # switch is on: set it while `gateway rotate-key` seals the rows stored
+    # before a key was set, then turn it off.
+    allow_plaintext_rows: bool = False
     # Payloads of writes whose deliveries all settled this long ago are removed
     # (states and ids stay); 0 keeps them for ever.
     retention_days: float = 30.0
@@ -117,6 +137,12 @@ class Settings(msgspec.Struct, kw_only=True):
             raise ConfigError(f"invalid setting: {exc}") from exc
         settings.api_token_map()  # fail at start, not on the first request
         settings.sealer()
+        for name in ("webhook_max_body_bytes", "limit_concurrency"):
+            if getattr(settings, name) < 1:
+                raise ConfigError(f"GATEWAY_{name.upper()} must be 1 or more")
+        for name in ("head_timeout", "body_read_timeout", "keep_alive_timeout"):
+            if getattr(settings, name) <= 0:
+                raise ConfigError(f"GATEWAY_{name.upper()} must be more than 0 (seconds)")
         if settings.retention_days < 0 or settings.purge_interval <= 0:
             raise ConfigError(
                 "GATEWAY_RETENTION_DAYS must be 0 or more, GATEWAY_PURGE_INTERVAL more than 0"
@@ -126,7 +152,7 @@ class Settings(msgspec.Struct, kw_only=True):
     def sealer(self) -> Sealer:
         """The keyring from GATEWAY_ENCRYPTION_KEYS."""
         try:
-            return Sealer.from_spec(self.encryption_keys)
+            return Sealer.from_spec(self.encryption_keys, allow_plaintext=self.allow_plaintext_rows)
         except KeyringError as exc:
             raise ConfigError(str(exc)) from None
 

@@ -233,7 +233,10 @@ def _webhook() -> dict[str, Any]:
                 },
                 "401": {"description": "Missing or wrong signature", **_json(_ref(ErrorBody))},
                 "404": {"description": "Unknown event name", **_json(_ref(ErrorBody))},
-                "413": {"description": _ERRORS["413"], **_json(_ref(ErrorBody))},
+                "413": {
+                    "description": "Body larger than GATEWAY_WEBHOOK_MAX_BODY_BYTES",
+                    **_json(_ref(ErrorBody)),
+                },
                 "503": {
                     "description": "No webhook secret is configured, or the store is down",
                     "headers": _RETRY_AFTER,
