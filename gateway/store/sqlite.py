@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -71,6 +72,25 @@ def connect(path: Path) -> sqlite3.Connection:
     # only unlinked from the b-tree where a disk image would still show them.
     conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file readable by its owner only (it holds every
+    write), and take group and other access away from one made before. SQLite
+    gives the -wal and -shm files the database file's mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # Another user's file (a shared volume) is left as it is.
+        with contextlib.suppress(PermissionError):
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
 
 
 def _resolve(fut: asyncio.Future[Any], exc: BaseException | None, result: Any) -> None:
@@ -198,6 +218,7 @@ class SQLiteStore:
         def setup() -> sqlite3.Connection:
             if self.path.parent:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
             conn = connect(self.path)
             try:
                 migrations.apply_sqlite(conn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -100,3 +101,31 @@ def test_accept_many_resolves_keys_repeated_within_one_commit(tmp_path: Path) ->
     assert isinstance(outcomes[2], IdempotencyConflict)
     assert conn.execute("SELECT id FROM requests").fetchall() == [("r1",)]
     assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (1,)
+
+
+@pytest.mark.anyio
+async def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    store = SQLiteStore(fresh)
+    await store.open()
+    try:
+        await store.accept(
+            NewRequest("r1", "crm", ["omneo"], [NormalizedProfile(external_id="a")], time.time())
+        )
+        files = sorted(tmp_path.glob("fresh.db*"))
+        assert {f.name for f in files} >= {"fresh.db", "fresh.db-wal", "fresh.db-shm"}
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+            f.name: 0o600 for f in files
+        }
+    finally:
+        await store.close()
+    # A file made before (0644) is tightened when the store opens it.
+    older = tmp_path / "older.db"
+    older.touch(mode=0o644)
+    older.chmod(0o644)
+    store = SQLiteStore(older)
+    await store.open()
+    await store.close()
+    assert stat.S_IMODE(older.stat().st_mode) == 0o600
