@@ -190,9 +190,7 @@ class _CsvRecords(Iterator[Record]):
                 return self._record(start_line, None, None, [error])
             if self._lines.too_long:
                 where = self._lines.too_long[0]
-                error = FieldError(
-                    "$", f"line {where} is longer than {self._max_line_bytes} bytes"
-                )
+                error = FieldError("$", f"line {where} is longer than {self._max_line_bytes} bytes")
                 return self._record(start_line, None, None, [error])
             if not cells or cells == [""]:
                 continue  # a blank line

@@ -114,18 +114,24 @@ async def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(
         await store.accept(
             NewRequest("r1", "crm", ["omneo"], [NormalizedProfile(external_id="a")], time.time())
         )
-        files = sorted(tmp_path.glob("fresh.db*"))
-        assert {f.name for f in files} >= {"fresh.db", "fresh.db-wal", "fresh.db-shm"}
-        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
-            f.name: 0o600 for f in files
-        }
+        modes = _modes(tmp_path, "fresh.db*")
+        assert set(modes) >= {"fresh.db", "fresh.db-wal", "fresh.db-shm"}
+        assert modes == dict.fromkeys(modes, 0o600)
     finally:
         await store.close()
     # A file made before (0644) is tightened when the store opens it.
     older = tmp_path / "older.db"
-    older.touch(mode=0o644)
-    older.chmod(0o644)
+    _make(older, 0o644)
     store = SQLiteStore(older)
     await store.open()
     await store.close()
-    assert stat.S_IMODE(older.stat().st_mode) == 0o600
+    assert _modes(tmp_path, "older.db") == {"older.db": 0o600}
+
+
+def _modes(folder: Path, pattern: str) -> dict[str, int]:
+    return {f.name: stat.S_IMODE(f.stat().st_mode) for f in folder.glob(pattern)}
+
+
+def _make(path: Path, mode: int) -> None:
+    path.touch()
+    path.chmod(mode)
