@@ -13,15 +13,20 @@ from collections.abc import Callable
 
 import msgspec
 
-from gateway.crypto import Sealer
+from gateway.crypto import PLAINTEXT, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure, PurgeResult, SealedTable, SealStatus
 from gateway.store.pii import (
     REMOVED,
     check_keyring,
+    error_prefix,
     event_aad,
+    match_values,
+    plaintext_refused,
+    reseal_error,
     retag_event,
     split_tags,
+    stored_forms,
     write_aad,
 )
 from gateway.store.postgres_db import Conn, advisory_key
@@ -37,6 +42,18 @@ async def register_keys(conn: Conn, sealer: Sealer) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("encryption_keys"))
         rows = await conn.fetch("SELECT key_id, fingerprint FROM encryption_keys")
         new = check_keyring(sealer, {r["key_id"]: r["fingerprint"] for r in rows})
+        if sealer.enabled and not sealer.allow_plaintext:
+            # key_id is NULL for plaintext and for removed rows; only the former have a body.
+            found = [
+                table
+                for table in ("profile_writes", "webhook_events")
+                if await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {table}"
+                    " WHERE key_id IS NULL AND length(body) > 0)"
+                )
+            ]
+            if found:
+                raise plaintext_refused(found)
         await conn.executemany(
             "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES ($1, $2, $3)",
             [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
@@ -66,7 +83,7 @@ FROM person
 """
 
 
-async def erase(conn: Conn, external_id: str) -> Erasure | None:
+async def erase(conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT) -> Erasure | None:
     """Runs in the caller's transaction."""
     now = time.time()
     # The person's row serialises this with accept() writing them (see
@@ -76,6 +93,27 @@ async def erase(conn: Conn, external_id: str) -> Erasure | None:
         is None
     ):
         return None
+    # Read before the bodies go: how Omneo's webhooks may name the person, so
+    # that events which matched none of their deliveries are found too.
+    named_by: set[str] = set()
+    for r in await conn.fetch(
+        "SELECT body, request_id, position FROM profile_writes"
+        " WHERE external_id = $1 AND length(body) > 0",
+        external_id,
+    ):
+        try:
+            profile = _decode_profile(sealer.open(r[0], write_aad(r[1], r[2])))
+        except (SealError, msgspec.DecodeError):
+            continue  # its tags on deliveries and Omneo's id still find the events
+        named_by |= match_values(profile)
+    # The caller's Idempotency-Keys (often built from an email) and body hashes
+    # of every request that wrote the person. A retry of such a request is then
+    # taken as new: an erasure outranks deduplication.
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE request_id IN"
+        " (SELECT request_id FROM profile_writes WHERE external_id = $1)",
+        external_id,
+    )
     writes = await conn.fetchval(
         "WITH w AS (UPDATE profile_writes SET body = $1, key_id = NULL, removed = 'erased',"
         " removed_at = $2 WHERE external_id = $3 AND removed IS DISTINCT FROM 'erased'"
@@ -92,7 +130,8 @@ async def erase(conn: Conn, external_id: str) -> Erasure | None:
             "SELECT backend, backend_id FROM backend_ids WHERE external_id = $1", external_id
         )
     }
-    events = await _events_of(conn, set(person["tags"]), ids.get("omneo"))
+    tags = stored_forms(sealer, named_by) | set(person["tags"])
+    events = await _events_of(conn, tags, ids.get("omneo"))
     await conn.execute(
         "UPDATE webhook_events SET body = $1, key_id = NULL, match_key = NULL, removed_at = $2"
         " WHERE id = ANY($3::bigint[])",
@@ -147,9 +186,12 @@ WITH purged AS (
                       AND (d.state IN {OPEN} OR d.updated_at >= $4))
     RETURNING w.id
 ), tags AS (
-    -- Their lookup tags go too: a webhook this late confirms nothing useful.
-    UPDATE deliveries d SET match_key = NULL FROM purged p
-    WHERE d.write_id = p.id AND d.match_key IS NOT NULL
+    -- Their lookup tags go too (a webhook this late confirms nothing useful),
+    -- and backends' error texts, which may quote the profile.
+    UPDATE deliveries d SET match_key = NULL,
+        last_error = CASE WHEN d.last_error IS NULL THEN NULL ELSE 'removed by retention' END
+    FROM purged p
+    WHERE d.write_id = p.id AND (d.match_key IS NOT NULL OR d.last_error IS NOT NULL)
 )
 SELECT count(*) FROM purged
 """
@@ -188,6 +230,19 @@ async def purge_step(
     return PurgeResult(writes=writes, webhook_events=events), write_after, event_after
 
 
+async def purge_keys_step(conn: Conn, cutoff: float, span: int) -> int:
+    """Up to `span` Idempotency-Key records older than the cutoff (the caller's
+    key may hold an email): a retry that late is not a retry."""
+    removed = await conn.fetchval(
+        "WITH k AS (DELETE FROM idempotency_keys WHERE (app, key) IN"
+        " (SELECT app, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)"
+        " RETURNING 1) SELECT count(*) FROM k",
+        cutoff,
+        span,
+    )
+    return int(removed)
+
+
 async def _next(conn: Conn, table: str, after: int, cutoff: float) -> int | None:
     # Ids grow with arrival time, so the first row past the cutoff ends the walk.
     received = await conn.fetchval(
@@ -210,9 +265,21 @@ async def seal_status(conn: Conn, sealer: Sealer) -> SealStatus:
         " AND match_key IS NOT NULL AND NOT starts_with(match_key, $1)",
         sealer.current_tag_prefix() or "",
     )
-    return SealStatus(
-        profile_writes=int(counts[0]), webhook_events=int(counts[1]), deliveries_to_retag=int(retag)
+    errors = await conn.fetchval(
+        f"SELECT count(*) FROM deliveries WHERE {_ERROR_TO_RESEAL}",
+        error_prefix(sealer.current_id),
     )
+    return SealStatus(
+        profile_writes=int(counts[0]),
+        webhook_events=int(counts[1]),
+        deliveries_to_retag=int(retag),
+        delivery_errors=int(errors),
+    )
+
+
+# A backend's error text not sealed under the current key: under an older key,
+# or in clear from before (the gateway's own texts get sealed along, harmlessly).
+_ERROR_TO_RESEAL = "last_error IS NOT NULL AND NOT starts_with(last_error, $1)"
 
 
 _RESEAL_SELECT = {
@@ -225,6 +292,8 @@ async def reseal_step(
     conn: Conn, sealer: Sealer, table: SealedTable, after: int, span: int
 ) -> tuple[int, int | None]:
     """Runs in the caller's transaction; the rows are locked while resealed."""
+    if table == "deliveries":
+        return await _reseal_errors(conn, sealer, after, span)
     rows = await conn.fetch(
         f"{_RESEAL_SELECT[table]} WHERE id > $1 AND id <= $1 + $2 AND length(body) > 0"
         " AND key_id IS DISTINCT FROM $3 FOR UPDATE",
@@ -250,6 +319,24 @@ async def reseal_step(
             ],
         )
     more = await conn.fetchval(f"SELECT 1 FROM {table} WHERE id > $1 LIMIT 1", after + span)
+    return len(rows), (after + span if more else None)
+
+
+async def _reseal_errors(
+    conn: Conn, sealer: Sealer, after: int, span: int
+) -> tuple[int, int | None]:
+    rows = await conn.fetch(
+        "SELECT id, last_error FROM deliveries WHERE id > $2 AND id <= $2 + $3"
+        f" AND {_ERROR_TO_RESEAL} FOR UPDATE",
+        error_prefix(sealer.current_id),
+        after,
+        span,
+    )
+    await conn.executemany(
+        "UPDATE deliveries SET last_error = $1 WHERE id = $2",
+        [(reseal_error(sealer, r["id"], r["last_error"]), r["id"]) for r in rows],
+    )
+    more = await conn.fetchval("SELECT 1 FROM deliveries WHERE id > $1 LIMIT 1", after + span)
     return len(rows), (after + span if more else None)
 
 
@@ -303,8 +390,10 @@ async def retire_keys(conn: Conn, sealer: Sealer) -> list[str]:
             continue
         in_use = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM profile_writes WHERE key_id = $1)"
-            " OR EXISTS (SELECT 1 FROM webhook_events WHERE key_id = $1)",
+            " OR EXISTS (SELECT 1 FROM webhook_events WHERE key_id = $1)"
+            " OR EXISTS (SELECT 1 FROM deliveries WHERE starts_with(last_error, $2))",
             key_id,
+            error_prefix(key_id),
         )
         if not in_use:
             await conn.execute("DELETE FROM encryption_keys WHERE key_id = $1", key_id)

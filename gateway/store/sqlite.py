@@ -286,7 +286,7 @@ class SQLiteStore:
         return result
 
     async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._read(lambda conn: _get_request(conn, request_id))
+        return await self._read(lambda conn: _get_request(conn, request_id, self.sealer))
 
     async def get_profile(self, external_id: str) -> ProfileView | None:
         return await self._read(lambda conn: _get_profile(conn, external_id, self.sealer))
@@ -312,7 +312,7 @@ class SQLiteStore:
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
     ) -> list[DeadLetter]:
         return await self._read(
-            lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit)
+            lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit, self.sealer)
         )
 
     async def recent_deliveries(
@@ -323,7 +323,9 @@ class SQLiteStore:
         before_id: int | None = None,
     ) -> list[DeadLetter]:
         return await self._read(
-            lambda conn: sqlite_queue.recent_deliveries(conn, state, backend, limit, before_id)
+            lambda conn: sqlite_queue.recent_deliveries(
+                conn, state, backend, limit, before_id, self.sealer
+            )
         )
 
     async def replay(
@@ -370,7 +372,7 @@ class SQLiteStore:
     # -- PII at rest (see sqlite_pii) ---------------------------------------------
 
     async def erase_profile(self, external_id: str) -> Erasure | None:
-        erased = await self._write(lambda conn: sqlite_pii.erase(conn, external_id))
+        erased = await self._write(lambda conn: sqlite_pii.erase(conn, external_id, self.sealer))
         await self._checkpoint()
         return erased
 
@@ -390,9 +392,17 @@ class SQLiteStore:
             )
             writes += step.writes
             events += step.webhook_events
-        if writes or events:
+        keys = 0
+        while True:
+            removed = await self._write(
+                functools.partial(sqlite_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN)
+            )
+            keys += removed
+            if removed < pii.SPAN:
+                break
+        if writes or events or keys:
             await self._checkpoint()
-        return PurgeResult(writes=writes, webhook_events=events)
+        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
 
     async def seal_status(self) -> SealStatus:
         return await self._read(lambda conn: sqlite_pii.seal_status(conn, self.sealer))
@@ -434,24 +444,24 @@ class SQLiteStore:
 
 
 _DELIVERY_COLUMNS = (
-    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id"
+    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id"
     " FROM deliveries d LEFT JOIN backend_ids b"
     " ON b.external_id = d.external_id AND b.backend = d.backend"
 )
 
 
-def _delivery(row: tuple[Any, ...]) -> DeliveryView:
+def _delivery(row: tuple[Any, ...], sealer: Sealer) -> DeliveryView:
     return DeliveryView(
         backend=row[0],
         state=row[1],
         attempts=row[2],
-        last_error=row[3],
+        last_error=pii.open_error(sealer, row[6], row[3]),
         updated_at=row[4],
         backend_id=row[5],
     )
 
 
-def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestView | None:
+def _get_request(conn: sqlite3.Connection, request_id: str, sealer: Sealer) -> RequestView | None:
     row = conn.execute(
         "SELECT app, received_at, targets FROM requests WHERE id = ?", (request_id,)
     ).fetchone()
@@ -468,7 +478,7 @@ def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestView | Non
         " JOIN profile_writes w ON w.id = d.write_id WHERE w.request_id = ? ORDER BY d.id",
         (request_id,),
     ):
-        by_write[d[0]].append(_delivery(d[1:]))
+        by_write[d[0]].append(_delivery(d[1:], sealer))
     return RequestView(
         request_id=request_id,
         app=row[0],
@@ -487,7 +497,7 @@ def _get_profile(conn: sqlite3.Connection, external_id: str, sealer: Sealer) -> 
     if latest is None:
         return None
     deliveries = [
-        _delivery(r)
+        _delivery(r, sealer)
         for r in conn.execute(
             f"SELECT {_DELIVERY_COLUMNS} WHERE d.id IN"
             " (SELECT MAX(id) FROM deliveries WHERE external_id = ? GROUP BY backend)",

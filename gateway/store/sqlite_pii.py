@@ -14,33 +14,51 @@ from collections.abc import Callable
 
 import msgspec
 
-from gateway.crypto import Sealer
+from gateway.crypto import PLAINTEXT, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure, PurgeResult, SealedTable, SealStatus
 from gateway.store.pii import (
     REMOVED,
     check_keyring,
+    error_prefix,
     event_aad,
+    match_values,
+    plaintext_refused,
+    reseal_error,
     retag_event,
     split_tags,
+    stored_forms,
     write_aad,
 )
 from gateway.store.sql_states import AWAITING, OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+# What a purged write's deliveries keep of a backend's error text.
+PURGED_ERROR = "removed by retention"
 
 
 def register_keys(conn: sqlite3.Connection, sealer: Sealer) -> None:
     """At open: refuse a keyring that cannot read the store; record the current key."""
     registered = dict(conn.execute("SELECT key_id, fingerprint FROM encryption_keys").fetchall())
     new = check_keyring(sealer, registered)
+    if sealer.enabled and not sealer.allow_plaintext:
+        # key_id is NULL for plaintext and for removed rows; only the former have a body.
+        found = [
+            table
+            for table in ("profile_writes", "webhook_events")
+            if conn.execute(
+                f"SELECT 1 FROM {table} WHERE key_id IS NULL AND length(body) > 0 LIMIT 1"
+            ).fetchone()
+        ]
+        if found:
+            raise plaintext_refused(found)
     conn.executemany(
         "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES (?, ?, ?)",
         [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
     )
 
 
-def erase(conn: sqlite3.Connection, external_id: str) -> Erasure | None:
+def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT) -> Erasure | None:
     now = time.time()
     if (
         conn.execute(
@@ -49,6 +67,24 @@ def erase(conn: sqlite3.Connection, external_id: str) -> Erasure | None:
         is None
     ):
         return None
+    # Read before the bodies go: how Omneo's webhooks may name the person, so
+    # that events which matched none of their deliveries are found too.
+    named_by = _match_values(
+        sealer,
+        conn.execute(
+            "SELECT body, request_id, position FROM profile_writes"
+            " WHERE external_id = ? AND length(body) > 0",
+            (external_id,),
+        ).fetchall(),
+    )
+    # The caller's Idempotency-Keys (often built from an email) and body hashes
+    # of every request that wrote the person. A retry of such a request is then
+    # taken as new: an erasure outranks deduplication.
+    conn.execute(
+        "DELETE FROM idempotency_keys WHERE request_id IN"
+        " (SELECT request_id FROM profile_writes WHERE external_id = ?)",
+        (external_id,),
+    )
     writes = conn.execute(
         "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'erased', removed_at = ?"
         " WHERE external_id = ? AND (removed IS NULL OR removed != 'erased')",
@@ -59,7 +95,7 @@ def erase(conn: sqlite3.Connection, external_id: str) -> Erasure | None:
         f" WHERE external_id = ? AND state IN {OPEN}",
         (external_id,),
     ).fetchone()
-    tags = {
+    tags = stored_forms(sealer, named_by) | {
         tag
         for (tag,) in conn.execute(
             "SELECT DISTINCT match_key FROM deliveries"
@@ -131,6 +167,17 @@ def _events_of(conn: sqlite3.Connection, tags: set[str], omneo_id: str | None) -
     return sorted(found)
 
 
+def _match_values(sealer: Sealer, rows: list[tuple[bytes, str, int]]) -> set[str]:
+    values: set[str] = set()
+    for body, request_id, position in rows:
+        try:
+            profile = _decode_profile(sealer.open(body, write_aad(request_id, position)))
+        except (SealError, msgspec.DecodeError):
+            continue  # its tags on deliveries and Omneo's id still find the events
+        values |= match_values(profile)
+    return values
+
+
 def purge_step(
     conn: sqlite3.Connection,
     cutoff: float,
@@ -152,8 +199,14 @@ def purge_step(
             " RETURNING id",
             (REMOVED, now, write_after, write_after + span, cutoff, cutoff),
         ).fetchall()
-        # Their lookup tags go too: a webhook this late confirms nothing useful.
-        conn.executemany("UPDATE deliveries SET match_key = NULL WHERE write_id = ?", writes)
+        # Their lookup tags go too (a webhook this late confirms nothing useful),
+        # and backends' error texts, which may quote the profile.
+        conn.executemany(
+            "UPDATE deliveries SET match_key = NULL,"
+            f" last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '{PURGED_ERROR}' END"
+            " WHERE write_id = ?",
+            writes,
+        )
         write_after = _next(conn, "profile_writes", write_after + span, cutoff)
     if event_after is not None:
         events = conn.execute(
@@ -164,6 +217,16 @@ def purge_step(
         ).rowcount
         event_after = _next(conn, "webhook_events", event_after + span, cutoff)
     return PurgeResult(writes=len(writes), webhook_events=events), write_after, event_after
+
+
+def purge_keys_step(conn: sqlite3.Connection, cutoff: float, span: int) -> int:
+    """Up to `span` Idempotency-Key records older than the cutoff (the caller's
+    key may hold an email): a retry that late is not a retry."""
+    return conn.execute(
+        "DELETE FROM idempotency_keys WHERE rowid IN"
+        " (SELECT rowid FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+        (cutoff, span),
+    ).rowcount
 
 
 def _next(conn: sqlite3.Connection, table: str, after: int, cutoff: float) -> int | None:
@@ -189,7 +252,25 @@ def seal_status(conn: sqlite3.Connection, sealer: Sealer) -> SealStatus:
         " AND match_key IS NOT NULL AND substr(match_key, 1, ?) != ?",
         _prefix_args(sealer),
     ).fetchone()
-    return SealStatus(profile_writes=counts[0], webhook_events=counts[1], deliveries_to_retag=retag)
+    (errors,) = conn.execute(
+        f"SELECT COUNT(*) FROM deliveries WHERE {_ERROR_TO_RESEAL}", _error_args(sealer)
+    ).fetchone()
+    return SealStatus(
+        profile_writes=counts[0],
+        webhook_events=counts[1],
+        deliveries_to_retag=retag,
+        delivery_errors=errors,
+    )
+
+
+# A backend's error text not sealed under the current key: under an older key,
+# or in clear from before (the gateway's own texts get sealed along, harmlessly).
+_ERROR_TO_RESEAL = "last_error IS NOT NULL AND substr(last_error, 1, ?) != ?"
+
+
+def _error_args(sealer: Sealer) -> tuple[int, str]:
+    prefix = error_prefix(sealer.current_id)
+    return len(prefix), prefix
 
 
 def _prefix_args(sealer: Sealer) -> tuple[int, str]:
@@ -206,6 +287,8 @@ _RESEAL_SELECT = {
 def reseal_step(
     conn: sqlite3.Connection, sealer: Sealer, table: SealedTable, after: int, span: int
 ) -> tuple[int, int | None]:
+    if table == "deliveries":
+        return _reseal_errors(conn, sealer, after, span)
     rows = conn.execute(
         f"{_RESEAL_SELECT[table]} WHERE id > ? AND id <= ? AND length(body) > 0"
         " AND (key_id IS NULL OR key_id != ?)",
@@ -229,6 +312,21 @@ def reseal_step(
             ],
         )
     more = conn.execute(f"SELECT 1 FROM {table} WHERE id > ? LIMIT 1", (after + span,)).fetchone()
+    return len(rows), (after + span if more else None)
+
+
+def _reseal_errors(
+    conn: sqlite3.Connection, sealer: Sealer, after: int, span: int
+) -> tuple[int, int | None]:
+    rows = conn.execute(
+        f"SELECT id, last_error FROM deliveries WHERE id > ? AND id <= ? AND {_ERROR_TO_RESEAL}",
+        (after, after + span, *_error_args(sealer)),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE deliveries SET last_error = ? WHERE id = ?",
+        [(reseal_error(sealer, i, stored), i) for i, stored in rows],
+    )
+    more = conn.execute("SELECT 1 FROM deliveries WHERE id > ? LIMIT 1", (after + span,)).fetchone()
     return len(rows), (after + span if more else None)
 
 
@@ -268,9 +366,17 @@ def retire_keys(conn: sqlite3.Connection, sealer: Sealer) -> list[str]:
     for (key_id,) in conn.execute("SELECT key_id FROM encryption_keys").fetchall():
         if key_id == sealer.current_id:
             continue
-        in_use = any(
-            conn.execute(f"SELECT 1 FROM {table} WHERE key_id = ? LIMIT 1", (key_id,)).fetchone()
-            for table in ("profile_writes", "webhook_events")
+        in_use = (
+            any(
+                conn.execute(
+                    f"SELECT 1 FROM {table} WHERE key_id = ? LIMIT 1", (key_id,)
+                ).fetchone()
+                for table in ("profile_writes", "webhook_events")
+            )
+            or conn.execute(
+                "SELECT 1 FROM deliveries WHERE substr(last_error, 1, ?) = ? LIMIT 1",
+                (len(error_prefix(key_id)), error_prefix(key_id)),
+            ).fetchone()
         )
         if not in_use:
             conn.execute("DELETE FROM encryption_keys WHERE key_id = ?", (key_id,))
