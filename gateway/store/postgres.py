@@ -26,6 +26,7 @@ from gateway.store import (
     migrations,
     pii,
     postgres_accept,
+    postgres_erasure,
     postgres_pii,
     postgres_queue,
     postgres_views,
@@ -273,7 +274,7 @@ class PostgresStore:
     async def erase_profile(self, external_id: str) -> Erasure | None:
         return await self._run(
             "erasing a profile",
-            lambda conn: postgres_pii.erase(conn, external_id, self.sealer),
+            lambda conn: postgres_erasure.erase(conn, external_id, self.sealer),
             "write",
         )
 

@@ -27,7 +27,15 @@ import msgspec
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, pii, sqlite_accept, sqlite_pii, sqlite_queue, sqlite_webhooks
+from gateway.store import (
+    migrations,
+    pii,
+    sqlite_accept,
+    sqlite_erasure,
+    sqlite_pii,
+    sqlite_queue,
+    sqlite_webhooks,
+)
 from gateway.store.base import (
     AcceptResult,
     AppliedEvent,
@@ -372,7 +380,9 @@ class SQLiteStore:
     # -- PII at rest (see sqlite_pii) ---------------------------------------------
 
     async def erase_profile(self, external_id: str) -> Erasure | None:
-        erased = await self._write(lambda conn: sqlite_pii.erase(conn, external_id, self.sealer))
+        erased = await self._write(
+            lambda conn: sqlite_erasure.erase(conn, external_id, self.sealer)
+        )
         await self._checkpoint()
         return erased
 
