@@ -16,7 +16,7 @@ from gateway.cli_keys import rotate
 from gateway.crypto import MAGIC, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store, WebhookEvent
-from gateway.store.pii import KeyringMismatch
+from gateway.store.pii import KeyringMismatch, open_error, seal_error
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests.store import pg
@@ -294,3 +294,32 @@ def test_sealed_values_are_bound_to_their_key_and_row() -> None:
     assert sealer.seal(b"same", b"r")[0] != sealer.seal(b"same", b"r")[0]
     assert sealer.tag(EMAIL) == sealer.tag(EMAIL) != EMAIL
     assert Sealer().open(b'{"legacy": 1}', b"any") == b'{"legacy": 1}'
+
+
+async def test_rotation_reseals_backend_error_texts_before_retiring_a_key(
+    stores: Starter, store_url: str
+) -> None:
+    old = await stores(keys("k1"))
+    await old.accept(request("r1", person("p-1")))
+    [claim] = await old.claim("omneo", 10, "w", 60)
+    quoted = f"omneo: HTTP 422: {EMAIL} belongs to another profile"
+    await old.record("w", [DeliveryResult(claim.delivery_id, "failed", error=quoted)])
+    assert contains_pii(await raw_bytes(store_url, old)) == []
+    await old.close()
+
+    both = await stores(keys("k2", "k1"))
+    assert (await both.seal_status()).delivery_errors == 1
+    report = await rotate(both, lambda p: match_key_of_profile(p, "email"), span=1)
+    assert report.resealed["deliveries"] == 1
+    assert report.retired == ["k1"]
+    await both.close()
+
+    new = await stores(keys("k2"))
+    [failed] = await new.list_deliveries(["failed"])
+    assert failed.last_error == quoted
+    assert contains_pii(await raw_bytes(store_url, new)) == []
+    # A text under a key no longer listed reads as a note, not as a failed page.
+    stored = seal_error(Sealer(keys("k2")), failed.delivery_id, quoted)
+    assert stored is not None and EMAIL not in stored
+    note = open_error(Sealer(keys("k3")), failed.delivery_id, stored)
+    assert note is not None and "cannot open it" in note and EMAIL not in note
