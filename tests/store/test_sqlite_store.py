@@ -135,3 +135,28 @@ def _modes(folder: Path, pattern: str) -> dict[str, int]:
 def _make(path: Path, mode: int) -> None:
     path.touch()
     path.chmod(mode)
+
+
+def test_events_stored_under_both_names_before_migration_6_are_all_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = connect(tmp_path / "old.db")
+    every = migrations.migration_files("sqlite")
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "migration_files", lambda dialect: [f for f in every if f[0] < 6])
+        migrations.apply_sqlite(conn)
+    for event in ("profile.created", "profile.updated", "profile.created"):
+        conn.execute(
+            "INSERT OR IGNORE INTO webhook_events (source, event, body_hash, body, received_at)"
+            " VALUES ('omneo', ?, 'h1', x'7b7d', 1.0)",
+            (event,),
+        )
+    assert migrations.apply_sqlite(conn) == [n for v, n, _ in every if v >= 6]
+    rows = conn.execute("SELECT id, event, dedup_key FROM webhook_events ORDER BY id").fetchall()
+    assert rows == [(1, "profile.created", "h1"), (2, "profile.updated", None)]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, received_at)"
+            " VALUES ('omneo', 'profile.other', 'h1', 'h1', x'7b7d', 1.0)"
+        )
+    conn.close()
