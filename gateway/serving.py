@@ -130,6 +130,14 @@ if TYPE_CHECKING or HAS_HTTPTOOLS:  # uvicorn's httptools module imports it
             self._disarm_head_timer()
             super().on_headers_complete()
 
+        def on_response_complete(self) -> None:
+            # Answered before its body was read (401, 413, ...): uvicorn would go
+            # on reading and dropping the rest for as long as the client trickles
+            # it, each byte restarting its keep-alive timer. Closed instead.
+            if self.cycle is not None and self.cycle.more_body:
+                self.transport.close()
+            super().on_response_complete()
+
         def on_message_complete(self) -> None:
             self._unparsed_bytes = 0
             self._in_head = True

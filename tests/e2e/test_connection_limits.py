@@ -131,6 +131,13 @@ def test_a_stalled_body_is_answered_408_and_closed(
     assert received.startswith(b"HTTP/1.1 408"), received[:200]
     assert b'"error":"timeout"' in received
     sock.close()
+    # Refused before its body is read (no token): closed, not read to the end.
+    sock = _connect(port)
+    sock.sendall(b"POST /v1/profiles HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{")
+    waited, received = _closed_within(sock, 5)
+    assert received.startswith(b"HTTP/1.1 401"), received[:200]
+    assert waited < 2
+    sock.close()
 
 
 def test_webhook_bodies_stop_at_their_own_limit_before_the_signature(
