@@ -8,5 +8,7 @@ UPDATE webhook_events SET dedup_key = body_hash
 CREATE UNIQUE INDEX webhook_events_dedup ON webhook_events (source, dedup_key);
 ALTER TABLE webhook_events DROP CONSTRAINT webhook_events_source_event_body_hash_key;
 
--- Retention purges idempotency rows by age.
+-- Retention purges idempotency records by age.
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+-- Erasure removes the records of every request that wrote the person.
+CREATE INDEX idempotency_keys_request ON idempotency_keys (request_id);
