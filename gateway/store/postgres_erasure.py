@@ -114,7 +114,8 @@ async def erase(conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT) -> Era
 
 async def _events_of(conn: Conn, tags: set[str], omneo_id: str | None) -> list[int]:
     """Stored Omneo webhooks that named the person: by Omneo's id of them, or by
-    a match key one of their deliveries was indexed under."""
+    any stored form of a key they may be named by (their deliveries' tags, and
+    the email and identities of their writes)."""
     found: set[int] = set()
     if omneo_id is not None:
         rows = await conn.fetch(

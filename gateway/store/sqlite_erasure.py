@@ -113,7 +113,8 @@ def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT
 
 def _events_of(conn: sqlite3.Connection, tags: set[str], omneo_id: str | None) -> list[int]:
     """Stored Omneo webhooks that named the person: by Omneo's id of them, or by
-    a match key one of their deliveries was indexed under."""
+    any stored form of a key they may be named by (their deliveries' tags, and
+    the email and identities of their writes)."""
     found: set[int] = set()
     if omneo_id is not None:
         found.update(
