@@ -18,7 +18,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.crypto import generate_key
-from gateway.serving import server_options
+from gateway.serving import limit_options, server_options
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
 DEMO_TOKEN = "demo-token"
@@ -91,7 +91,14 @@ async def run_demo(host: str, port: int, database: str, sim_base_port: int = 910
         settings = demo_settings(sims, host, port, database)
         app = create_app(settings)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_config=None, **server_options())
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                **limit_options(settings),
+                **server_options(settings.head_timeout),
+            )
         )
         print(banner(settings, sims), flush=True)
         await server.serve()
