@@ -29,7 +29,7 @@ from gateway.store.factory import store_from_settings
 from gateway.store.pii import SPAN
 
 COMMANDS = ("generate-key", "rotate-key", "purge")
-_TABLES: tuple[SealedTable, ...] = ("profile_writes", "webhook_events")
+_TABLES: tuple[SealedTable, ...] = ("profile_writes", "webhook_events", "deliveries")
 
 
 class RotateReport(msgspec.Struct):
@@ -160,7 +160,8 @@ def _main(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     result = asyncio.run(_purge(msgspec.structs.replace(settings, retention_days=days)))
     print(
         f"removed the payloads of {result.writes:,} writes and {result.webhook_events:,}"
-        f" webhook events settled more than {days:g} days ago",
+        f" webhook events settled, and {result.idempotency_keys:,} idempotency keys made,"
+        f" more than {days:g} days ago",
         file=out,
     )
     return 0

@@ -35,7 +35,22 @@ class Settings(msgspec.Struct, kw_only=True):
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     max_body_bytes: int = 5 * 1024 * 1024
+    # Webhook bodies are read before their signature can be checked, so anyone
+    # may send one: a small bound keeps unauthenticated memory small. An Omneo
+    # profile context is a few KiB.
+    webhook_max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
+
+    # Connection limits of `gateway serve` (uvicorn). Past `limit_concurrency`
+    # open connections or running requests a request is answered 503 at once.
+    # A request head not complete `head_timeout` s after its first byte (or a
+    # new connection that sends nothing) is closed; a body not received within
+    # `body_read_timeout` s of its head is answered 408 and the connection closed;
+    # an idle keep-alive connection is closed after `keep_alive_timeout` s.
+    limit_concurrency: int = 1000
+    head_timeout: float = 10.0
+    body_read_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
 
     # Store
     database_url: str = "sqlite:///gateway.db"
@@ -46,6 +61,11 @@ class Settings(msgspec.Struct, kw_only=True):
     # PII at rest (gateway/crypto.py): "id:base64key,..." (first one encrypts,
     # all decrypt); empty stores payloads in clear and warns at start.
     encryption_keys: str = ""
+    # With keys set, a stored value in clear is refused (it could have been put
+    # there by anyone with write access to the database) unless this migration
+    # switch is on: set it while `gateway rotate-key` seals the rows stored
+    # before a key was set, then turn it off.
+    allow_plaintext_rows: bool = False
     # Payloads of writes whose deliveries all settled this long ago are removed
     # (states and ids stay); 0 keeps them for ever.
     retention_days: float = 30.0
@@ -125,7 +145,7 @@ class Settings(msgspec.Struct, kw_only=True):
     def sealer(self) -> Sealer:
         """The keyring from GATEWAY_ENCRYPTION_KEYS."""
         try:
-            return Sealer.from_spec(self.encryption_keys)
+            return Sealer.from_spec(self.encryption_keys, allow_plaintext=self.allow_plaintext_rows)
         except KeyringError as exc:
             raise ConfigError(str(exc)) from None
 

@@ -38,6 +38,11 @@ POSITIVE = frozenset(
         "max_attempts",
         "backend_timeout",
         "auth_failure_window",
+        "webhook_max_body_bytes",
+        "limit_concurrency",
+        "head_timeout",
+        "body_read_timeout",
+        "keep_alive_timeout",
     }
 )
 # Each backend's URL, and the credential it refuses calls without.

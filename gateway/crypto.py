@@ -9,7 +9,11 @@ A sealed value is `MAGIC | len(id) | id | nonce (12) | ciphertext+tag`. The
 associated data names the row it belongs to, so a ciphertext copied into
 another row (another person's) fails to open instead of being read as theirs.
 A value without MAGIC is a legacy plaintext row, written before a key was set;
-MAGIC starts with 0xFF, which no UTF-8 text (so no JSON body) starts with.
+MAGIC starts with 0xFF, which no UTF-8 text (so no JSON body) starts with. With
+keys set such a row is refused unless `GATEWAY_ALLOW_PLAINTEXT_ROWS` is on (the
+migration switch while `gateway rotate-key` seals them): a plaintext row skips
+the associated data that binds a value to its row, so anyone able to write to
+the database could otherwise slip a profile into another person's row.
 
 Lookups by email (Omneo's webhooks name a profile by it) use a keyed HMAC, the
 blind index: equality still works, the email is not stored.
@@ -99,18 +103,29 @@ def generate_key(key_id: str) -> str:
     return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
 
 
+PLAINTEXT_REFUSED = (
+    "a stored value is not encrypted although GATEWAY_ENCRYPTION_KEYS is set; if it was"
+    " stored before a key was set, set GATEWAY_ALLOW_PLAINTEXT_ROWS=true and run"
+    " `gateway rotate-key` to seal it"
+)
+
+
 class Sealer:
     """Seals and opens stored payloads. Without keys it stores plaintext (and
     the app warns at start): that keeps a laptop demo simple and old databases
     readable; production sets GATEWAY_ENCRYPTION_KEYS."""
 
-    def __init__(self, keys: Sequence[tuple[str, bytes]] = ()) -> None:
+    def __init__(
+        self, keys: Sequence[tuple[str, bytes]] = (), *, allow_plaintext: bool = False
+    ) -> None:
         self._keys = [_key(key_id, raw) for key_id, raw in keys]
         self._by_id = {k.id: k for k in self._keys}
+        # Without keys every row is plaintext, so the switch only matters with keys.
+        self.allow_plaintext = allow_plaintext or not self._keys
 
     @classmethod
-    def from_spec(cls, spec: str) -> Sealer:
-        return cls(parse_keys(spec))
+    def from_spec(cls, spec: str, *, allow_plaintext: bool = False) -> Sealer:
+        return cls(parse_keys(spec), allow_plaintext=allow_plaintext)
 
     @property
     def enabled(self) -> bool:
@@ -136,10 +151,12 @@ class Sealer:
         return header + nonce + key.aead.encrypt(nonce, plain, header + b"\0" + aad), key.id
 
     def open(self, stored: bytes, aad: bytes) -> bytes:
-        """The plaintext of a stored value; legacy plaintext and removed (empty)
-        values come back as they are."""
+        """The plaintext of a stored value; removed (empty) values, and legacy
+        plaintext ones where allowed, come back as they are."""
         stored = bytes(stored)
         if not stored.startswith(MAGIC):
+            if stored and not self.allow_plaintext:
+                raise SealError(PLAINTEXT_REFUSED)
             return stored
         try:
             size = stored[len(MAGIC)]

@@ -18,7 +18,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.crypto import generate_key
-from gateway.serving import server_options
+from gateway.serving import limit_options, server_options
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
 # Long enough for the gateway's 32-character minimum, and plainly not a secret:
@@ -100,7 +100,14 @@ async def run_demo(
         settings = demo_settings(sims, host, port, database, mapping)
         app = create_app(settings)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_config=None, **server_options())
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                **limit_options(settings),
+                **server_options(settings.head_timeout),
+            )
         )
         print(banner(settings, sims), flush=True)
         await server.serve()

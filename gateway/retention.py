@@ -31,12 +31,13 @@ def cutoff(settings: Settings, now: float | None = None) -> float:
 async def purge_once(store: Store, settings: Settings) -> PurgeResult:
     started = time.perf_counter()
     result = await store.purge(cutoff(settings))
-    if result.writes or result.webhook_events:
+    if result.writes or result.webhook_events or result.idempotency_keys:
         log.info(
             "purged payloads past retention",
             extra={
                 "writes": result.writes,
                 "webhook_events": result.webhook_events,
+                "idempotency_keys": result.idempotency_keys,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )

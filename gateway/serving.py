@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -67,8 +68,38 @@ if TYPE_CHECKING or HAS_HTTPTOOLS:  # uvicorn's httptools module imports it
         _head_bytes = 0  # of the current request's URL and headers, as parsed
         _unparsed_bytes = 0  # received since the last request ended
         _in_head = True
+        # Seconds a request head may take, from a new connection or from the
+        # first byte of a head on a kept-alive one (None: no limit). uvicorn
+        # has no such timer: its keep-alive timer runs only between requests
+        # and stops at the first byte, so one byte held a connection for ever.
+        head_timeout: float | None = None
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
+
+        def _arm_head_timer(self) -> None:
+            if self.head_timeout is not None and self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._arm_head_timer()
             # Counted before parsing: the bytes of the request that ends in `data`
             # are dropped at its end, so only a head still incomplete afterwards
             # can pass the limit (and at most one read's worth goes uncounted).
@@ -96,7 +127,16 @@ if TYPE_CHECKING or HAS_HTTPTOOLS:  # uvicorn's httptools module imports it
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._disarm_head_timer()
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            # Answered before its body was read (401, 413, ...): uvicorn would go
+            # on reading and dropping the rest for as long as the client trickles
+            # it, each byte restarting its keep-alive timer. Closed instead.
+            if self.cycle is not None and self.cycle.more_body:
+                self.transport.close()
+            super().on_response_complete()
 
         def on_message_complete(self) -> None:
             self._unparsed_bytes = 0
@@ -116,13 +156,30 @@ class ServerOptions(TypedDict):
     http: str | type[asyncio.Protocol]
 
 
-def server_options() -> ServerOptions:
+class LimitOptions(TypedDict):
+    limit_concurrency: int
+    timeout_keep_alive: int
+
+
+def server_options(head_timeout: float | None = None) -> ServerOptions:
     """uvicorn's event loop and HTTP parser: uvloop and httptools (C) where they
     are installed, which answers about 1.5 times the requests of one process
-    with asyncio's loop and h11 (pure Python); else those, which behave the same."""
-    return ServerOptions(
-        loop="uvloop" if HAS_UVLOOP else "asyncio",
-        http=BoundedHttpToolsProtocol if HAS_HTTPTOOLS else "h11",
+    with asyncio's loop and h11 (pure Python); else those, which behave the same
+    (except `head_timeout`, which only the httptools protocol enforces)."""
+    http: str | type[asyncio.Protocol] = "h11"
+    if HAS_HTTPTOOLS:
+        http = BoundedHttpToolsProtocol
+        if head_timeout is not None:
+            timed = {"head_timeout": head_timeout}
+            http = type("TimedHttpToolsProtocol", (BoundedHttpToolsProtocol,), timed)
+    return ServerOptions(loop="uvloop" if HAS_UVLOOP else "asyncio", http=http)
+
+
+def limit_options(settings: Settings) -> LimitOptions:
+    """What `gateway serve` bounds for every client, signed in or not."""
+    return LimitOptions(
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=max(1, math.ceil(settings.keep_alive_timeout)),
     )
 
 
@@ -222,7 +279,8 @@ def run_server(settings: Settings, sockets: list[socket.socket] | None = None) -
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=HTTP_DRAIN_SECONDS,
-        **server_options(),
+        **limit_options(settings),
+        **server_options(settings.head_timeout),
     )
     DrainingServer(config, delay=settings.shutdown_delay, on_drain=drain).run(sockets)
 

@@ -111,3 +111,26 @@ def test_purge_command(tmp_path: Path) -> None:
     assert done.returncode == 0 and "payloads of 0 writes" in done.stdout
     off = gateway("purge", env={"GATEWAY_DATABASE_URL": url, "GATEWAY_RETENTION_DAYS": "0"})
     assert off.returncode == 2 and "retention is off" in off.stderr
+
+
+def test_rows_in_clear_need_the_migration_switch_to_be_sealed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    asyncio.run(_write(url, "", 3))  # stored before any key was set
+    key = new_key("k1")
+    refused = gateway(
+        "rotate-key", env={"GATEWAY_DATABASE_URL": url, "GATEWAY_ENCRYPTION_KEYS": key}
+    )
+    assert refused.returncode == 1
+    assert "GATEWAY_ALLOW_PLAINTEXT_ROWS=true" in refused.stderr
+    migrated = gateway(
+        "rotate-key",
+        env={
+            "GATEWAY_DATABASE_URL": url,
+            "GATEWAY_ENCRYPTION_KEYS": key,
+            "GATEWAY_ALLOW_PLAINTEXT_ROWS": "true",
+        },
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "profile_writes 3" in migrated.stdout
+    # Sealed now: the key alone, switch off, reads every row.
+    assert asyncio.run(_emails(url, key)) == {f"user{i}@example.org" for i in range(3)}

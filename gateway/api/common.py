@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -178,21 +179,34 @@ def decode_json(body: bytes) -> Any:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, or 413 as soon as it passes `limit` (never buffered whole)."""
+    """The raw body, or 413 as soon as it passes `limit` (never buffered whole),
+    or 408 when it has not all arrived within GATEWAY_BODY_READ_TIMEOUT seconds:
+    uvicorn has no body timeout, and a client trickling a body would otherwise
+    hold its connection and buffer for ever."""
     too_large = ApiError(413, "too_large", f"request body is larger than {limit} bytes")
     declared = request.headers.get("content-length")
     # `isdigit` alone lets through digits `int` refuses, such as "²".
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
+    timeout = context(request).settings.body_read_timeout
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to read the answer; it only keeps a traceback out of the logs.
         raise ApiError(400, "bad_request", "the client left before sending its body") from None
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "timeout",
+            f"the request body did not arrive within {timeout:g} seconds",
+            # The rest of the body may still come: it must not be read as a request.
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)

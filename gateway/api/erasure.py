@@ -1,8 +1,9 @@
 """`DELETE /v1/profiles/{external_id}`: an erasure request.
 
 Removes what the gateway holds of the person: the profile of every write, the
-Omneo webhooks that named them, their lookup tags; their deliveries not sent
-yet are cancelled (state `erased`) and never sent. Ids, states and times stay,
+Omneo webhooks that named them (matched or not), their lookup tags, backends'
+error texts and the Idempotency-Key records of their requests; their
+deliveries not sent yet are cancelled (state `erased`) and never sent. Ids, states and times stay,
 so the audit trail shows that there was a person and that they were erased.
 external_id is one person's key shared by every calling app (README, "Who
 is a person"), so the erasure covers what every app wrote of them; it needs

@@ -28,7 +28,9 @@ async def readyz(request: Request) -> Response:
         await asyncio.wait_for(ctx.store.ping(), READY_TIMEOUT)
     except Exception as exc:
         log.warning("store not ready: %s", exc)
-        return json_response({"status": "unavailable", "store": str(exc)}, 503)
+        # Unauthenticated: the exception text (hosts, paths, driver messages)
+        # stays in the log.
+        return json_response({"status": "unavailable", "store": "store unavailable"}, 503)
     return json_response({"status": "ok", "store": "ok"})
 
 

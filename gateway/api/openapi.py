@@ -28,6 +28,7 @@ _ERRORS = {
     "401": "Missing or wrong bearer token",
     "403": "The token lacks the scope this operation needs",
     "404": "Unknown id",
+    "408": "The body did not all arrive within GATEWAY_BODY_READ_TIMEOUT; nothing was stored",
     "409": "Idempotency-Key reused with another body",
     "413": "Body larger than GATEWAY_MAX_BODY_BYTES",
     "415": "Content-Type is not application/json (UTF-8)",
@@ -113,7 +114,7 @@ def _write_op(op_id: str, summary: str, body: type, links: dict[str, Any]) -> di
                     "links": links,
                     **_json(_ref(Accepted)),
                 },
-                **_errors("400", "401", "403", "409", "413", "415", "422", "429", "503"),
+                **_errors("400", "401", "403", "408", "409", "413", "415", "422", "429", "503"),
             },
         }
     }
@@ -140,7 +141,8 @@ def _erase_op() -> dict[str, Any]:
     return {
         "operationId": "eraseProfile",
         "summary": "Erasure request (erase scope): remove every stored payload of the profile",
-        "description": "Profiles, webhooks naming the person and lookup tags are removed;"
+        "description": "Profiles, webhooks naming the person (matched or not), lookup tags,"
+        " backends' error texts and the Idempotency-Key records of their requests are removed;"
         " deliveries not sent yet become `erased` and are never sent. Ids and states stay."
         " Data backends already received must be erased there (see `delivered_to`).",
         "security": _BEARER,
@@ -198,7 +200,7 @@ def _replay() -> dict[str, Any]:
             "requestBody": {"required": True, **_json(_ref(ReplayBody))},
             "responses": {
                 "200": {"description": "Requeued and superseded", **_json(_ref(ReplayResult))},
-                **_errors("400", "401", "403", "413", "415", "422", "429", "503"),
+                **_errors("400", "401", "403", "408", "413", "415", "422", "429", "503"),
             },
         }
     }
@@ -236,7 +238,11 @@ def _webhook() -> dict[str, Any]:
                 },
                 "401": {"description": "Missing or wrong signature", **_json(_ref(ErrorBody))},
                 "404": {"description": "Unknown event name", **_json(_ref(ErrorBody))},
-                "413": {"description": _ERRORS["413"], **_json(_ref(ErrorBody))},
+                "408": {"description": _ERRORS["408"], **_json(_ref(ErrorBody))},
+                "413": {
+                    "description": "Body larger than GATEWAY_WEBHOOK_MAX_BODY_BYTES",
+                    **_json(_ref(ErrorBody)),
+                },
                 "503": {
                     "description": "No webhook secret is configured, or the store is down",
                     "headers": _RETRY_AFTER,

@@ -63,7 +63,7 @@ def open_records(
     A CSV file's header is read first, whatever the offset, so a bad header is
     an error before any row is sent."""
     if fmt == "csv":
-        return _CsvRecords(path, offset, line)
+        return _CsvRecords(path, offset, line, max_line_bytes)
     return _ndjson_records(path, offset, line, max_line_bytes)
 
 
@@ -116,19 +116,29 @@ class _Lines:
     hands them over: the reader pulls exactly the lines of one record, so after
     each record these say where the next one starts."""
 
-    def __init__(self, f: IO[bytes], offset: int, line: int) -> None:
+    def __init__(self, f: IO[bytes], offset: int, line: int, max_line_bytes: int) -> None:
         self._f = f
         self.offset = offset
         self.line = line
+        self.max_line_bytes = max_line_bytes
         self.bad_utf8: list[int] = []
+        self.too_long: list[int] = []
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        raw = self._f.readline()
+        # Bounded reads, as for NDJSON: one 60 MB line must not be held whole
+        # (and copied by the decoder and the CSV parser) to be refused.
+        raw = self._f.readline(self.max_line_bytes + 1)
         if not raw:
             raise StopIteration
+        if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
+            self.offset += len(raw) + _skip_rest_of_line(self._f)
+            self.line += 1
+            self.too_long.append(self.line - 1)
+            # Ends the record (or a quoted field of it) here; the record is refused.
+            return "\n"
         # The byte-order mark that spreadsheet exports put first is not data.
         bom = self.offset == 0 and raw.startswith(b"\xef\xbb\xbf")
         raw_text = raw[3:] if bom else raw
@@ -142,18 +152,24 @@ class _Lines:
 
 
 class _CsvRecords(Iterator[Record]):
-    def __init__(self, path: Path, offset: int, line: int) -> None:
+    def __init__(self, path: Path, offset: int, line: int, max_line_bytes: int) -> None:
         self._f = path.open("rb")
+        self._max_line_bytes = max_line_bytes
         try:
-            head = _Lines(self._f, 0, 1)
+            head = _Lines(self._f, 0, 1, max_line_bytes)
             header = next(csv.reader(head), None)
+            if head.too_long:
+                raise ReadError(
+                    f"the CSV header (line {head.too_long[0]}) is longer than"
+                    f" {max_line_bytes} bytes"
+                )
             if header is None:
                 raise ReadError("the CSV file is empty: a header row is required")
             self.header = header
             self.columns: list[Column | None] = parse_header(header)
             if offset > head.offset:
                 self._f.seek(offset)
-                self._lines = _Lines(self._f, offset, line)
+                self._lines = _Lines(self._f, offset, line, max_line_bytes)
             else:
                 self._lines = head
             self._reader = csv.reader(self._lines)
@@ -172,6 +188,10 @@ class _CsvRecords(Iterator[Record]):
             except csv.Error as exc:
                 error = FieldError("$", f"not valid CSV: {exc}")
                 return self._record(start_line, None, None, [error])
+            if self._lines.too_long:
+                where = self._lines.too_long[0]
+                error = FieldError("$", f"line {where} is longer than {self._max_line_bytes} bytes")
+                return self._record(start_line, None, None, [error])
             if not cells or cells == [""]:
                 continue  # a blank line
             if self._lines.bad_utf8:
@@ -184,6 +204,7 @@ class _CsvRecords(Iterator[Record]):
         self, start: int, profile: dict[str, Any] | None, source: Any, errors: list[FieldError]
     ) -> Record:
         self._lines.bad_utf8.clear()
+        self._lines.too_long.clear()
         return Record(start, self._lines.line, self._lines.offset, profile, source, errors)
 
     def _source(self, cells: list[str]) -> dict[str, Any]:

@@ -40,7 +40,9 @@ class MatchError(Exception):
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds: two updates of one profile within a second must not give
+    # byte-identical webhook bodies, which the gateway takes for one event.
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _email_key(value: Any) -> str | None:

@@ -194,6 +194,7 @@ class Erasure(msgspec.Struct, frozen=True):
 class PurgeResult(msgspec.Struct, frozen=True):
     writes: int  # profile payloads removed
     webhook_events: int  # webhook bodies removed
+    idempotency_keys: int = 0  # Idempotency-Key records (the caller's key, the body hash)
 
 
 class SealStatus(msgspec.Struct, frozen=True):
@@ -203,14 +204,21 @@ class SealStatus(msgspec.Struct, frozen=True):
     profile_writes: int
     webhook_events: int
     deliveries_to_retag: int  # awaiting a webhook, indexed under an older key
+    delivery_errors: int = 0  # backends' error texts not sealed under the current key
 
     @property
     def total(self) -> int:
-        return self.profile_writes + self.webhook_events + self.deliveries_to_retag
+        return (
+            self.profile_writes
+            + self.webhook_events
+            + self.deliveries_to_retag
+            + self.delivery_errors
+        )
 
 
-# The tables `reseal` works through; their payload column is `body`.
-SealedTable = Literal["profile_writes", "webhook_events"]
+# What `reseal` works through: the `body` of profile_writes and webhook_events,
+# and deliveries' `last_error` (a backend's text, which may quote the profile).
+SealedTable = Literal["profile_writes", "webhook_events", "deliveries"]
 
 
 class Store(Protocol):

@@ -8,6 +8,8 @@ different key under a known id, instead of failing on the first old row.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import msgspec
@@ -38,6 +40,73 @@ def event_aad(source: str, event: str, body_hash: str) -> bytes:
     return f"webhook_events:{source}:{event}:{body_hash}".encode()
 
 
+# A sealed `last_error` as stored in its text column: the prefix, the key's id
+# (so rotation finds what is not under the current key without opening it),
+# then the sealed value in base64.
+ERROR_PREFIX = "sealed:"
+
+
+def error_aad(delivery_id: int) -> bytes:
+    return f"deliveries:{delivery_id}:last_error".encode()
+
+
+def error_prefix(key_id: str | None) -> str:
+    return f"{ERROR_PREFIX}{key_id or ''}:"
+
+
+def seal_error(sealer: Sealer, delivery_id: int, text: str | None) -> str | None:
+    """A backend's error text as stored: sealed when a key is set (vendors quote
+    the profile back: "email x@y.z already exists"), as it is otherwise."""
+    if text is None or not sealer.enabled:
+        return text
+    sealed, key_id = sealer.seal(text.encode(), error_aad(delivery_id))
+    return error_prefix(key_id) + base64.b64encode(sealed).decode()
+
+
+def open_error(sealer: Sealer, delivery_id: int, stored: str | None) -> str | None:
+    """The text of a stored `last_error`. The gateway's own texts ("erased on
+    request", ...) are stored as they are. One that cannot be opened reads as a
+    note saying so: an error text must not make a status page fail."""
+    if stored is None or not stored.startswith(ERROR_PREFIX):
+        return stored
+    key_id = stored[len(ERROR_PREFIX) :].partition(":")[0]
+    try:
+        raw = base64.b64decode(stored[len(error_prefix(key_id)) :], validate=True)
+        return sealer.open(raw, error_aad(delivery_id)).decode("utf-8", "replace")
+    except (SealError, binascii.Error, ValueError):
+        return f"(the backend's error text is sealed under key {key_id!r}, which cannot open it)"
+
+
+def reseal_error(sealer: Sealer, delivery_id: int, stored: str) -> str:
+    """A stored `last_error` under the current key (a clear one gets sealed)."""
+    text = stored
+    if stored.startswith(ERROR_PREFIX):
+        key_id = stored[len(ERROR_PREFIX) :].partition(":")[0]
+        raw = base64.b64decode(stored[len(error_prefix(key_id)) :], validate=True)
+        # Opened strictly: a text that cannot be opened must stop the rotation,
+        # not be sealed again as its own unreadable note.
+        text = sealer.open(raw, error_aad(delivery_id)).decode("utf-8", "replace")
+    resealed = seal_error(sealer, delivery_id, text)
+    assert resealed is not None
+    return resealed
+
+
+def match_values(profile: NormalizedProfile) -> set[str]:
+    """Every key an Omneo webhook may name this person by, whatever
+    GATEWAY_OMNEO_MATCH_CRITERIA was when it arrived: the email and each identity
+    (as gateway.backends.omneo_keys forms them)."""
+    values = {f"{handle}:{identifier}" for handle, identifier in (profile.identities or {}).items()}
+    if profile.email:
+        values.add(profile.email.lower())
+    return values
+
+
+def stored_forms(sealer: Sealer, values: set[str]) -> set[str]:
+    """What those keys look like in a stored `match_key`: their tag under every
+    listed key, and as they are (stored before a key was set)."""
+    return values | {tag for value in values for tag in sealer.tags(value)}
+
+
 def event_tags(sealer: Sealer, match_key: str | None) -> str | None:
     """A webhook's match key as stored: its tag under every listed key (see
     `Sealer.tags`), space-separated, so that it meets deliveries indexed
@@ -57,6 +126,15 @@ def retag_event(sealer: Sealer, stored: str | None) -> str | None:
 def split_tags(stored: str) -> list[str]:
     # Plaintext match keys (no key configured, or older rows) are one value.
     return stored.split(" ") if stored.startswith(TAG_PREFIX) else [stored]
+
+
+def plaintext_refused(tables: list[str]) -> KeyringMismatch:
+    """Why a process with keys will not open a store holding values in clear."""
+    return KeyringMismatch(
+        f"{' and '.join(tables)} hold rows stored in clear, before GATEWAY_ENCRYPTION_KEYS"
+        " was set; set GATEWAY_ALLOW_PLAINTEXT_ROWS=true (on the gateways and for"
+        " `gateway rotate-key`), run `gateway rotate-key` to encrypt them, then turn it off"
+    )
 
 
 def check_keyring(sealer: Sealer, registered: dict[str, str]) -> list[tuple[str, str]]:

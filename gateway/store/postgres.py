@@ -26,6 +26,7 @@ from gateway.store import (
     migrations,
     pii,
     postgres_accept,
+    postgres_erasure,
     postgres_pii,
     postgres_queue,
     postgres_views,
@@ -170,7 +171,7 @@ class PostgresStore(PostgresSessions):
     async def get_request(self, request_id: str) -> RequestView | None:
         return await self._run(
             "store read",
-            lambda conn: postgres_views.get_request(conn, request_id),
+            lambda conn: postgres_views.get_request(conn, request_id, self.sealer),
             "snapshot",
         )
 
@@ -206,7 +207,7 @@ class PostgresStore(PostgresSessions):
     ) -> list[DeadLetter]:
         return await self._run(
             "store read",
-            lambda conn: postgres_queue.list_deliveries(conn, states, backend, limit),
+            lambda conn: postgres_queue.list_deliveries(conn, states, backend, limit, self.sealer),
         )
 
     async def recent_deliveries(
@@ -218,7 +219,9 @@ class PostgresStore(PostgresSessions):
     ) -> list[DeadLetter]:
         return await self._run(
             "store read",
-            lambda conn: postgres_queue.recent_deliveries(conn, state, backend, limit, before_id),
+            lambda conn: postgres_queue.recent_deliveries(
+                conn, state, backend, limit, before_id, self.sealer
+            ),
         )
 
     async def replay(
@@ -271,7 +274,9 @@ class PostgresStore(PostgresSessions):
 
     async def erase_profile(self, external_id: str) -> Erasure | None:
         return await self._run(
-            "erasing a profile", lambda conn: postgres_pii.erase(conn, external_id), "write"
+            "erasing a profile",
+            lambda conn: postgres_erasure.erase(conn, external_id, self.sealer),
+            "write",
         )
 
     async def purge(self, cutoff: float) -> PurgeResult:
@@ -292,7 +297,17 @@ class PostgresStore(PostgresSessions):
             )
             writes += step.writes
             events += step.webhook_events
-        return PurgeResult(writes=writes, webhook_events=events)
+        keys = 0
+        while True:
+            removed = await self._run(
+                "purging idempotency keys",
+                functools.partial(postgres_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN),
+                "write",
+            )
+            keys += removed
+            if removed < pii.SPAN:
+                break
+        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
 
     async def seal_status(self) -> SealStatus:
         return await self._run(

@@ -1,4 +1,4 @@
-"""Personal data at rest on PostgreSQL: erasure, retention purge, key rotation.
+"""Personal data at rest on PostgreSQL: retention purge, key rotation (erasure: postgres_erasure).
 
 Plain functions of a connection, as `sqlite_pii`; each runs in the caller's
 transaction, one short transaction per step, so replicas go on writing. The
@@ -15,13 +15,15 @@ import msgspec
 
 from gateway.crypto import Sealer
 from gateway.schema import NormalizedProfile
-from gateway.store.base import Erasure, PurgeResult, SealedTable, SealStatus
+from gateway.store.base import PurgeResult, SealedTable, SealStatus
 from gateway.store.pii import (
     REMOVED,
     check_keyring,
+    error_prefix,
     event_aad,
+    plaintext_refused,
+    reseal_error,
     retag_event,
-    split_tags,
     write_aad,
 )
 from gateway.store.postgres_db import Conn, advisory_key
@@ -37,98 +39,22 @@ async def register_keys(conn: Conn, sealer: Sealer) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("encryption_keys"))
         rows = await conn.fetch("SELECT key_id, fingerprint FROM encryption_keys")
         new = check_keyring(sealer, {r["key_id"]: r["fingerprint"] for r in rows})
+        if sealer.enabled and not sealer.allow_plaintext:
+            # key_id is NULL for plaintext and for removed rows; only the former have a body.
+            found = [
+                table
+                for table in ("profile_writes", "webhook_events")
+                if await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {table}"
+                    " WHERE key_id IS NULL AND length(body) > 0)"
+                )
+            ]
+            if found:
+                raise plaintext_refused(found)
         await conn.executemany(
             "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES ($1, $2, $3)",
             [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
         )
-
-
-_ERASE_DELIVERIES = f"""
-WITH person AS (
-    SELECT id, state, backend, match_key, accepted_at FROM deliveries
-    WHERE external_id = $1 FOR UPDATE
-), changed AS (
-    UPDATE deliveries d SET
-        state = CASE WHEN p.state IN {OPEN} THEN 'erased' ELSE p.state END,
-        last_error = CASE WHEN p.state IN {OPEN} OR d.last_error IS NOT NULL
-            THEN 'erased on request' END,
-        lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = $2
-    FROM person p WHERE d.id = p.id
-)
-SELECT
-    count(*) FILTER (WHERE state IN ('pending', 'retrying')) AS cancelled,
-    count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
-    coalesce(array_agg(DISTINCT match_key) FILTER (WHERE match_key IS NOT NULL), '{{}}')
-        AS tags,
-    coalesce(array_agg(DISTINCT backend) FILTER (WHERE accepted_at IS NOT NULL), '{{}}')
-        AS delivered_to
-FROM person
-"""
-
-
-async def erase(conn: Conn, external_id: str) -> Erasure | None:
-    """Runs in the caller's transaction."""
-    now = time.time()
-    # The person's row serialises this with accept() writing them (see
-    # postgres_accept): a write committed after this erasure is a new one.
-    if (
-        await conn.fetchval("SELECT 1 FROM people WHERE external_id = $1 FOR UPDATE", external_id)
-        is None
-    ):
-        return None
-    writes = await conn.fetchval(
-        "WITH w AS (UPDATE profile_writes SET body = $1, key_id = NULL, removed = 'erased',"
-        " removed_at = $2 WHERE external_id = $3 AND removed IS DISTINCT FROM 'erased'"
-        " RETURNING 1) SELECT count(*) FROM w",
-        REMOVED,
-        now,
-        external_id,
-    )
-    person = await conn.fetchrow(_ERASE_DELIVERIES, external_id, now)
-    assert person is not None  # an aggregate: always one row
-    ids = {
-        r["backend"]: r["backend_id"]
-        for r in await conn.fetch(
-            "SELECT backend, backend_id FROM backend_ids WHERE external_id = $1", external_id
-        )
-    }
-    events = await _events_of(conn, set(person["tags"]), ids.get("omneo"))
-    await conn.execute(
-        "UPDATE webhook_events SET body = $1, key_id = NULL, match_key = NULL, removed_at = $2"
-        " WHERE id = ANY($3::bigint[])",
-        REMOVED,
-        now,
-        events,
-    )
-    return Erasure(
-        external_id=external_id,
-        writes_erased=int(writes),
-        deliveries_cancelled=int(person["cancelled"]),
-        deliveries_in_flight=int(person["in_flight"]),
-        webhook_events_erased=len(events),
-        delivered_to=sorted(person["delivered_to"]),
-        backend_ids=ids,
-    )
-
-
-async def _events_of(conn: Conn, tags: set[str], omneo_id: str | None) -> list[int]:
-    """Stored Omneo webhooks that named the person: by Omneo's id of them, or by
-    a match key one of their deliveries was indexed under."""
-    found: set[int] = set()
-    if omneo_id is not None:
-        rows = await conn.fetch(
-            "SELECT id FROM webhook_events WHERE source = 'omneo' AND backend_id = $1"
-            " AND removed_at IS NULL",
-            omneo_id,
-        )
-        found.update(r["id"] for r in rows)
-    if tags:
-        for r in await conn.fetch(
-            "SELECT id, match_key FROM webhook_events WHERE match_key IS NOT NULL"
-        ):
-            if tags.intersection(split_tags(r["match_key"])):
-                found.add(r["id"])
-    return sorted(found)
 
 
 # Candidates are locked, then their deliveries, and the conditions are checked
@@ -147,9 +73,12 @@ WITH purged AS (
                       AND (d.state IN {OPEN} OR d.updated_at >= $4))
     RETURNING w.id
 ), tags AS (
-    -- Their lookup tags go too: a webhook this late confirms nothing useful.
-    UPDATE deliveries d SET match_key = NULL FROM purged p
-    WHERE d.write_id = p.id AND d.match_key IS NOT NULL
+    -- Their lookup tags go too (a webhook this late confirms nothing useful),
+    -- and backends' error texts, which may quote the profile.
+    UPDATE deliveries d SET match_key = NULL,
+        last_error = CASE WHEN d.last_error IS NULL THEN NULL ELSE 'removed by retention' END
+    FROM purged p
+    WHERE d.write_id = p.id AND (d.match_key IS NOT NULL OR d.last_error IS NOT NULL)
 )
 SELECT count(*) FROM purged
 """
@@ -188,6 +117,19 @@ async def purge_step(
     return PurgeResult(writes=writes, webhook_events=events), write_after, event_after
 
 
+async def purge_keys_step(conn: Conn, cutoff: float, span: int) -> int:
+    """Up to `span` Idempotency-Key records older than the cutoff (the caller's
+    key may hold an email): a retry that late is not a retry."""
+    removed = await conn.fetchval(
+        "WITH k AS (DELETE FROM idempotency_keys WHERE (app, key) IN"
+        " (SELECT app, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)"
+        " RETURNING 1) SELECT count(*) FROM k",
+        cutoff,
+        span,
+    )
+    return int(removed)
+
+
 async def _next(conn: Conn, table: str, after: int, cutoff: float) -> int | None:
     # Ids grow with arrival time, so the first row past the cutoff ends the walk.
     received = await conn.fetchval(
@@ -210,9 +152,21 @@ async def seal_status(conn: Conn, sealer: Sealer) -> SealStatus:
         " AND match_key IS NOT NULL AND NOT starts_with(match_key, $1)",
         sealer.current_tag_prefix() or "",
     )
-    return SealStatus(
-        profile_writes=int(counts[0]), webhook_events=int(counts[1]), deliveries_to_retag=int(retag)
+    errors = await conn.fetchval(
+        f"SELECT count(*) FROM deliveries WHERE {_ERROR_TO_RESEAL}",
+        error_prefix(sealer.current_id),
     )
+    return SealStatus(
+        profile_writes=int(counts[0]),
+        webhook_events=int(counts[1]),
+        deliveries_to_retag=int(retag),
+        delivery_errors=int(errors),
+    )
+
+
+# A backend's error text not sealed under the current key: under an older key,
+# or in clear from before (the gateway's own texts get sealed along, harmlessly).
+_ERROR_TO_RESEAL = "last_error IS NOT NULL AND NOT starts_with(last_error, $1)"
 
 
 _RESEAL_SELECT = {
@@ -225,6 +179,8 @@ async def reseal_step(
     conn: Conn, sealer: Sealer, table: SealedTable, after: int, span: int
 ) -> tuple[int, int | None]:
     """Runs in the caller's transaction; the rows are locked while resealed."""
+    if table == "deliveries":
+        return await _reseal_errors(conn, sealer, after, span)
     rows = await conn.fetch(
         f"{_RESEAL_SELECT[table]} WHERE id > $1 AND id <= $1 + $2 AND length(body) > 0"
         " AND key_id IS DISTINCT FROM $3 FOR UPDATE",
@@ -250,6 +206,24 @@ async def reseal_step(
             ],
         )
     more = await conn.fetchval(f"SELECT 1 FROM {table} WHERE id > $1 LIMIT 1", after + span)
+    return len(rows), (after + span if more else None)
+
+
+async def _reseal_errors(
+    conn: Conn, sealer: Sealer, after: int, span: int
+) -> tuple[int, int | None]:
+    rows = await conn.fetch(
+        "SELECT id, last_error FROM deliveries WHERE id > $2 AND id <= $2 + $3"
+        f" AND {_ERROR_TO_RESEAL} FOR UPDATE",
+        error_prefix(sealer.current_id),
+        after,
+        span,
+    )
+    await conn.executemany(
+        "UPDATE deliveries SET last_error = $1 WHERE id = $2",
+        [(reseal_error(sealer, r["id"], r["last_error"]), r["id"]) for r in rows],
+    )
+    more = await conn.fetchval("SELECT 1 FROM deliveries WHERE id > $1 LIMIT 1", after + span)
     return len(rows), (after + span if more else None)
 
 
@@ -303,8 +277,10 @@ async def retire_keys(conn: Conn, sealer: Sealer) -> list[str]:
             continue
         in_use = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM profile_writes WHERE key_id = $1)"
-            " OR EXISTS (SELECT 1 FROM webhook_events WHERE key_id = $1)",
+            " OR EXISTS (SELECT 1 FROM webhook_events WHERE key_id = $1)"
+            " OR EXISTS (SELECT 1 FROM deliveries WHERE starts_with(last_error, $2))",
             key_id,
+            error_prefix(key_id),
         )
         if not in_use:
             await conn.execute("DELETE FROM encryption_keys WHERE key_id = $1", key_id)

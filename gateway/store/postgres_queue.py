@@ -33,6 +33,7 @@ later write overtake an earlier one, under READ COMMITTED:
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend
@@ -44,7 +45,7 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
-from gateway.store.pii import open_claims
+from gateway.store.pii import open_claims, open_error, seal_error
 from gateway.store.postgres_db import Conn
 from gateway.store.sql_states import OPEN, state_is
 
@@ -174,7 +175,7 @@ async def record(
         owner,
         [r.delivery_id for r in results],
         [r.state for r in results],
-        [r.error for r in results],
+        [seal_error(sealer, r.delivery_id, r.error) for r in results],
         [r.next_attempt_at for r in results],
         [sealer.tag(r.match_key) for r in results],  # emails: stored as blind indexes
         [int(r.refund_attempt) for r in results],
@@ -192,8 +193,18 @@ async def queue_stats(conn: Conn) -> list[QueueStats]:
     return [QueueStats(r["backend"], r["depth"], max(0.0, now - r["oldest"])) for r in rows]
 
 
+def _letter(row: Any, sealer: Sealer) -> DeadLetter:
+    letter = DeadLetter(*row)
+    letter.last_error = open_error(sealer, letter.delivery_id, letter.last_error)
+    return letter
+
+
 async def list_deliveries(
-    conn: Conn, states: list[DeliveryState], backend: Backend | None, limit: int
+    conn: Conn,
+    states: list[DeliveryState],
+    backend: Backend | None,
+    limit: int,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[DeadLetter]:
     backend_is = "d.backend = $2" if backend is not None else "$2::text IS NULL"
     rows = await conn.fetch(
@@ -203,7 +214,7 @@ async def list_deliveries(
         limit,
         backend,
     )
-    return [DeadLetter(*r) for r in rows]
+    return [_letter(r, sealer) for r in rows]
 
 
 async def recent_deliveries(
@@ -212,6 +223,7 @@ async def recent_deliveries(
     backend: Backend | None,
     limit: int,
     before_id: int | None,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[DeadLetter]:
     rows = await conn.fetch(
         "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
@@ -223,7 +235,7 @@ async def recent_deliveries(
         backend,
         before_id,
     )
-    return [DeadLetter(*r) for r in rows]
+    return [_letter(r, sealer) for r in rows]
 
 
 # The matching rows are locked first, and a row changed meanwhile is re-checked

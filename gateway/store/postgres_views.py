@@ -6,28 +6,30 @@ from typing import Any
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, RequestView
-from gateway.store.pii import open_profile
+from gateway.store.pii import open_error, open_profile
 from gateway.store.postgres_db import Conn
 
 _DELIVERY_COLUMNS = (
-    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id"
+    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id"
     " FROM deliveries d LEFT JOIN backend_ids b"
     " ON b.external_id = d.external_id AND b.backend = d.backend"
 )
 
 
-def _delivery(row: Any) -> DeliveryView:
+def _delivery(row: Any, sealer: Sealer) -> DeliveryView:
     return DeliveryView(
         backend=row["backend"],
         state=row["state"],
         attempts=row["attempts"],
-        last_error=row["last_error"],
+        last_error=open_error(sealer, row["id"], row["last_error"]),
         updated_at=row["updated_at"],
         backend_id=row["backend_id"],
     )
 
 
-async def get_request(conn: Conn, request_id: str) -> RequestView | None:
+async def get_request(
+    conn: Conn, request_id: str, sealer: Sealer = PLAINTEXT
+) -> RequestView | None:
     """Run in one read-only snapshot, so that its reads agree."""
     head = await conn.fetchrow(
         "SELECT app, received_at, targets FROM requests WHERE id = $1", request_id
@@ -45,7 +47,7 @@ async def get_request(conn: Conn, request_id: str) -> RequestView | None:
         " JOIN profile_writes w ON w.id = d.write_id WHERE w.request_id = $1 ORDER BY d.id",
         request_id,
     ):
-        by_write[d["write_id"]].append(_delivery(d))
+        by_write[d["write_id"]].append(_delivery(d, sealer))
     return RequestView(
         request_id=request_id,
         app=head["app"],
@@ -69,7 +71,7 @@ async def get_profile(
     if latest is None:
         return None
     deliveries = [
-        _delivery(r)
+        _delivery(r, sealer)
         for r in await conn.fetch(
             f"SELECT DISTINCT ON (d.backend) {_DELIVERY_COLUMNS}"
             " WHERE d.external_id = $1 ORDER BY d.backend, d.id DESC",

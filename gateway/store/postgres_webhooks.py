@@ -19,10 +19,10 @@ from gateway.store.postgres_db import Conn, advisory_key
 from gateway.store.sql_states import state_is
 
 _SAVE = """
-INSERT INTO webhook_events (source, event, body_hash, body, backend_id, match_key,
+INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, backend_id, match_key,
                             event_time, received_at, state, key_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (source, event, body_hash) DO NOTHING
+VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (source, dedup_key) DO NOTHING
 RETURNING id
 """
 
@@ -47,8 +47,11 @@ async def save_webhook(conn: Conn, ev: WebhookEvent, sealer: Sealer = PLAINTEXT)
         return SavedEvent(event_id=event_id, duplicate=False)
     # A statement of its own: when the copy that won was committed while our
     # insert waited for it, only a new snapshot sees it.
+    # An event stored under both names before migration 0005 has a NULL key:
+    # found by its hash and name then.
     existing = await conn.fetchval(
-        "SELECT id FROM webhook_events WHERE source = $1 AND event = $2 AND body_hash = $3",
+        "SELECT id FROM webhook_events WHERE source = $1 AND (dedup_key = $3"
+        " OR (event = $2 AND body_hash = $3)) ORDER BY id LIMIT 1",
         ev.source,
         ev.event,
         ev.body_hash,
@@ -65,7 +68,7 @@ SELECT EXISTS (
 _CONFIRM = """
 UPDATE deliveries SET state = 'confirmed', confirmed_at = $1, updated_at = $1, last_error = NULL
 WHERE backend = $2 AND match_key = ANY($3::text[]) AND state IN ('accepted', 'unconfirmed')
-  AND accepted_at <= $4
+  AND accepted_at < $4  -- strictly before: an equal time cannot be what Omneo reported
 RETURNING id, external_id, accepted_at
 """
 _SET_IDS = """

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -26,7 +27,15 @@ import msgspec
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, pii, sqlite_accept, sqlite_pii, sqlite_queue, sqlite_webhooks
+from gateway.store import (
+    migrations,
+    pii,
+    sqlite_accept,
+    sqlite_erasure,
+    sqlite_pii,
+    sqlite_queue,
+    sqlite_webhooks,
+)
 from gateway.store.base import (
     AcceptResult,
     AppliedEvent,
@@ -72,6 +81,25 @@ def connect(path: Path) -> sqlite3.Connection:
     # only unlinked from the b-tree where a disk image would still show them.
     conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file readable by its owner only (it holds every
+    write), and take group and other access away from one made before. SQLite
+    gives the -wal and -shm files the database file's mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # Another user's file (a shared volume) is left as it is.
+        with contextlib.suppress(PermissionError):
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
 
 
 def _resolve(fut: asyncio.Future[Any], exc: BaseException | None, result: Any) -> None:
@@ -199,6 +227,7 @@ class SQLiteStore(SQLiteSessions):
         def setup() -> sqlite3.Connection:
             if self.path.parent:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
             conn = connect(self.path)
             try:
                 migrations.apply_sqlite(conn)
@@ -266,7 +295,7 @@ class SQLiteStore(SQLiteSessions):
         return result
 
     async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._read(lambda conn: _get_request(conn, request_id))
+        return await self._read(lambda conn: _get_request(conn, request_id, self.sealer))
 
     async def get_profile(self, external_id: str) -> ProfileView | None:
         return await self._read(lambda conn: _get_profile(conn, external_id, self.sealer))
@@ -292,7 +321,7 @@ class SQLiteStore(SQLiteSessions):
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
     ) -> list[DeadLetter]:
         return await self._read(
-            lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit)
+            lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit, self.sealer)
         )
 
     async def recent_deliveries(
@@ -303,7 +332,9 @@ class SQLiteStore(SQLiteSessions):
         before_id: int | None = None,
     ) -> list[DeadLetter]:
         return await self._read(
-            lambda conn: sqlite_queue.recent_deliveries(conn, state, backend, limit, before_id)
+            lambda conn: sqlite_queue.recent_deliveries(
+                conn, state, backend, limit, before_id, self.sealer
+            )
         )
 
     async def replay(
@@ -350,7 +381,9 @@ class SQLiteStore(SQLiteSessions):
     # -- PII at rest (see sqlite_pii) ---------------------------------------------
 
     async def erase_profile(self, external_id: str) -> Erasure | None:
-        erased = await self._write(lambda conn: sqlite_pii.erase(conn, external_id))
+        erased = await self._write(
+            lambda conn: sqlite_erasure.erase(conn, external_id, self.sealer)
+        )
         await self._checkpoint()
         return erased
 
@@ -370,9 +403,17 @@ class SQLiteStore(SQLiteSessions):
             )
             writes += step.writes
             events += step.webhook_events
-        if writes or events:
+        keys = 0
+        while True:
+            removed = await self._write(
+                functools.partial(sqlite_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN)
+            )
+            keys += removed
+            if removed < pii.SPAN:
+                break
+        if writes or events or keys:
             await self._checkpoint()
-        return PurgeResult(writes=writes, webhook_events=events)
+        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
 
     async def seal_status(self) -> SealStatus:
         return await self._read(lambda conn: sqlite_pii.seal_status(conn, self.sealer))
@@ -414,24 +455,24 @@ class SQLiteStore(SQLiteSessions):
 
 
 _DELIVERY_COLUMNS = (
-    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id"
+    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id"
     " FROM deliveries d LEFT JOIN backend_ids b"
     " ON b.external_id = d.external_id AND b.backend = d.backend"
 )
 
 
-def _delivery(row: tuple[Any, ...]) -> DeliveryView:
+def _delivery(row: tuple[Any, ...], sealer: Sealer) -> DeliveryView:
     return DeliveryView(
         backend=row[0],
         state=row[1],
         attempts=row[2],
-        last_error=row[3],
+        last_error=pii.open_error(sealer, row[6], row[3]),
         updated_at=row[4],
         backend_id=row[5],
     )
 
 
-def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestView | None:
+def _get_request(conn: sqlite3.Connection, request_id: str, sealer: Sealer) -> RequestView | None:
     row = conn.execute(
         "SELECT app, received_at, targets FROM requests WHERE id = ?", (request_id,)
     ).fetchone()
@@ -448,7 +489,7 @@ def _get_request(conn: sqlite3.Connection, request_id: str) -> RequestView | Non
         " JOIN profile_writes w ON w.id = d.write_id WHERE w.request_id = ? ORDER BY d.id",
         (request_id,),
     ):
-        by_write[d[0]].append(_delivery(d[1:]))
+        by_write[d[0]].append(_delivery(d[1:], sealer))
     return RequestView(
         request_id=request_id,
         app=row[0],
@@ -467,7 +508,7 @@ def _get_profile(conn: sqlite3.Connection, external_id: str, sealer: Sealer) -> 
     if latest is None:
         return None
     deliveries = [
-        _delivery(r)
+        _delivery(r, sealer)
         for r in conn.execute(
             f"SELECT {_DELIVERY_COLUMNS} WHERE d.id IN"
             " (SELECT MAX(id) FROM deliveries WHERE external_id = ? GROUP BY backend)",

@@ -1,4 +1,4 @@
-"""Personal data at rest on SQLite: erasure, retention purge, key rotation.
+"""Personal data at rest on SQLite: retention purge and key rotation (erasure: sqlite_erasure).
 
 Plain functions of a connection, run by `SQLiteStore` on its writer thread,
 each in one short transaction. Removed payloads are overwritten in the file
@@ -16,119 +16,43 @@ import msgspec
 
 from gateway.crypto import Sealer
 from gateway.schema import NormalizedProfile
-from gateway.store.base import Erasure, PurgeResult, SealedTable, SealStatus
+from gateway.store.base import PurgeResult, SealedTable, SealStatus
 from gateway.store.pii import (
     REMOVED,
     check_keyring,
+    error_prefix,
     event_aad,
+    plaintext_refused,
+    reseal_error,
     retag_event,
-    split_tags,
     write_aad,
 )
 from gateway.store.sql_states import AWAITING, OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
+# What a purged write's deliveries keep of a backend's error text.
+PURGED_ERROR = "removed by retention"
 
 
 def register_keys(conn: sqlite3.Connection, sealer: Sealer) -> None:
     """At open: refuse a keyring that cannot read the store; record the current key."""
     registered = dict(conn.execute("SELECT key_id, fingerprint FROM encryption_keys").fetchall())
     new = check_keyring(sealer, registered)
+    if sealer.enabled and not sealer.allow_plaintext:
+        # key_id is NULL for plaintext and for removed rows; only the former have a body.
+        found = [
+            table
+            for table in ("profile_writes", "webhook_events")
+            if conn.execute(
+                f"SELECT 1 FROM {table} WHERE key_id IS NULL AND length(body) > 0 LIMIT 1"
+            ).fetchone()
+        ]
+        if found:
+            raise plaintext_refused(found)
     conn.executemany(
         "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES (?, ?, ?)",
         [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
     )
-
-
-def erase(conn: sqlite3.Connection, external_id: str) -> Erasure | None:
-    now = time.time()
-    if (
-        conn.execute(
-            "SELECT 1 FROM profile_writes WHERE external_id = ? LIMIT 1", (external_id,)
-        ).fetchone()
-        is None
-    ):
-        return None
-    writes = conn.execute(
-        "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'erased', removed_at = ?"
-        " WHERE external_id = ? AND (removed IS NULL OR removed != 'erased')",
-        (REMOVED, now, external_id),
-    ).rowcount
-    in_flight, cancelled = conn.execute(
-        "SELECT COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FROM deliveries"
-        f" WHERE external_id = ? AND state IN {OPEN}",
-        (external_id,),
-    ).fetchone()
-    tags = {
-        tag
-        for (tag,) in conn.execute(
-            "SELECT DISTINCT match_key FROM deliveries"
-            " WHERE external_id = ? AND match_key IS NOT NULL",
-            (external_id,),
-        )
-    }
-    delivered_to = [
-        b
-        for (b,) in conn.execute(
-            "SELECT DISTINCT backend FROM deliveries WHERE external_id = ?"
-            " AND accepted_at IS NOT NULL ORDER BY backend",
-            (external_id,),
-        )
-    ]
-    # Open deliveries are never sent now: claims only take pending, retrying
-    # or in-flight rows. An in-flight one's worker finds its lease gone and its
-    # outcome is not recorded. Backends' error texts may quote the data: gone too.
-    conn.execute(
-        "UPDATE deliveries SET"
-        f" state = CASE WHEN state IN {OPEN} THEN 'erased' ELSE state END,"
-        f" last_error = CASE WHEN state IN {OPEN} OR last_error IS NOT NULL"
-        "   THEN 'erased on request' END,"
-        " lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = ?"
-        " WHERE external_id = ?",
-        (now, external_id),
-    )
-    ids = dict(
-        conn.execute(
-            "SELECT backend, backend_id FROM backend_ids WHERE external_id = ?", (external_id,)
-        ).fetchall()
-    )
-    events = _events_of(conn, tags, ids.get("omneo"))
-    conn.executemany(
-        "UPDATE webhook_events SET body = ?, key_id = NULL, match_key = NULL, removed_at = ?"
-        " WHERE id = ?",
-        [(REMOVED, now, event_id) for event_id in events],
-    )
-    return Erasure(
-        external_id=external_id,
-        writes_erased=writes,
-        deliveries_cancelled=cancelled - in_flight,
-        deliveries_in_flight=in_flight,
-        webhook_events_erased=len(events),
-        delivered_to=delivered_to,
-        backend_ids=ids,
-    )
-
-
-def _events_of(conn: sqlite3.Connection, tags: set[str], omneo_id: str | None) -> list[int]:
-    """Stored Omneo webhooks that named the person: by Omneo's id of them, or by
-    a match key one of their deliveries was indexed under."""
-    found: set[int] = set()
-    if omneo_id is not None:
-        found.update(
-            i
-            for (i,) in conn.execute(
-                "SELECT id FROM webhook_events WHERE source = 'omneo' AND backend_id = ?"
-                " AND removed_at IS NULL",
-                (omneo_id,),
-            )
-        )
-    if tags:
-        for event_id, stored in conn.execute(
-            "SELECT id, match_key FROM webhook_events WHERE match_key IS NOT NULL"
-        ):
-            if tags.intersection(split_tags(stored)):
-                found.add(event_id)
-    return sorted(found)
 
 
 def purge_step(
@@ -152,8 +76,14 @@ def purge_step(
             " RETURNING id",
             (REMOVED, now, write_after, write_after + span, cutoff, cutoff),
         ).fetchall()
-        # Their lookup tags go too: a webhook this late confirms nothing useful.
-        conn.executemany("UPDATE deliveries SET match_key = NULL WHERE write_id = ?", writes)
+        # Their lookup tags go too (a webhook this late confirms nothing useful),
+        # and backends' error texts, which may quote the profile.
+        conn.executemany(
+            "UPDATE deliveries SET match_key = NULL,"
+            f" last_error = CASE WHEN last_error IS NULL THEN NULL ELSE '{PURGED_ERROR}' END"
+            " WHERE write_id = ?",
+            writes,
+        )
         write_after = _next(conn, "profile_writes", write_after + span, cutoff)
     if event_after is not None:
         events = conn.execute(
@@ -164,6 +94,16 @@ def purge_step(
         ).rowcount
         event_after = _next(conn, "webhook_events", event_after + span, cutoff)
     return PurgeResult(writes=len(writes), webhook_events=events), write_after, event_after
+
+
+def purge_keys_step(conn: sqlite3.Connection, cutoff: float, span: int) -> int:
+    """Up to `span` Idempotency-Key records older than the cutoff (the caller's
+    key may hold an email): a retry that late is not a retry."""
+    return conn.execute(
+        "DELETE FROM idempotency_keys WHERE rowid IN"
+        " (SELECT rowid FROM idempotency_keys WHERE created_at < ? LIMIT ?)",
+        (cutoff, span),
+    ).rowcount
 
 
 def _next(conn: sqlite3.Connection, table: str, after: int, cutoff: float) -> int | None:
@@ -189,7 +129,25 @@ def seal_status(conn: sqlite3.Connection, sealer: Sealer) -> SealStatus:
         " AND match_key IS NOT NULL AND substr(match_key, 1, ?) != ?",
         _prefix_args(sealer),
     ).fetchone()
-    return SealStatus(profile_writes=counts[0], webhook_events=counts[1], deliveries_to_retag=retag)
+    (errors,) = conn.execute(
+        f"SELECT COUNT(*) FROM deliveries WHERE {_ERROR_TO_RESEAL}", _error_args(sealer)
+    ).fetchone()
+    return SealStatus(
+        profile_writes=counts[0],
+        webhook_events=counts[1],
+        deliveries_to_retag=retag,
+        delivery_errors=errors,
+    )
+
+
+# A backend's error text not sealed under the current key: under an older key,
+# or in clear from before (the gateway's own texts get sealed along, harmlessly).
+_ERROR_TO_RESEAL = "last_error IS NOT NULL AND substr(last_error, 1, ?) != ?"
+
+
+def _error_args(sealer: Sealer) -> tuple[int, str]:
+    prefix = error_prefix(sealer.current_id)
+    return len(prefix), prefix
 
 
 def _prefix_args(sealer: Sealer) -> tuple[int, str]:
@@ -206,6 +164,8 @@ _RESEAL_SELECT = {
 def reseal_step(
     conn: sqlite3.Connection, sealer: Sealer, table: SealedTable, after: int, span: int
 ) -> tuple[int, int | None]:
+    if table == "deliveries":
+        return _reseal_errors(conn, sealer, after, span)
     rows = conn.execute(
         f"{_RESEAL_SELECT[table]} WHERE id > ? AND id <= ? AND length(body) > 0"
         " AND (key_id IS NULL OR key_id != ?)",
@@ -229,6 +189,21 @@ def reseal_step(
             ],
         )
     more = conn.execute(f"SELECT 1 FROM {table} WHERE id > ? LIMIT 1", (after + span,)).fetchone()
+    return len(rows), (after + span if more else None)
+
+
+def _reseal_errors(
+    conn: sqlite3.Connection, sealer: Sealer, after: int, span: int
+) -> tuple[int, int | None]:
+    rows = conn.execute(
+        f"SELECT id, last_error FROM deliveries WHERE id > ? AND id <= ? AND {_ERROR_TO_RESEAL}",
+        (after, after + span, *_error_args(sealer)),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE deliveries SET last_error = ? WHERE id = ?",
+        [(reseal_error(sealer, i, stored), i) for i, stored in rows],
+    )
+    more = conn.execute("SELECT 1 FROM deliveries WHERE id > ? LIMIT 1", (after + span,)).fetchone()
     return len(rows), (after + span if more else None)
 
 
@@ -268,9 +243,17 @@ def retire_keys(conn: sqlite3.Connection, sealer: Sealer) -> list[str]:
     for (key_id,) in conn.execute("SELECT key_id FROM encryption_keys").fetchall():
         if key_id == sealer.current_id:
             continue
-        in_use = any(
-            conn.execute(f"SELECT 1 FROM {table} WHERE key_id = ? LIMIT 1", (key_id,)).fetchone()
-            for table in ("profile_writes", "webhook_events")
+        in_use = (
+            any(
+                conn.execute(
+                    f"SELECT 1 FROM {table} WHERE key_id = ? LIMIT 1", (key_id,)
+                ).fetchone()
+                for table in ("profile_writes", "webhook_events")
+            )
+            or conn.execute(
+                "SELECT 1 FROM deliveries WHERE substr(last_error, 1, ?) = ? LIMIT 1",
+                (len(error_prefix(key_id)), error_prefix(key_id)),
+            ).fetchone()
         )
         if not in_use:
             conn.execute("DELETE FROM encryption_keys WHERE key_id = ?", (key_id,))

@@ -20,7 +20,7 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
-from gateway.store.pii import open_claims
+from gateway.store.pii import open_claims, open_error, seal_error
 from gateway.store.sql_states import OPEN, state_is
 from gateway.store.sqlite_accept import insert_rows
 
@@ -138,7 +138,7 @@ def record(
             row = (
                 r.delivery_id,
                 r.state,
-                r.error,
+                seal_error(sealer, r.delivery_id, r.error),
                 r.next_attempt_at,
                 sealer.tag(r.match_key),  # an email: stored as its blind index
                 int(r.refund_attempt),
@@ -194,11 +194,18 @@ def _filters(
     return " AND ".join(where), params
 
 
+def _letter(row: tuple[Any, ...], sealer: Sealer) -> DeadLetter:
+    letter = DeadLetter(*row)
+    letter.last_error = open_error(sealer, letter.delivery_id, letter.last_error)
+    return letter
+
+
 def list_deliveries(
     conn: sqlite3.Connection,
     states: list[DeliveryState],
     backend: Backend | None,
     limit: int,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[DeadLetter]:
     where, params = _filters(states, None, backend)
     rows = conn.execute(
@@ -207,7 +214,7 @@ def list_deliveries(
         f" WHERE {where} ORDER BY d.id LIMIT ?",
         [*params, limit],
     ).fetchall()
-    return [DeadLetter(*r) for r in rows]
+    return [_letter(r, sealer) for r in rows]
 
 
 # SQLite uses a partial index only when the query repeats its WHERE term; the
@@ -224,6 +231,7 @@ def recent_deliveries(
     backend: Backend | None,
     limit: int,
     before_id: int | None,
+    sealer: Sealer = PLAINTEXT,
 ) -> list[DeadLetter]:
     where, params = _filters([state], None, backend)
     where += _INDEX_TERM.get(state, "")
@@ -236,7 +244,7 @@ def recent_deliveries(
         f" WHERE {where} ORDER BY d.id DESC LIMIT ?",
         [*params, limit],
     ).fetchall()
-    return [DeadLetter(*r) for r in rows]
+    return [_letter(r, sealer) for r in rows]
 
 
 def replay(

@@ -26,12 +26,15 @@ def save_webhook(
     # Omneo's body is the whole profile: sealed like a write's.
     body, key_id = sealer.seal(ev.body, event_aad(ev.source, ev.event, ev.body_hash))
     row = conn.execute(
-        "INSERT INTO webhook_events (source, event, body_hash, body, key_id, backend_id,"
-        " match_key, event_time, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (source, event, body_hash) DO NOTHING RETURNING id",
+        "INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, key_id,"
+        " backend_id, match_key, event_time, received_at, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        # Either unique index (the body under any event name) makes it a duplicate.
+        " ON CONFLICT DO NOTHING RETURNING id",
         (
             ev.source,
             ev.event,
+            ev.body_hash,
             ev.body_hash,
             body,
             key_id,
@@ -44,9 +47,12 @@ def save_webhook(
     ).fetchone()
     if row is not None:
         return SavedEvent(event_id=row[0], duplicate=False)
+    # An event stored under both names before migration 0006 has a NULL key: found
+    # by its hash and name then.
     (existing,) = conn.execute(
-        "SELECT id FROM webhook_events WHERE source = ? AND event = ? AND body_hash = ?",
-        (ev.source, ev.event, ev.body_hash),
+        "SELECT id FROM webhook_events WHERE source = ? AND (dedup_key = ?"
+        " OR (event = ? AND body_hash = ?)) ORDER BY id LIMIT 1",
+        (ev.source, ev.body_hash, ev.event, ev.body_hash),
     ).fetchone()
     return SavedEvent(event_id=existing, duplicate=True)
 
@@ -86,7 +92,9 @@ def apply_webhooks(conn: sqlite3.Connection, source: Backend, limit: int) -> lis
                 "UPDATE deliveries SET state = 'confirmed', confirmed_at = ?, updated_at = ?,"
                 f" last_error = NULL WHERE backend = ? AND match_key IN ({marks})"
                 " AND state IN ('accepted', 'unconfirmed')"
-                " AND accepted_at <= ? RETURNING id, external_id, accepted_at",
+                # Strictly before: a delivery accepted at the very time the event
+                # arrived cannot have been what Omneo reported.
+                " AND accepted_at < ? RETURNING id, external_id, accepted_at",
                 (now, now, source, *tags, received_at),
             ).fetchall()
             confirmations = sorted(

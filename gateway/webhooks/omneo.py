@@ -92,7 +92,8 @@ async def receive(request: Request) -> Response:
     label = event if event in EVENTS else "unknown"
     if not settings.omneo_webhook_secret:
         raise ApiError(503, "not_configured", "GATEWAY_OMNEO_WEBHOOK_SECRET is not set")
-    body = await read_body(request, settings.max_body_bytes)
+    # Its own, small limit: anyone can send this much before the signature is checked.
+    body = await read_body(request, settings.webhook_max_body_bytes)
     presented = request.headers.get(settings.omneo_webhook_signature_header)
     # The signature first: without it, not even which event names exist is told.
     if not signature_ok(settings.omneo_webhook_secret, body, presented):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,38 @@ def test_format_from_extension_or_flag() -> None:
     assert detect_format(Path("a.txt"), "csv") == "csv"
     with pytest.raises(ReadError, match="--format"):
         detect_format(Path("a.txt"), None)
+
+
+def test_an_overlong_csv_line_is_one_rejected_record_read_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "long.csv"
+    with path.open("wb") as f:
+        f.write(b"external_id,first_name\na,Ann\nb,")
+        for _ in range(60):  # a 60 MB line
+            f.write(b"y" * 1_000_000)
+        f.write(b"\nc,Cy\n")
+    tracemalloc.start()
+    try:
+        records = list(open_records(path, "csv", 0, 1, 100_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"peak {peak} bytes"
+    assert [r.line for r in records] == [2, 3, 4]
+    assert records[0].profile == {"external_id": "a", "first_name": "Ann"}
+    bad = records[1]
+    assert bad.profile is None
+    assert bad.errors[0].message == "line 3 is longer than 100000 bytes"
+    assert bad.end_offset == records[2].end_offset - len(b"c,Cy\n")
+    assert records[2].profile == {"external_id": "c", "first_name": "Cy"}
+    # Resuming after the long line starts at the next row.
+    tail = list(open_records(path, "csv", bad.end_offset, bad.next_line, 100_000))
+    assert [r.line for r in tail] == [4]
+
+
+def test_an_overlong_csv_header_stops_the_import(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_bytes(b"external_id," + b"x" * 200_000 + b"\na,b\n")
+    with pytest.raises(ReadError, match=r"header \(line 1\) is longer than 100000 bytes"):
+        open_records(path, "csv", 0, 1, 100_000)

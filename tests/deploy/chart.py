@@ -3,6 +3,8 @@ SDK; no helm binary) and validates what comes out."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,19 +53,46 @@ def postgresql_values() -> dict[str, Any]:
     return values
 
 
+# The chart refuses to render without an encryption key (or allowPlaintext), so
+# the value sets below get one in the chart-made Secret, as an install would.
+TEST_ENCRYPTION_KEYS = "k1:" + base64.b64encode(b"k" * 32).decode()
+
+
+def with_keys(values: dict[str, Any] | None) -> dict[str, Any]:
+    """`values` with TEST_ENCRYPTION_KEYS in secrets.values, unless they bring
+    their own Secret, key or allowPlaintext."""
+    out = copy.deepcopy(values or {})
+    secrets = out.setdefault("secrets", {})
+    if out.get("allowPlaintext") or secrets.get("existingSecret"):
+        return out
+    secrets.setdefault("values", {}).setdefault("GATEWAY_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEYS)
+    return out
+
+
 def render_raw(
-    values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    keys: bool = True,
 ) -> dict[str, str]:
+    """The chart's templates rendered; `keys=False` renders `values` as given."""
     chart = helm_python.Chart.load(str(CHART))
-    return chart.render(values=values or {}, name=release, namespace=namespace, is_install=True)
+    given = with_keys(values) if keys else (values or {})
+    return chart.render(values=given, name=release, namespace=namespace, is_install=True)
 
 
 def render(
-    values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    keys: bool = True,
 ) -> list[Manifest]:
     """Every object the chart renders, parsed (NOTES.txt left out)."""
     out: list[Manifest] = []
-    for template, text in sorted(render_raw(values, release=release, namespace=namespace).items()):
+    rendered = render_raw(values, release=release, namespace=namespace, keys=keys)
+    for template, text in sorted(rendered.items()):
         if not template.endswith((".yaml", ".yml")):
             continue
         for doc in yaml.safe_load_all(text):

@@ -112,7 +112,7 @@ def schema_error(values: dict[str, Any]) -> str:
 
 def test_helm_lint_strict_finds_nothing_above_info() -> None:
     for values in ({}, chart.postgresql_values()):
-        report = helm_python.lint(str(chart.CHART), values, strict=True)
+        report = helm_python.lint(str(chart.CHART), chart.with_keys(values), strict=True)
         assert report["errors"] == [], report
         above_info = [m for m in report["messages"] if m["severity"] >= 2]
         assert above_info == [], report["messages"]
@@ -359,12 +359,14 @@ def test_an_existing_secret_replaces_the_charts() -> None:
     manifests = render({"secrets": {"existingSecret": "gateway-tokens"}})
     assert "Secret" not in chart.kinds(manifests)
     assert {"secretRef": {"name": "gateway-tokens"}} in container(manifests)["envFrom"]
-    # No metrics token is known to be in it unless said so.
-    assert "authorization" not in only(manifests, "ServiceMonitor").doc["spec"]["endpoints"][0]
+    # With /metrics open, no metrics token is known to be in it unless said so.
+    opened = {"secrets": {"existingSecret": "gateway-tokens"}, "metrics": {"requireToken": False}}
+    endpoint = only(render(opened), "ServiceMonitor").doc["spec"]["endpoints"][0]
+    assert "authorization" not in endpoint
     said = render(
         {
             "secrets": {"existingSecret": "gateway-tokens"},
-            "metrics": {"serviceMonitor": {"bearerTokenFromSecret": True}},
+            "metrics": {"requireToken": False, "serviceMonitor": {"bearerTokenFromSecret": True}},
         }
     )
     auth = only(said, "ServiceMonitor").doc["spec"]["endpoints"][0]["authorization"]
@@ -522,6 +524,53 @@ def test_dashboard_json_is_well_formed_for_grafana() -> None:
         "unconfirmed share",
     ):
         assert topic in titles, topic
+
+
+def test_the_chart_refuses_to_render_without_encryption_keys() -> None:
+    """Profiles would be stored in clear: refused unless said so in as many words."""
+    for values in ({}, {"secrets": {"values": {"GATEWAY_ENCRYPTION_KEYS": ""}}}):
+        with pytest.raises(helm_python.HelmRenderError) as info:
+            chart.render_raw(values, keys=False)
+        assert "GATEWAY_ENCRYPTION_KEYS is empty" in str(info.value)
+        assert "allowPlaintext" in str(info.value)
+    trial = render({"allowPlaintext": True}, keys=False)
+    assert only(trial, "Secret").doc["stringData"].get("GATEWAY_ENCRYPTION_KEYS", "") == ""
+    keyed = render()
+    assert only(keyed, "Secret").doc["stringData"]["GATEWAY_ENCRYPTION_KEYS"] == (
+        chart.TEST_ENCRYPTION_KEYS
+    )
+    # Behind an existing Secret the chart cannot look: the pod takes the key
+    # from it by name, so a Secret without it stops the pod from starting.
+    env = env_of(container(render({"secrets": {"existingSecret": "tokens"}}, keys=False)))
+    assert env["GATEWAY_ENCRYPTION_KEYS"] == {
+        "secretKeyRef": {"name": "tokens", "key": "GATEWAY_ENCRYPTION_KEYS"}
+    }
+    plain = {"secrets": {"existingSecret": "tokens"}, "allowPlaintext": True}
+    assert "GATEWAY_ENCRYPTION_KEYS" not in env_of(container(render(plain, keys=False)))
+
+
+def test_the_metrics_token_is_on_by_default() -> None:
+    manifests = render()
+    token = only(manifests, "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"]
+    assert len(token) == 48 and token.isalnum()
+    auth = only(manifests, "ServiceMonitor").doc["spec"]["endpoints"][0]["authorization"]
+    assert auth["credentials"] == {
+        "name": only(manifests, "Secret").name,
+        "key": "GATEWAY_METRICS_TOKEN",
+    }
+    # Each install draws its own.
+    assert only(render(), "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"] != token
+    given = render({"secrets": {"values": {"GATEWAY_METRICS_TOKEN": "given-token"}}})
+    assert only(given, "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"] == "given-token"
+    # An existing Secret must hold one: the pod refers to it by name.
+    env = env_of(container(render({"secrets": {"existingSecret": "tokens"}})))
+    assert env["GATEWAY_METRICS_TOKEN"] == {
+        "secretKeyRef": {"name": "tokens", "key": "GATEWAY_METRICS_TOKEN"}
+    }
+    # Turned off, /metrics is open and the scrape sends nothing.
+    opened = render({"metrics": {"requireToken": False}})
+    assert only(opened, "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"] == ""
+    assert "authorization" not in only(opened, "ServiceMonitor").doc["spec"]["endpoints"][0]
 
 
 def test_notes_tell_how_to_reach_the_gateway_and_warn_about_missing_tokens() -> None:

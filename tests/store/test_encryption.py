@@ -16,7 +16,7 @@ from gateway.cli_keys import rotate
 from gateway.crypto import MAGIC, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store, WebhookEvent
-from gateway.store.pii import KeyringMismatch
+from gateway.store.pii import KeyringMismatch, open_error, seal_error
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests.store import pg
@@ -48,14 +48,14 @@ def request(request_id: str, *profiles: NormalizedProfile) -> NewRequest:
     return NewRequest(request_id, "crm", ["omneo"], list(profiles), 1000.0)
 
 
-Opener = Callable[[Keys], Store]
-Starter = Callable[[Keys], Awaitable[Store]]
+Opener = Callable[..., Store]
+Starter = Callable[..., Awaitable[Store]]
 
 
 @pytest.fixture
 def open_store(store_url: str) -> Opener:
-    def make(ks: Keys) -> Store:
-        sealer = Sealer(ks)
+    def make(ks: Keys, *, allow_plaintext: bool = False) -> Store:
+        sealer = Sealer(ks, allow_plaintext=allow_plaintext)
         if store_url.startswith("sqlite:///"):
             return SQLiteStore.from_url(store_url, sealer=sealer)
         return PostgresStore(store_url, sealer=sealer)
@@ -68,8 +68,8 @@ async def stores(open_store: Opener) -> AsyncIterator[Starter]:
     """Opens stores on one database; closes whatever is still open at the end."""
     opened: list[Store] = []
 
-    async def start(ks: Keys) -> Store:
-        s = open_store(ks)
+    async def start(ks: Keys, *, allow_plaintext: bool = False) -> Store:
+        s = open_store(ks, allow_plaintext=allow_plaintext)
         await s.open()
         opened.append(s)
         return s
@@ -149,7 +149,7 @@ async def test_rotation_keeps_old_rows_readable_then_retires_the_old_key(
     assert (status.profile_writes, status.webhook_events) == (1, 1)
 
     report = await rotate(both, lambda p: match_key_of_profile(p, "email"), span=1)
-    assert report.resealed == {"profile_writes": 1, "webhook_events": 1}
+    assert report.resealed == {"profile_writes": 1, "webhook_events": 1, "deliveries": 0}
     assert report.retired == ["k1"]
     assert (await both.seal_status()).total == 0
     await both.close()
@@ -169,7 +169,10 @@ async def test_legacy_plaintext_rows_are_read_then_encrypted_by_rotation(
     await write_deliver_and_confirm(plain, "p-1", "r1")
     await plain.close()
 
-    store = await stores(keys("k1"))
+    # With a key set, rows in clear are refused until the migration switch is on.
+    with pytest.raises(KeyringMismatch, match="GATEWAY_ALLOW_PLAINTEXT_ROWS=true"):
+        await stores(keys("k1"))
+    store = await stores(keys("k1"), allow_plaintext=True)
     view = await store.get_profile("p-1")
     assert view is not None and view.profile is not None and view.profile.email == EMAIL
     status = await store.seal_status()
@@ -186,6 +189,27 @@ async def test_legacy_plaintext_rows_are_read_then_encrypted_by_rotation(
     # On SQLite the plaintext rows' pages also sat in the WAL: rotation ends
     # with a checkpoint, and secure_delete zeroes what the updates replaced.
     assert contains_pii(await raw_bytes(store_url, store)) == []
+    await store.close()
+    # Once rotated, the switch goes off again.
+    sealed = await stores(keys("k1"))
+    view = await sealed.get_profile("p-1")
+    assert view is not None and view.profile is not None and view.profile.email == EMAIL
+
+
+async def test_with_a_key_a_row_in_clear_is_refused(stores: Starter, store_url: str) -> None:
+    """A plaintext value skips the associated data that binds a sealed one to its
+    row: anyone able to write to the database could plant a profile that way."""
+    store = await stores(keys("k1"))
+    await store.accept(request("r1", person("p-1")))
+    planted = b'{"external_id": "p-1", "email": "attacker@example.net"}'
+    await _edit_bodies(store_url, store, lambda rows: {0: planted})
+    with pytest.raises(SealError, match="GATEWAY_ALLOW_PLAINTEXT_ROWS"):
+        await store.get_profile("p-1")
+    [] = await store.claim("omneo", 10, "w", 60)  # not sent: failed, with the reason
+    [failed] = await store.list_deliveries(["failed"])
+    assert failed.last_error is not None and "not encrypted" in failed.last_error
+    # The migration switch reads it (as before this check existed).
+    assert Sealer(keys("k1"), allow_plaintext=True).open(planted, b"any") == planted
 
 
 Bodies = dict[int, bytes]  # position in request r1 -> stored body
@@ -270,3 +294,32 @@ def test_sealed_values_are_bound_to_their_key_and_row() -> None:
     assert sealer.seal(b"same", b"r")[0] != sealer.seal(b"same", b"r")[0]
     assert sealer.tag(EMAIL) == sealer.tag(EMAIL) != EMAIL
     assert Sealer().open(b'{"legacy": 1}', b"any") == b'{"legacy": 1}'
+
+
+async def test_rotation_reseals_backend_error_texts_before_retiring_a_key(
+    stores: Starter, store_url: str
+) -> None:
+    old = await stores(keys("k1"))
+    await old.accept(request("r1", person("p-1")))
+    [claim] = await old.claim("omneo", 10, "w", 60)
+    quoted = f"omneo: HTTP 422: {EMAIL} belongs to another profile"
+    await old.record("w", [DeliveryResult(claim.delivery_id, "failed", error=quoted)])
+    assert contains_pii(await raw_bytes(store_url, old)) == []
+    await old.close()
+
+    both = await stores(keys("k2", "k1"))
+    assert (await both.seal_status()).delivery_errors == 1
+    report = await rotate(both, lambda p: match_key_of_profile(p, "email"), span=1)
+    assert report.resealed["deliveries"] == 1
+    assert report.retired == ["k1"]
+    await both.close()
+
+    new = await stores(keys("k2"))
+    [failed] = await new.list_deliveries(["failed"])
+    assert failed.last_error == quoted
+    assert contains_pii(await raw_bytes(store_url, new)) == []
+    # A text under a key no longer listed reads as a note, not as a failed page.
+    stored = seal_error(Sealer(keys("k2")), failed.delivery_id, quoted)
+    assert stored is not None and EMAIL not in stored
+    note = open_error(Sealer(keys("k3")), failed.delivery_id, stored)
+    assert note is not None and "cannot open it" in note and EMAIL not in note

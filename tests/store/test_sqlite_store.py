@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -100,3 +101,62 @@ def test_accept_many_resolves_keys_repeated_within_one_commit(tmp_path: Path) ->
     assert isinstance(outcomes[2], IdempotencyConflict)
     assert conn.execute("SELECT id FROM requests").fetchall() == [("r1",)]
     assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (1,)
+
+
+@pytest.mark.anyio
+async def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    store = SQLiteStore(fresh)
+    await store.open()
+    try:
+        await store.accept(
+            NewRequest("r1", "crm", ["omneo"], [NormalizedProfile(external_id="a")], time.time())
+        )
+        modes = _modes(tmp_path, "fresh.db*")
+        assert set(modes) >= {"fresh.db", "fresh.db-wal", "fresh.db-shm"}
+        assert modes == dict.fromkeys(modes, 0o600)
+    finally:
+        await store.close()
+    # A file made before (0644) is tightened when the store opens it.
+    older = tmp_path / "older.db"
+    _make(older, 0o644)
+    store = SQLiteStore(older)
+    await store.open()
+    await store.close()
+    assert _modes(tmp_path, "older.db") == {"older.db": 0o600}
+
+
+def _modes(folder: Path, pattern: str) -> dict[str, int]:
+    return {f.name: stat.S_IMODE(f.stat().st_mode) for f in folder.glob(pattern)}
+
+
+def _make(path: Path, mode: int) -> None:
+    path.touch()
+    path.chmod(mode)
+
+
+def test_events_stored_under_both_names_before_migration_6_are_all_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = connect(tmp_path / "old.db")
+    every = migrations.migration_files("sqlite")
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "migration_files", lambda dialect: [f for f in every if f[0] < 6])
+        migrations.apply_sqlite(conn)
+    for event in ("profile.created", "profile.updated", "profile.created"):
+        conn.execute(
+            "INSERT OR IGNORE INTO webhook_events (source, event, body_hash, body, received_at)"
+            " VALUES ('omneo', ?, 'h1', x'7b7d', 1.0)",
+            (event,),
+        )
+    assert migrations.apply_sqlite(conn) == [n for v, n, _ in every if v >= 6]
+    rows = conn.execute("SELECT id, event, dedup_key FROM webhook_events ORDER BY id").fetchall()
+    assert rows == [(1, "profile.created", "h1"), (2, "profile.updated", None)]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, received_at)"
+            " VALUES ('omneo', 'profile.other', 'h1', 'h1', x'7b7d', 1.0)"
+        )
+    conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from gateway.schema import NormalizedProfile
@@ -113,3 +114,38 @@ async def test_overdue_deliveries_become_unconfirmed_and_a_late_event_still_conf
     assert applied.result == "applied"
     assert await store.count_state("omneo", "unconfirmed") == 0
     assert await store.count_state("omneo", "confirmed") == 1
+
+
+@pytest.mark.anyio
+async def test_a_body_replayed_under_the_other_event_name_is_a_duplicate(store: Store) -> None:
+    """Omneo's signature covers the body, not the URL: a captured profile.created
+    body sent to /profile.updated is the same event, stored and applied once."""
+    await accepted_delivery(store, "a", "a@example.com")
+    created = event("a@example.com", body=b'{"id": 1001}')
+    first = await store.save_webhook(created)
+    assert not first.duplicate
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "applied"
+    later = await accepted_delivery(store, "a", "a@example.com")
+    replayed = await store.save_webhook(
+        msgspec.structs.replace(created, event="profile.updated", received_at=time.time())
+    )
+    assert replayed.duplicate and replayed.event_id == first.event_id
+    assert await store.apply_webhooks("omneo") == []
+    # The delivery Omneo never reported stays waiting for its own event.
+    [waiting] = await store.list_deliveries(["accepted"])
+    assert waiting.delivery_id == later
+
+
+@pytest.mark.anyio
+async def test_an_event_never_confirms_a_delivery_accepted_at_the_same_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = time.time()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: at)
+        await accepted_delivery(store, "a", "a@example.com")
+    await store.save_webhook(msgspec.structs.replace(event("a@example.com"), received_at=at))
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "unmatched"
+    assert await store.count_state("omneo", "accepted") == 1

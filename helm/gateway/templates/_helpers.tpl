@@ -59,7 +59,44 @@ app.kubernetes.io/part-of: profile-gateway
 {{/* Does the scrape send GATEWAY_METRICS_TOKEN? */}}
 {{- define "gateway.metricsAuth" -}}
 {{- $sm := .Values.metrics.serviceMonitor -}}
-{{- if or $sm.bearerTokenFromSecret (and (not .Values.secrets.existingSecret) (index (default (dict) .Values.secrets.values) "GATEWAY_METRICS_TOKEN")) -}}true{{- end -}}
+{{- if or .Values.metrics.requireToken $sm.bearerTokenFromSecret (and (not .Values.secrets.existingSecret) (index (default (dict) .Values.secrets.values) "GATEWAY_METRICS_TOKEN")) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The chart-made Secret's GATEWAY_METRICS_TOKEN: the one given; else, with
+metrics.requireToken, the one this release's Secret already holds (so an upgrade
+keeps it), or a new random one. */}}
+{{- define "gateway.metricsToken" -}}
+{{- $token := index (default (dict) .Values.secrets.values) "GATEWAY_METRICS_TOKEN" | default "" -}}
+{{- if and (not $token) .Values.metrics.requireToken -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "gateway.fullname" .) -}}
+{{- if and $existing $existing.data (index $existing.data "GATEWAY_METRICS_TOKEN") -}}
+{{- $token = index $existing.data "GATEWAY_METRICS_TOKEN" | b64dec -}}
+{{- else -}}
+{{- $token = randAlphaNum 48 -}}
+{{- end -}}
+{{- end -}}
+{{- $token -}}
+{{- end -}}
+
+{{/* With secrets.existingSecret the chart cannot see what the Secret holds:
+these entries (required keys) keep the pod from starting without them. */}}
+{{- define "gateway.requiredSecretEnv" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- if not .Values.allowPlaintext }}
+- name: GATEWAY_ENCRYPTION_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secrets.existingSecret }}
+      key: GATEWAY_ENCRYPTION_KEYS
+{{- end }}
+{{- if .Values.metrics.requireToken }}
+- name: GATEWAY_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secrets.existingSecret }}
+      key: GATEWAY_METRICS_TOKEN
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* GATEWAY_DATABASE_URL: the SQLite file on the volume, or PostgreSQL's URL from its Secret. */}}
@@ -93,6 +130,9 @@ flight (at most 5 s) and the exit. */}}
 {{- end -}}
 {{- if and (not (include "gateway.postgresql" .)) (include "gateway.multiReplica" .) -}}
 {{- fail "SQLite runs one replica: set database.type=postgresql for replicaCount > 1 or autoscaling" -}}
+{{- end -}}
+{{- if and (not .Values.allowPlaintext) (not .Values.secrets.existingSecret) (not (index (default (dict) .Values.secrets.values) "GATEWAY_ENCRYPTION_KEYS")) -}}
+{{- fail "secrets.values.GATEWAY_ENCRYPTION_KEYS is empty: profiles would be stored unencrypted. Set it (`gateway generate-key` prints one), use secrets.existingSecret, or set allowPlaintext: true for a trial with made-up data" -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
