@@ -91,8 +91,9 @@ async def test_omneo_fails_only_the_profile_whose_value_does_not_fit() -> None:
     assert "'n' is typed number" in (outcomes[0].error or "")
     [batch] = backend.bodies()
     [profile] = batch["profiles"]
+    # Checked as a number, sent as the doc's only type with the value as text.
     assert profile["custom_attributes"] == [
-        {"namespace": "gateway", "handle": "n", "type": "number", "value": "3"}
+        {"namespace": "gateway", "handle": "n", "type": "string", "value": "3"}
     ]
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -44,8 +45,10 @@ attribute_namespace = 7
 """
 
 
-def preview(backend: str) -> list[tuple[str, Any]]:
-    """(path, body) of each request `gateway mapping preview` prints."""
+def preview(backend: str, base_url: str) -> list[tuple[str, Any]]:
+    """(path, body) of each request `gateway mapping preview` prints, the path
+    under `base_url` (the backend's URL the gateway is given: Omneo's and
+    import_batch's end in `/api`)."""
     done = subprocess.run(
         [sys.executable, "-m", "gateway", "mapping", "preview", "--backend", backend, str(EXAMPLE)],
         input=json.dumps(JANE),
@@ -62,12 +65,13 @@ def preview(backend: str) -> list[tuple[str, Any]]:
         assert line.startswith("POST "), done.stdout
         body, end = decoder.raw_decode(text.lstrip())
         text = text.lstrip()[end:]
-        requests.append((line.removeprefix("POST "), body))
+        requests.append((urlsplit(base_url).path + line.removeprefix("POST "), body))
     return requests
 
 
-def received(url: str) -> list[tuple[str, Any]]:
-    items = httpx.get(f"{url}/_sim/received", timeout=5).json()
+def received(port: int) -> list[tuple[str, Any]]:
+    """What the simulator on `port` took; `/_sim/*` is at its root."""
+    items = httpx.get(f"http://127.0.0.1:{port}/_sim/received", timeout=5).json()
     return [(item["path"], item["body"]) for item in items if item["status"] < 300]
 
 
@@ -81,6 +85,9 @@ def test_serve_sends_each_backend_exactly_what_preview_prints(tmp_path: Path) ->
         f"--import-batch-port={base + 2}",
         f"--webhook-base-url=http://127.0.0.1:{port}",
         f"--webhook-secret={SECRET}",
+        # The database the example file is written for: its CRM_ID and Tier,
+        # and the attributes JANE sends under their own names.
+        "--import-batch-fields=CRM_ID,Tier,order_no,signup",
     ]
     with process(sim_args, {}, sim_log):
         sims = simulator_env(sim_log)
@@ -106,19 +113,19 @@ def test_serve_sends_each_backend_exactly_what_preview_prints(tmp_path: Path) ->
                 "import_batch": "confirmed",
             }
 
-            [(create_path, create), (import_path, imported)] = received(sims["GATEWAY_OCAMBA_URL"])
+            [(create_path, create), (import_path, imported)] = received(base)
             ocamba_id = imported["profiles"][0]["id"]
-            expected = preview("ocamba")
+            expected = preview("ocamba", sims["GATEWAY_OCAMBA_URL"])
             expected[1][1]["profiles"][0]["id"] = ocamba_id
             assert [(create_path, create), (import_path, imported)] == expected
 
-            [(omneo_path, batch)] = received(sims["GATEWAY_OMNEO_URL"])
-            expected = preview("omneo")
+            [(omneo_path, batch)] = received(base + 1)
+            expected = preview("omneo", sims["GATEWAY_OMNEO_URL"])
             expected[0][1]["import_job_id"] = batch["import_job_id"]  # from delivery ids
             assert [(omneo_path, batch)] == expected
 
-            [(ib_path, ib_body)] = received(sims["GATEWAY_IMPORT_BATCH_URL"])
-            expected = preview("import_batch")
+            [(ib_path, ib_body)] = received(base + 2)
+            expected = preview("import_batch", sims["GATEWAY_IMPORT_BATCH_URL"])
             expected[0][1]["token"] = sims["GATEWAY_IMPORT_BATCH_TOKEN"]
             assert [(ib_path, ib_body)] == expected
 
