@@ -3,6 +3,10 @@
 Embedded SQLite in the working directory, a demo token, the three backend
 simulators on local ports, and the gateway pointed at them, with Omneo's
 webhooks coming back signed to the gateway's receivers.
+
+The import_batch simulator's database refuses a profile naming a field it
+lacks, as a real one does; with `--mapping FILE` it is given the fields the
+file sends besides its default ones (`demo_import_batch_fields`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.crypto import generate_key
+from gateway.mapping.load import mappings_for
+from gateway.mapping.rules import CUSTOM_MATCHING
 from gateway.serving import limit_options, server_options
+from gateway.simulators.import_batch_fields import (
+    DEFAULT_CUSTOM_FIELDS,
+    REQUEST_KEYS,
+    SYSTEM_FIELDS,
+)
 from gateway.simulators.runner import RunningSimulators, SimulatorConfig, running_simulators
 
 # Long enough for the gateway's 32-character minimum, and plainly not a secret:
@@ -35,6 +46,24 @@ def demo_key(database: str) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(generate_key("demo") + "\n")
     return path.read_text().strip()
+
+
+def demo_import_batch_fields(mapping: str | None) -> tuple[str, ...]:
+    """The fields of the demo's import_batch database: the simulator's default
+    ones (what the built-in mapping and the banner's profile send) and, with a
+    mapping file, every field name its [import_batch.fields] sends and its
+    `field_name` for custom matching, so the demo imports what the file maps.
+    The file is already checked (`gateway demo` does it before anything starts)."""
+    names = list(DEFAULT_CUSTOM_FIELDS)
+    if mapping:
+        m = mappings_for(Settings(mapping_file=mapping)).import_batch
+        names += m.fields.values()
+        if m.matching in CUSTOM_MATCHING:
+            names.append(m.field_name)
+    # Request keys (email, phone) are no database fields; the system fields
+    # the simulator knows need no naming (another `_...` one does).
+    known = REQUEST_KEYS | SYSTEM_FIELDS
+    return tuple(dict.fromkeys(name for name in names if name not in known))
 
 
 def demo_settings(
@@ -95,6 +124,7 @@ async def run_demo(
         omneo_webhook_base_url=f"http://{host}:{port}",
         omneo_webhook_secret=secrets.token_hex(16),
         omneo_processing_delay=0.5,
+        import_batch_fields=demo_import_batch_fields(mapping),
     )
     async with running_simulators(config) as sims:
         settings = demo_settings(sims, host, port, database, mapping)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway import cli_mapping
 from gateway.__main__ import build_parser, main
 from gateway.config import Settings
+from gateway.demo import DEMO_TOKEN
+from tests.servers import free_base_port, free_port
+from tests.test_cli import running, wait_for_port
 
 EXAMPLE = str(Path(__file__).parent.parent.parent / "docs" / "mapping.example.toml")
 
@@ -70,7 +75,7 @@ def test_preview_with_a_backend_id_sends_only_the_import() -> None:
     assert head == "POST /v1/hood/profiles/import"
     assert json.loads(body) == {
         "profiles": [
-            {"id": "77", "custom_properties": {"signup": {"type": "date", "value": "2024-01-15"}}}
+            {"id": "77", "custom_properties": {"signup": {"type": "string", "value": "2024-01-15"}}}
         ]
     }
 
@@ -96,3 +101,35 @@ def test_demo_refuses_a_bad_mapping_before_starting_anything(
         f"{bad}: ocamba.exclude: must be an array of strings, not a string\n"
     )
     assert not database.exists()
+
+
+def test_demo_with_the_example_mapping_delivers_to_every_backend(tmp_path: Path) -> None:
+    # The demo's import_batch database must have the fields the file sends
+    # (CRM_ID, its field_name, and Tier), or import_batch refuses the profile.
+    port, sims = free_port(), free_base_port()
+    args = ["demo", "--port", str(port), "--sim-base-port", str(sims), "--mapping", EXAMPLE]
+    with running(args, tmp_path) as proc:
+        wait_for_port(port, proc)
+        auth = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+        base = f"http://127.0.0.1:{port}"
+        profile = {
+            "external_id": "demo-1",
+            "email": "jane@example.com",
+            "attributes": {"tier": "gold", "since": "2021-04-01"},
+        }
+        assert httpx.post(f"{base}/v1/profiles", json=profile, headers=auth).status_code == 202
+        deadline = time.monotonic() + 20
+        while True:
+            backends = httpx.get(f"{base}/v1/profiles/demo-1", headers=auth).json()["backends"]
+            states = {b: (d["state"], d["last_error"]) for b, d in backends.items()}
+            if {b: s for b, (s, _) in states.items()} == {
+                "ocamba": "accepted",
+                "omneo": "confirmed",
+                "import_batch": "confirmed",
+            }:
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.1)
+        received = httpx.get(f"http://127.0.0.1:{sims + 2}/_sim/received").json()
+        [data] = [item["body"]["data"][0] for item in received if item["status"] < 300]
+        assert (data["CRM_ID"], data["Tier"]) == ("demo-1", "gold")
