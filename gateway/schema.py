@@ -7,7 +7,7 @@ form and the OpenAPI document are all derived from them.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -81,6 +81,25 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     attributes: dict[ShortText, AttributeValue] | None = None
     consents: Consents | None = None
     addresses: list[Address] | None = None
+
+
+# Normalized fields that hold one value (a string, or a date sent as its ISO form):
+# the names a CSV column or a mapping file may give without a prefix.
+SCALAR_FIELDS: Final = (
+    "external_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "full_name",
+    "gender",
+    "birth_date",
+    "country_code",
+    "language",
+    "company",
+    "title",
+    "occupation",
+)
 
 
 class NormalizedProfile(Profile, forbid_unknown_fields=True, omit_defaults=True):

@@ -15,23 +15,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from gateway.schema import Address, FieldError
+from gateway.schema import SCALAR_FIELDS, Address, FieldError
 
-TEXT_COLUMNS = (
-    "external_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "full_name",
-    "gender",
-    "birth_date",
-    "country_code",
-    "language",
-    "company",
-    "title",
-    "occupation",
-)
+TEXT_COLUMNS = SCALAR_FIELDS
 ADDRESS_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Address))
 CONSENT_FIELDS = ("email", "sms")
 TAG_SEPARATOR = ";"

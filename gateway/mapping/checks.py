@@ -18,8 +18,8 @@ from gateway.mapping.rules import (
     CONSENT_CHANNELS,
     ENTRY_PREFIXES,
     NORMALIZED_FIELDS,
-    SCALAR_FIELDS,
 )
+from gateway.schema import SCALAR_FIELDS
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -8,22 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# Normalized fields that hold one value (a string, or a date sent as its ISO form).
-SCALAR_FIELDS: Final = (
-    "external_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "full_name",
-    "gender",
-    "birth_date",
-    "country_code",
-    "language",
-    "company",
-    "title",
-    "occupation",
-)
+from gateway.schema import SCALAR_FIELDS
+
 # Fields that hold several values: they can be excluded, never renamed.
 COMPOUND_FIELDS: Final = ("tags", "identities", "attributes", "consents", "addresses")
 NORMALIZED_FIELDS: Final = SCALAR_FIELDS + COMPOUND_FIELDS

@@ -31,8 +31,8 @@ from gateway.mapping.rules import (
     OMNEO_NATIVE,
     OMNEO_TYPES,
     PHONE_MATCHING,
-    SCALAR_FIELDS,
 )
+from gateway.schema import SCALAR_FIELDS
 
 UNMAPPED_CHOICES = ("send", "drop")
 
