@@ -20,8 +20,8 @@ from gateway.schema import Backend, ErrorBody, FieldError
 from gateway.store.base import Store
 
 if TYPE_CHECKING:
+    from gateway.backends.transport.pacing import FixedWindowPacer
     from gateway.dispatch.breaker import CircuitBreaker
-    from gateway.dispatch.ratelimit import FixedWindowPacer
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode

@@ -3,7 +3,7 @@
 An adapter maps normalized profiles to one backend's API and reads that API's
 answers back into per-delivery outcomes. It knows nothing of SQL, routing or
 retry timing: it gets `Item`s, returns one `Outcome` per item, and reaches the
-network only through a `Sender` (see `gateway.backends.http`).
+network only through a `Sender` (see `gateway.backends.transport.sender`).
 """
 
 from __future__ import annotations

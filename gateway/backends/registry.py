@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from gateway.backends.base import BackendAdapter
-from gateway.backends.http import HttpSender
 from gateway.backends.import_batch import ImportBatchAdapter
 from gateway.backends.ocamba import OcambaAdapter
 from gateway.backends.omneo import OmneoAdapter
+from gateway.backends.transport.pacing import FixedWindowPacer, optional_pacer
+from gateway.backends.transport.sender import HttpSender
 from gateway.config import Settings
-from gateway.dispatch.ratelimit import FixedWindowPacer, optional_pacer
 from gateway.mapping.model import Mappings
 from gateway.schema import Backend
 

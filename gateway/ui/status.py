@@ -14,8 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from gateway.backends.transport.pacing import FixedWindowPacer, Headroom
 from gateway.dispatch.breaker import CircuitBreaker
-from gateway.dispatch.ratelimit import FixedWindowPacer, Headroom
 from gateway.logs import redact
 from gateway.schema import Backend
 from gateway.store.base import DeadLetter, DeliveryState, Store

@@ -9,8 +9,8 @@ import httpx
 import msgspec
 
 from gateway.backends.base import Item
-from gateway.backends.http import HttpSender
-from gateway.dispatch.ratelimit import Pacer, unlimited_pacer
+from gateway.backends.transport.pacing import Pacer, unlimited_pacer
+from gateway.backends.transport.sender import HttpSender
 from gateway.schema import NormalizedProfile
 
 Reply = Callable[[httpx.Request], httpx.Response]

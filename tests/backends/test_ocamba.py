@@ -14,8 +14,8 @@ from gateway.backends.ocamba import (
     NEEDS_CONTACT,
     OcambaAdapter,
 )
+from gateway.backends.transport.pacing import FixedWindowPacer
 from gateway.config import Settings
-from gateway.dispatch.ratelimit import FixedWindowPacer
 from gateway.simulators.common import Faults
 from gateway.simulators.ocamba import create_ocamba_app, ocamba_sim
 from tests.backends.fakes import Backend, item, sender

@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.backends import http
 from gateway.backends.base import Outcome
 from gateway.backends.omneo import (
     BATCH_PATH,
@@ -16,6 +15,7 @@ from gateway.backends.omneo import (
     profile_body,
 )
 from gateway.backends.omneo_keys import match_key_of_context
+from gateway.backends.transport import sender as transport_sender
 from gateway.config import Settings
 from gateway.simulators.omneo import create_omneo_app, omneo_sim
 from tests.backends.fakes import Backend, item, profile, sender
@@ -307,7 +307,7 @@ async def test_simulator_processes_the_batch_and_one_bad_profile_fails_alone() -
 async def test_a_base_url_without_api_is_refused_by_the_simulator_and_logged_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(http, "_NOT_FOUND_LOGGED", set())
+    monkeypatch.setattr(transport_sender, "_NOT_FOUND_LOGGED", set())
     caplog.set_level(logging.INFO, logger="gateway.backends.http")
     app = create_omneo_app(tokens={"tok": "gateway"}, processing_delay=0.0)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))

@@ -12,8 +12,8 @@ from gateway.backends.registry import (
     ocamba_time_budget,
     pacing_max_wait,
 )
+from gateway.backends.transport.pacing import optional_pacer
 from gateway.config import Settings
-from gateway.dispatch.ratelimit import optional_pacer
 from gateway.schema import Backend as BackendName
 from tests.backends.fakes import Backend, item
 

@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from gateway.backends.base import BackendAdapter
-from gateway.backends.http import HttpSender
 from gateway.backends.ocamba import OcambaAdapter
+from gateway.backends.transport.pacing import FixedWindowPacer
+from gateway.backends.transport.sender import HttpSender
 from gateway.config import Settings
-from gateway.dispatch.ratelimit import FixedWindowPacer
 from gateway.schema import Backend
 from gateway.simulators.ocamba import ocamba_sim
 from gateway.simulators.runner import RunningSimulators

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from gateway.backends.transport.pacing import FixedWindowPacer
 from gateway.dispatch.breaker import CircuitBreaker
-from gateway.dispatch.ratelimit import FixedWindowPacer
 from gateway.metrics import Metrics
 from gateway.store.base import Store
 from gateway.ui import status

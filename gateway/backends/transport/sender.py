@@ -18,9 +18,11 @@ import httpx
 import msgspec
 
 from gateway.backends.base import NotSent, PermanentError, TransientError
-from gateway.dispatch.ratelimit import Pacer, PacingTimeout
-from gateway.dispatch.retry import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
+from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
+from gateway.backends.transport.pacing import Pacer, PacingTimeout
 
+# The name it had before the transport got its own package: operators filter
+# and alert on the JSON logs' "logger" field, so moving the module keeps it.
 log = logging.getLogger("gateway.backends.http")
 
 # (endpoint, status, seconds): status is the HTTP code as text, "timeout" or "error".

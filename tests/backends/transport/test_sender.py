@@ -6,10 +6,10 @@ import httpx
 import msgspec
 import pytest
 
-from gateway.backends import http
 from gateway.backends.base import NotSent, PermanentError, TransientError
-from gateway.backends.http import HttpSender
-from gateway.dispatch.ratelimit import FixedWindowPacer, unlimited_pacer
+from gateway.backends.transport import sender as transport_sender
+from gateway.backends.transport.pacing import FixedWindowPacer, unlimited_pacer
+from gateway.backends.transport.sender import HttpSender
 from tests.backends.fakes import Backend
 from tests.dispatch.fakes import FakeClock
 
@@ -209,7 +209,7 @@ def _not_found_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
 async def test_a_404_logs_once_per_backend_that_the_base_url_is_probably_wrong(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(http, "_NOT_FOUND_LOGGED", set())
+    monkeypatch.setattr(transport_sender, "_NOT_FOUND_LOGGED", set())
     backend = Backend(lambda r: httpx.Response(404, text="Not Found"))
     omneo = HttpSender(
         "omneo", backend.client(), "https://tenant.example", pacer=unlimited_pacer(2), timeout=3.0
@@ -236,7 +236,7 @@ async def test_a_404_logs_once_per_backend_that_the_base_url_is_probably_wrong(
 async def test_other_refusals_do_not_blame_the_base_url(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(http, "_NOT_FOUND_LOGGED", set())
+    monkeypatch.setattr(transport_sender, "_NOT_FOUND_LOGGED", set())
     sender = make_sender(Backend(lambda r: httpx.Response(400, json=OCAMBA_400)))
     caplog.set_level(logging.INFO, logger="gateway.backends.http")
     with pytest.raises(PermanentError):

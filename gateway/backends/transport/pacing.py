@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from gateway.dispatch.retry import TOO_MANY_IN_FLIGHT, parse_retry_after
+from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, parse_retry_after
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

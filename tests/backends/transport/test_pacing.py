@@ -6,7 +6,12 @@ from collections import Counter
 
 import pytest
 
-from gateway.dispatch.ratelimit import FixedWindowPacer, PacingTimeout, _Window, unlimited_pacer
+from gateway.backends.transport.pacing import (
+    FixedWindowPacer,
+    PacingTimeout,
+    _Window,
+    unlimited_pacer,
+)
 from tests.dispatch.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
