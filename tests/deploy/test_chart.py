@@ -22,6 +22,7 @@ from tests.tokens import api_token, entry
 SETTINGS = {name for name, _ in describe()}
 CRM = entry("crm", api_token("crm"), "")
 SCOPED = f"{CRM},{entry('ops', api_token('ops'), 'read+operate+erase')}"
+GIVEN_METRICS_TOKEN = api_token("metrics")
 DEFAULT_KINDS = [
     "ConfigMap",
     "ConfigMap",
@@ -560,8 +561,8 @@ def test_the_metrics_token_is_on_by_default() -> None:
     }
     # Each install draws its own.
     assert only(render(), "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"] != token
-    given = render({"secrets": {"values": {"GATEWAY_METRICS_TOKEN": "given-token"}}})
-    assert only(given, "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"] == "given-token"
+    given = render({"secrets": {"values": {"GATEWAY_METRICS_TOKEN": GIVEN_METRICS_TOKEN}}})
+    assert only(given, "Secret").doc["stringData"]["GATEWAY_METRICS_TOKEN"] == GIVEN_METRICS_TOKEN
     # An existing Secret must hold one: the pod refers to it by name.
     env = env_of(container(render({"secrets": {"existingSecret": "tokens"}})))
     assert env["GATEWAY_METRICS_TOKEN"] == {
