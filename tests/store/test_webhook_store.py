@@ -207,3 +207,64 @@ async def test_an_event_received_before_or_as_the_call_was_sent_never_confirms_i
     results = [a.result for a in await store.apply_webhooks("omneo")]
     assert results == ["unmatched", "unmatched"]
     assert await store.count_state("omneo", "accepted") == 1
+
+
+@pytest.mark.anyio
+async def test_an_event_applied_while_the_call_is_in_flight_waits_for_its_result(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order the applier meets on a loaded machine: the webhook is stored
+    and applied at once, while the dispatcher has yet to record the answer."""
+    await store.accept(
+        NewRequest(
+            request_id=f"r-a-{time.monotonic_ns()}",
+            app="crm",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id="a", email="a@example.com")],
+            received_at=time.time(),
+        )
+    )
+    sent_at = time.time()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: sent_at)
+        [claim] = await store.claim("omneo", 10, "w", 60)
+    early = msgspec.structs.replace(event("a@example.com", "1000"), received_at=sent_at - 0.01)
+    await store.save_webhook(early)
+    await store.save_webhook(
+        msgspec.structs.replace(event("a@example.com"), received_at=sent_at + 0.01)
+    )
+    # The one that came before the claim cannot be about it: settled at once.
+    assert [a.result for a in await store.apply_webhooks("omneo")] == ["unmatched"]
+    assert await store.apply_webhooks("omneo") == []  # the other still waits
+    result = DeliveryResult(
+        claim.delivery_id, "accepted", match_key="a@example.com", sent_at=sent_at
+    )
+    assert await store.record("w", [result]) == 1
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "applied"
+    assert [c.delivery_id for c in applied.confirmations] == [claim.delivery_id]
+    assert await store.count_state("omneo", "confirmed") == 1
+
+
+@pytest.mark.anyio
+async def test_a_lapsed_lease_holds_no_event_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died mid-call never records its answer: past the lease,
+    the event is settled as it stands."""
+    await store.accept(
+        NewRequest(
+            request_id=f"r-a-{time.monotonic_ns()}",
+            app="crm",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id="a", email="a@example.com")],
+            received_at=time.time(),
+        )
+    )
+    await store.claim("omneo", 10, "w", 0.01)
+    await store.save_webhook(event("a@example.com"))
+    with monkeypatch.context() as m:
+        later = time.time() + 1
+        m.setattr(time, "time", lambda: later)
+        [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "unmatched"
