@@ -50,6 +50,10 @@ class Outcome(msgspec.Struct, frozen=True):
     # 5xx: evidence the backend itself is down (it feeds the circuit breaker),
     # unlike a rate limit or an unsendable profile.
     unavailable: bool = False
+    # When the call carrying the item was made, for a backend that confirms
+    # later: its report cannot predate this, however late the outcome is
+    # recorded (see `gateway.store.base.DeliveryResult.sent_at`).
+    sent_at: float | None = None
 
 
 class BackendError(Exception):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -246,6 +247,9 @@ class OmneoAdapter:
         budget: _SplitBudget,
     ) -> None:
         body = batch_body(self.mapping, chunk, bodies)
+        # Taken before the call, pacing wait included: Omneo cannot report a
+        # profile before this, so an earlier webhook is never about this write.
+        sent_at = time.time()
         try:
             response = await self.sender.post("batch", BATCH_PATH, json=body)
         except PermanentError as exc:
@@ -263,7 +267,7 @@ class OmneoAdapter:
             # The key goes with the outcome: it is how the confirming webhook
             # will find this delivery.
             done[item.delivery_id] = Outcome(
-                item.delivery_id, "accepted", match_key=self._key(item)
+                item.delivery_id, "accepted", match_key=self._key(item), sent_at=sent_at
             )
         log.info(
             "omneo batch queued",

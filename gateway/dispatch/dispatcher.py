@@ -293,6 +293,7 @@ class Dispatcher:
                         outcome.error,
                         outcome.backend_id,
                         match_key=outcome.match_key,
+                        sent_at=outcome.sent_at,
                     )
                 )
                 self.metrics.deliveries.labels(backend, outcome.state).inc()

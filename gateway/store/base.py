@@ -118,6 +118,10 @@ class DeliveryResult(msgspec.Struct, frozen=True):
     next_attempt_at: float | None = None  # for `retrying`
     match_key: str | None = None  # how the backend's webhooks will name the profile
     refund_attempt: bool = False  # handed back unsent: the claim's attempt does not count
+    # When the call carrying it was made (`Outcome.sent_at`): stored as
+    # `accepted_at`, the time a webhook's arrival is compared against. None:
+    # the time the result is recorded.
+    sent_at: float | None = None
 
 
 class DeadLetter(msgspec.Struct):
@@ -300,8 +304,9 @@ class Store(Protocol):
 
     async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
         """Apply stored, not yet applied events, oldest first: each confirms the
-        `accepted` or `unconfirmed` deliveries of its match key that were
-        accepted before it arrived, and records the backend's id of the
+        `accepted` or `unconfirmed` deliveries of its match key whose
+        `accepted_at` (when their call was sent, `DeliveryResult.sent_at`) is
+        strictly before it arrived, and records the backend's id of the
         profile. An event older (by the backend's own clock) than one already
         applied for the same profile is `stale` and changes nothing."""
         ...

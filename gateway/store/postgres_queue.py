@@ -134,8 +134,8 @@ async def claim(
 _RECORD = """
 WITH r AS (
     SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                         $8::integer[], $9::text[])
-        AS r(id, state, error, next, match_key, refund, backend_id)
+                         $8::integer[], $9::text[], $10::float8[])
+        AS r(id, state, error, next, match_key, refund, backend_id, sent_at)
 ), applied AS (
     UPDATE deliveries d SET
         state = r.state,
@@ -146,8 +146,10 @@ WITH r AS (
         attempts = d.attempts - r.refund,
         lease_owner = NULL,
         lease_expires_at = NULL,
+        -- When the call was sent, not now: a webhook may be stored before this
+        -- commits, and is matched by arriving after accepted_at (see the README).
         accepted_at = CASE WHEN r.state IN ('accepted', 'confirmed')
-            THEN COALESCE(d.accepted_at, $1) ELSE d.accepted_at END,
+            THEN COALESCE(d.accepted_at, r.sent_at, $1) ELSE d.accepted_at END,
         confirmed_at = CASE WHEN r.state = 'confirmed' THEN $1 ELSE d.confirmed_at END
     FROM r
     WHERE d.id = r.id AND d.state = 'in_flight' AND d.lease_owner = $2
@@ -180,6 +182,7 @@ async def record(
         [sealer.tag(r.match_key) for r in results],  # emails: stored as blind indexes
         [int(r.refund_attempt) for r in results],
         [r.backend_id for r in results],
+        [r.sent_at for r in results],
     )
     return int(applied)
 

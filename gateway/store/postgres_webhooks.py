@@ -71,6 +71,15 @@ WHERE backend = $2 AND match_key = ANY($3::text[]) AND state IN ('accepted', 'un
   AND accepted_at < $4  -- strictly before: an equal time cannot be what Omneo reported
 RETURNING id, external_id, accepted_at
 """
+# A delivery claimed before the event arrived and still in flight: the event
+# may be Omneo's report of that very call, whose answer the dispatcher has not
+# recorded yet (its webhook can overtake the record on a busy machine). Only a
+# live lease counts, so an event waits one batch's round trip at most.
+_IN_FLIGHT = """
+SELECT EXISTS (
+    SELECT 1 FROM deliveries
+    WHERE backend = $1 AND state = 'in_flight' AND lease_expires_at > $2 AND updated_at < $3)
+"""
 _SET_IDS = """
 INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)
 SELECT e.external_id, $2, $3, $4 FROM unnest($1::text[]) AS e(external_id)
@@ -111,6 +120,8 @@ async def apply_webhooks(conn: Conn, source: Backend, limit: int) -> list[Applie
             result = "unmatched"
         else:
             rows = await conn.fetch(_CONFIRM, now, source, split_tags(match_key), received_at)
+            if not rows and await conn.fetchval(_IN_FLIGHT, source, now, received_at):
+                continue  # left `received`: applied again once that call is recorded
             confirmations = sorted(
                 (
                     Confirmation(

@@ -96,7 +96,7 @@ def claim(
 
 
 _RECORD = """
-WITH r(id, state, error, next, match_key, refund) AS (VALUES {values})
+WITH r(id, state, error, next, match_key, refund, sent_at) AS (VALUES {values})
 UPDATE deliveries SET
     state = r.state,
     last_error = r.error,
@@ -106,14 +106,16 @@ UPDATE deliveries SET
     attempts = deliveries.attempts - r.refund,
     lease_owner = NULL,
     lease_expires_at = NULL,
+    -- When the call was sent, not now: a webhook may be stored before this
+    -- commits, and is matched by arriving after accepted_at (see the README).
     accepted_at = CASE WHEN r.state IN ('accepted', 'confirmed')
-        THEN COALESCE(deliveries.accepted_at, :now) ELSE deliveries.accepted_at END,
+        THEN COALESCE(deliveries.accepted_at, r.sent_at, :now) ELSE deliveries.accepted_at END,
     confirmed_at = CASE WHEN r.state = 'confirmed' THEN :now ELSE deliveries.confirmed_at END
 FROM r
 WHERE deliveries.id = r.id AND deliveries.state = 'in_flight' AND deliveries.lease_owner = :owner
 RETURNING deliveries.id, deliveries.external_id, deliveries.backend
 """
-_RECORD_CHUNK = 2000  # rows per statement: 6 parameters each, far below SQLite's limit
+_RECORD_CHUNK = 2000  # rows per statement: 7 parameters each, far below SQLite's limit
 
 
 def record(
@@ -133,7 +135,7 @@ def record(
         params: dict[str, Any] = {"now": now, "owner": owner}
         values = []
         for n, r in enumerate(chunk):
-            names = [f"{key}{n}" for key in ("i", "s", "e", "x", "m", "f")]
+            names = [f"{key}{n}" for key in ("i", "s", "e", "x", "m", "f", "t")]
             values.append("(" + ", ".join(f":{name}" for name in names) + ")")
             row = (
                 r.delivery_id,
@@ -142,6 +144,7 @@ def record(
                 r.next_attempt_at,
                 sealer.tag(r.match_key),  # an email: stored as its blind index
                 int(r.refund_attempt),
+                r.sent_at,
             )
             params.update(zip(names, row, strict=True))
         applied += conn.execute(_RECORD.format(values=", ".join(values)), params).fetchall()

@@ -70,6 +70,19 @@ def _is_stale(
     return newer is not None
 
 
+def _awaits_a_call(conn: sqlite3.Connection, source: str, received_at: float, now: float) -> bool:
+    """A delivery claimed before the event arrived is still in flight: the event
+    may be Omneo's report of that very call, whose answer the dispatcher has
+    not recorded yet (its webhook can overtake the record on a busy machine).
+    Only a live lease counts, so an event waits one batch's round trip at most."""
+    row = conn.execute(
+        "SELECT 1 FROM deliveries INDEXED BY deliveries_lease WHERE backend = ?"
+        " AND state = 'in_flight' AND lease_expires_at > ? AND updated_at < ? LIMIT 1",
+        (source, now, received_at),
+    ).fetchone()
+    return row is not None
+
+
 def apply_webhooks(conn: sqlite3.Connection, source: Backend, limit: int) -> list[AppliedEvent]:
     now = time.time()
     events = conn.execute(
@@ -97,6 +110,8 @@ def apply_webhooks(conn: sqlite3.Connection, source: Backend, limit: int) -> lis
                 " AND accepted_at < ? RETURNING id, external_id, accepted_at",
                 (now, now, source, *tags, received_at),
             ).fetchall()
+            if not rows and _awaits_a_call(conn, source, received_at, now):
+                continue  # left `received`: applied again once that call is recorded
             confirmations = sorted(
                 (Confirmation(r[0], r[1], max(0.0, received_at - r[2])) for r in rows),
                 key=lambda c: c.delivery_id,

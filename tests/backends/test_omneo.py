@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from gateway.backends.base import Outcome
@@ -31,6 +33,12 @@ def settings(**changes: Any) -> Settings:
 
 def queued(request: httpx.Request) -> httpx.Response:
     return httpx.Response(202, json=QUEUED)
+
+
+def unstamped(outcomes: list[Outcome]) -> list[Outcome]:
+    """The outcomes without the clock reading of their call, which varies from
+    run to run (test_an_accepted_outcome_carries_the_time_its_call_was_made)."""
+    return [msgspec.structs.replace(o, sent_at=None) for o in outcomes]
 
 
 def adapter(backend: Backend, **changes: Any) -> OmneoAdapter:
@@ -131,7 +139,7 @@ async def test_batch_body_maps_every_field_as_omneo_documents_it() -> None:
         ],
     }
     assert backend.requests[0].method == "POST"
-    assert outcomes == [Outcome(42, "accepted", match_key="jane@example.com")]
+    assert unstamped(outcomes) == [Outcome(42, "accepted", match_key="jane@example.com")]
 
 
 @pytest.mark.parametrize("gender", ["other", "unknown"])
@@ -170,7 +178,7 @@ async def test_profile_without_the_match_key_fails_and_is_left_out() -> None:
     outcomes = await adapter(backend).deliver(
         [item(1, email="a@example.com"), item(2, phone="+61412345678")]
     )
-    assert outcomes == [
+    assert unstamped(outcomes) == [
         Outcome(1, "accepted", match_key="a@example.com"),
         Outcome(
             2,
@@ -194,7 +202,7 @@ async def test_matching_by_identity() -> None:
     assert body["profiles"] == [
         {"identities": [{"handle": "shopify_id", "identifier": "S1", "is_active": True}]}
     ]
-    assert outcomes[0] == Outcome(1, "accepted", match_key="shopify_id:S1")
+    assert unstamped(outcomes)[0] == Outcome(1, "accepted", match_key="shopify_id:S1")
     assert outcomes[1].state == "failed"
     assert "'shopify_id' identity" in str(outcomes[1].error)
 
@@ -275,7 +283,7 @@ async def test_simulator_processes_the_batch_and_one_bad_profile_fails_alone() -
         item(4, email="d@example.com", tags=["x"]),
     ]
 
-    outcomes = {o.delivery_id: o for o in await omneo.deliver(items)}
+    outcomes = {o.delivery_id: o for o in unstamped(await omneo.deliver(items))}
     sim = omneo_sim(app)
     await sim.idle()
 
@@ -328,3 +336,16 @@ async def test_a_base_url_without_api_is_refused_by_the_simulator_and_logged_onc
     assert "base URL is probably wrong" in line.getMessage()
     assert omneo_sim(app).batches == []
     await omneo_sim(app).aclose()
+
+
+async def test_an_accepted_outcome_carries_the_time_its_call_was_made() -> None:
+    posted: list[float] = []
+
+    def stamp(request: httpx.Request) -> httpx.Response:
+        posted.append(time.time())
+        return queued(request)
+
+    before = time.time()
+    [outcome] = await adapter(Backend(stamp)).deliver([item(1, email="a@example.com")])
+    assert outcome.state == "accepted"
+    assert outcome.sent_at is not None and before <= outcome.sent_at <= posted[0]

@@ -222,6 +222,36 @@ async def test_outcomes_and_backend_ids_are_recorded(store: SQLiteStore) -> None
     assert metrics.batch_size.labels("omneo")._sum.get() == 2
 
 
+class SentAt(ScriptedAdapter):
+    """Accepts everything, stamped as sent at a fixed time (the Omneo adapter's way)."""
+
+    async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
+        return [Outcome(i.delivery_id, "accepted", sent_at=1234.5) for i in items]
+
+
+class Recorded(Amnesiac):
+    """The store, keeping a copy of every result the dispatcher records."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.results: list[DeliveryResult] = []
+
+    async def record(self, owner: str, results: list[DeliveryResult]) -> int:
+        self.results += results
+        return await self._store.record(owner, results)
+
+
+async def test_an_accepted_result_keeps_the_time_its_call_was_sent(store: SQLiteStore) -> None:
+    await write(store, "a")
+    recorded = Recorded(store)
+    d = await run(Dispatcher(cast(Store, recorded), {"omneo": SentAt()}, settings(), Metrics()))
+    try:
+        await until(store, "a", "accepted")
+    finally:
+        await d.stop()
+    assert [(r.state, r.sent_at) for r in recorded.results] == [("accepted", 1234.5)]
+
+
 async def test_stop_lets_a_batch_under_way_finish(store: SQLiteStore) -> None:
     await write(store, "a")
     adapter = ScriptedAdapter("slow")

@@ -149,3 +149,122 @@ async def test_an_event_never_confirms_a_delivery_accepted_at_the_same_time(
     [applied] = await store.apply_webhooks("omneo")
     assert applied.result == "unmatched"
     assert await store.count_state("omneo", "accepted") == 1
+
+
+async def sent_and_stored_before_recorded(
+    store: Store, monkeypatch: pytest.MonkeyPatch, received: list[float]
+) -> tuple[int, float]:
+    """A delivery claimed and sent at T, webhook events arriving at `received`
+    (offsets from T) stored, and only then, at T + 0.05, its `accepted` result
+    recorded: the order a loaded machine produces when Omneo answers the batch
+    and sends its webhook before the dispatcher commits the result."""
+    await store.accept(
+        NewRequest(
+            request_id=f"r-a-{time.monotonic_ns()}",
+            app="crm",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id="a", email="a@example.com")],
+            received_at=time.time(),
+        )
+    )
+    sent_at = time.time()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: sent_at)
+        [claim] = await store.claim("omneo", 10, "w", 60)
+    for n, offset in enumerate(received):
+        await store.save_webhook(
+            msgspec.structs.replace(
+                event("a@example.com", omneo_id=str(1001 + n)), received_at=sent_at + offset
+            )
+        )
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: sent_at + 0.05)
+        result = DeliveryResult(
+            claim.delivery_id, "accepted", match_key="a@example.com", sent_at=sent_at
+        )
+        assert await store.record("w", [result]) == 1
+    return claim.delivery_id, sent_at
+
+
+@pytest.mark.anyio
+async def test_an_event_stored_before_the_result_is_recorded_still_confirms_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery, _ = await sent_and_stored_before_recorded(store, monkeypatch, [0.01])
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "applied"
+    assert [c.delivery_id for c in applied.confirmations] == [delivery]
+    # The lag runs from the call, not from when its result was written down.
+    assert applied.confirmations[0].lag == pytest.approx(0.01, abs=1e-6)
+    assert await store.count_state("omneo", "confirmed") == 1
+
+
+@pytest.mark.anyio
+async def test_an_event_received_before_or_as_the_call_was_sent_never_confirms_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sent_and_stored_before_recorded(store, monkeypatch, [-0.01, 0.0])
+    results = [a.result for a in await store.apply_webhooks("omneo")]
+    assert results == ["unmatched", "unmatched"]
+    assert await store.count_state("omneo", "accepted") == 1
+
+
+@pytest.mark.anyio
+async def test_an_event_applied_while_the_call_is_in_flight_waits_for_its_result(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order the applier meets on a loaded machine: the webhook is stored
+    and applied at once, while the dispatcher has yet to record the answer."""
+    await store.accept(
+        NewRequest(
+            request_id=f"r-a-{time.monotonic_ns()}",
+            app="crm",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id="a", email="a@example.com")],
+            received_at=time.time(),
+        )
+    )
+    sent_at = time.time()
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: sent_at)
+        [claim] = await store.claim("omneo", 10, "w", 60)
+    early = msgspec.structs.replace(event("a@example.com", "1000"), received_at=sent_at - 0.01)
+    await store.save_webhook(early)
+    await store.save_webhook(
+        msgspec.structs.replace(event("a@example.com"), received_at=sent_at + 0.01)
+    )
+    # The one that came before the claim cannot be about it: settled at once.
+    assert [a.result for a in await store.apply_webhooks("omneo")] == ["unmatched"]
+    assert await store.apply_webhooks("omneo") == []  # the other still waits
+    result = DeliveryResult(
+        claim.delivery_id, "accepted", match_key="a@example.com", sent_at=sent_at
+    )
+    assert await store.record("w", [result]) == 1
+    [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "applied"
+    assert [c.delivery_id for c in applied.confirmations] == [claim.delivery_id]
+    assert await store.count_state("omneo", "confirmed") == 1
+
+
+@pytest.mark.anyio
+async def test_a_lapsed_lease_holds_no_event_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died mid-call never records its answer: past the lease,
+    the event is settled as it stands."""
+    await store.accept(
+        NewRequest(
+            request_id=f"r-a-{time.monotonic_ns()}",
+            app="crm",
+            targets=["omneo"],
+            profiles=[NormalizedProfile(external_id="a", email="a@example.com")],
+            received_at=time.time(),
+        )
+    )
+    await store.claim("omneo", 10, "w", 0.01)
+    await store.save_webhook(event("a@example.com"))
+    with monkeypatch.context() as m:
+        later = time.time() + 1
+        m.setattr(time, "time", lambda: later)
+        [applied] = await store.apply_webhooks("omneo")
+    assert applied.result == "unmatched"
