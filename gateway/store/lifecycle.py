@@ -24,6 +24,8 @@ DeliveryState = Literal[
     "erased",  # cancelled by an erasure request before it was sent; never sent
 ]
 STATES: tuple[DeliveryState, ...] = typing.get_args(DeliveryState)
+# Every delivery is written in this state (the column's default on both engines).
+INITIAL: DeliveryState = "pending"
 
 # What a backend adapter says of one delivery (gateway/backends/base.py):
 # accepted:  the backend took it; final where the backend never confirms.
