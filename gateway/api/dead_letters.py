@@ -21,14 +21,15 @@ from gateway.api.common import (
 )
 from gateway.schema import BACKENDS, Backend, FieldError
 from gateway.store.base import DeliveryState
+from gateway.store.lifecycle import REPLAYABLE as REPLAYABLE
+from gateway.store.lifecycle import ReplayableState
 from gateway.validation import field_error
 
 log = logging.getLogger("gateway.api")
 
-# Deliveries a person may send again: retries spent, refused as permanent (after
-# fixing the data or the config), or never confirmed by an Omneo webhook.
-REPLAYABLE: tuple[DeliveryState, ...] = ("dead", "failed", "unconfirmed")
-ReplayableState = typing.Literal["dead", "failed", "unconfirmed"]
+# Deliveries a person may send again (lifecycle.REPLAYABLE): retries spent,
+# refused as permanent (after fixing the data or the config), or never
+# confirmed by an Omneo webhook.
 MAX_LIST = 1000
 # Delivery ids are 64-bit signed in both stores; a larger one would overflow the
 # query's parameter instead of simply matching nothing.

@@ -9,18 +9,16 @@ network only through a `Sender` (see `gateway.backends.transport.sender`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import httpx
 import msgspec
 
 from gateway.schema import Backend, NormalizedProfile
 
-# accepted:  the backend took it; final where the backend never confirms.
-# confirmed: the backend's own synchronous answer says it is done.
-# failed:    permanent, `error` says why a person should care.
-# retry:     transient; the dispatcher schedules another attempt.
-OutcomeState = Literal["accepted", "confirmed", "failed", "retry"]
+# accepted, confirmed, failed or retry: the lifecycle defines them and maps
+# each to the delivery state it records.
+from gateway.store.lifecycle import OutcomeState as OutcomeState
 
 
 class Item(msgspec.Struct, frozen=True):

@@ -33,6 +33,7 @@ from gateway.dispatch.retry import RetryPolicy
 from gateway.metrics import Metrics
 from gateway.schema import Backend
 from gateway.store.base import Claim, DeliveryResult, Store, StoreError
+from gateway.store.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 
 log = logging.getLogger("gateway.dispatch")
 
@@ -255,7 +256,8 @@ class Dispatcher:
         attempt counts: the backend may have taken it before the cut."""
         now = time.time()
         results = [
-            DeliveryResult(c.delivery_id, "retrying", RELEASED, next_attempt_at=now) for c in claims
+            DeliveryResult(c.delivery_id, OUTCOME_STATE["retry"], RELEASED, next_attempt_at=now)
+            for c in claims
         ]
         try:
             await asyncio.wait_for(self.store.record(self.owner, results), RELEASE_TIMEOUT)
@@ -289,7 +291,7 @@ class Dispatcher:
                 results.append(
                     DeliveryResult(
                         claim.delivery_id,
-                        outcome.state,
+                        OUTCOME_STATE[outcome.state],
                         outcome.error,
                         outcome.backend_id,
                         match_key=outcome.match_key,
@@ -304,7 +306,9 @@ class Dispatcher:
             attempts = claim.attempts if spent else claim.attempts - 1
             if spent and self.policy.exhausted(attempts):
                 error = f"gave up after {attempts} attempts: {outcome.error}"
-                results.append(DeliveryResult(claim.delivery_id, "dead", error, outcome.backend_id))
+                results.append(
+                    DeliveryResult(claim.delivery_id, RETRY_EXHAUSTED, error, outcome.backend_id)
+                )
                 self.metrics.deliveries.labels(backend, "dead").inc()
                 log.warning(
                     "delivery dead", extra={"backend": backend, "delivery_id": claim.delivery_id}
@@ -316,7 +320,7 @@ class Dispatcher:
                 results.append(
                     DeliveryResult(
                         claim.delivery_id,
-                        "retrying",
+                        OUTCOME_STATE["retry"],
                         outcome.error,
                         outcome.backend_id,
                         next_attempt_at=now + delay,

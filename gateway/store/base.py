@@ -14,20 +14,8 @@ import msgspec
 
 from gateway.schema import Backend, NormalizedProfile
 
-DeliveryState = Literal[
-    "pending",
-    "in_flight",
-    "retrying",
-    "accepted",
-    "confirmed",
-    "failed",
-    "dead",
-    "unconfirmed",
-    "erased",  # cancelled by an erasure request before it was sent; never sent
-]
-# States a delivery can still leave on its own; the rest wait for a person
-# (failed, dead) or for a webhook (accepted on Omneo, unconfirmed).
-OPEN_STATES: tuple[DeliveryState, ...] = ("pending", "in_flight", "retrying")
+# Re-exported: callers import the state type from the protocol they use.
+from gateway.store.lifecycle import DeliveryState as DeliveryState
 
 
 class StoreError(Exception):

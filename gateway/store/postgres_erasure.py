@@ -15,9 +15,9 @@ import msgspec
 from gateway.crypto import PLAINTEXT, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
+from gateway.store.lifecycle import DUE_SQL, OPEN_SQL
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
 from gateway.store.postgres_db import Conn
-from gateway.store.sql_states import OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -28,14 +28,14 @@ WITH person AS (
     WHERE external_id = $1 FOR UPDATE
 ), changed AS (
     UPDATE deliveries d SET
-        state = CASE WHEN p.state IN {OPEN} THEN 'erased' ELSE p.state END,
-        last_error = CASE WHEN p.state IN {OPEN} OR d.last_error IS NOT NULL
+        state = CASE WHEN p.state IN {OPEN_SQL} THEN 'erased' ELSE p.state END,
+        last_error = CASE WHEN p.state IN {OPEN_SQL} OR d.last_error IS NOT NULL
             THEN 'erased on request' END,
         lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = $2
     FROM person p WHERE d.id = p.id
 )
 SELECT
-    count(*) FILTER (WHERE state IN ('pending', 'retrying')) AS cancelled,
+    count(*) FILTER (WHERE state IN {DUE_SQL}) AS cancelled,
     count(*) FILTER (WHERE state = 'in_flight') AS in_flight,
     coalesce(array_agg(DISTINCT match_key) FILTER (WHERE match_key IS NOT NULL), '{{}}')
         AS tags,

@@ -16,6 +16,7 @@ import msgspec
 from gateway.crypto import Sealer
 from gateway.schema import NormalizedProfile
 from gateway.store.base import PurgeResult, SealedTable, SealStatus
+from gateway.store.lifecycle import AWAITING_SQL, OPEN_SQL
 from gateway.store.pii import (
     REMOVED,
     check_keyring,
@@ -27,7 +28,6 @@ from gateway.store.pii import (
     write_aad,
 )
 from gateway.store.postgres_db import Conn, advisory_key
-from gateway.store.sql_states import AWAITING, OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -70,7 +70,7 @@ WITH purged AS (
     UPDATE profile_writes w SET body = $2, key_id = NULL, removed = 'purged', removed_at = $3
     WHERE w.id = ANY($1::bigint[]) AND w.removed IS NULL
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = w.id
-                      AND (d.state IN {OPEN} OR d.updated_at >= $4))
+                      AND (d.state IN {OPEN_SQL} OR d.updated_at >= $4))
     RETURNING w.id
 ), tags AS (
     -- Their lookup tags go too (a webhook this late confirms nothing useful),
@@ -148,7 +148,7 @@ async def seal_status(conn: Conn, sealer: Sealer) -> SealStatus:
         for table in ("profile_writes", "webhook_events")
     ]
     retag = await conn.fetchval(
-        f"SELECT count(*) FROM deliveries WHERE state IN {AWAITING}"
+        f"SELECT count(*) FROM deliveries WHERE state IN {AWAITING_SQL}"
         " AND match_key IS NOT NULL AND NOT starts_with(match_key, $1)",
         sealer.current_tag_prefix() or "",
     )
@@ -242,7 +242,7 @@ async def retag_step(
     rows = await conn.fetch(
         "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
         " JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE d.id > $1 AND d.id <= $1 + $2 AND d.state IN {AWAITING}"
+        f" WHERE d.id > $1 AND d.id <= $1 + $2 AND d.state IN {AWAITING_SQL}"
         " AND d.match_key IS NOT NULL AND NOT starts_with(d.match_key, $3)"
         " AND length(w.body) > 0 FOR UPDATE OF d",
         after,

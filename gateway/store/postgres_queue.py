@@ -45,9 +45,9 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
+from gateway.store.lifecycle import DELIVERED_SQL, DUE_SQL, OPEN_SQL, state_is
 from gateway.store.pii import open_claims, open_error, seal_error
 from gateway.store.postgres_db import Conn
-from gateway.store.sql_states import OPEN, state_is
 
 # No earlier write of the same person to the same backend is still open.
 # OFFSET 0 keeps this a sub-plan run once per candidate, an index probe on
@@ -58,7 +58,7 @@ from gateway.store.sql_states import OPEN, state_is
 _HEAD = f"""NOT EXISTS (
         SELECT 1 FROM deliveries e
         WHERE e.backend = c.backend AND e.external_id = c.external_id
-          AND e.id < c.id AND e.state IN {OPEN}
+          AND e.id < c.id AND e.state IN {OPEN_SQL}
         OFFSET 0)"""
 # Each branch walks its partial index (deliveries_lease, deliveries_due_at) in
 # order and stops at the limit, probing deliveries_open_person per candidate,
@@ -75,7 +75,7 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), due AS (
     SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
-    WHERE c.backend = $1 AND c.state IN ('pending', 'retrying') AND c.next_attempt_at <= $2
+    WHERE c.backend = $1 AND c.state IN {DUE_SQL} AND c.next_attempt_at <= $2
       AND {_HEAD}
     ORDER BY c.next_attempt_at
     LIMIT $3
@@ -131,7 +131,7 @@ async def claim(
 # lease that expired and passed to another worker is left alone), and the ids
 # the backend gave are upserted for exactly those rows. When one batch names a
 # person twice, the newest delivery's id wins, as a later row would on SQLite.
-_RECORD = """
+_RECORD = f"""
 WITH r AS (
     SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::float8[], $7::text[],
                          $8::integer[], $9::text[], $10::float8[])
@@ -148,7 +148,7 @@ WITH r AS (
         lease_expires_at = NULL,
         -- When the call was sent, not now: a webhook may be stored before this
         -- commits, and is matched by arriving after accepted_at (see the README).
-        accepted_at = CASE WHEN r.state IN ('accepted', 'confirmed')
+        accepted_at = CASE WHEN r.state IN {DELIVERED_SQL}
             THEN COALESCE(d.accepted_at, r.sent_at, $1) ELSE d.accepted_at END,
         confirmed_at = CASE WHEN r.state = 'confirmed' THEN $1 ELSE d.confirmed_at END
     FROM r
@@ -191,7 +191,7 @@ async def queue_stats(conn: Conn) -> list[QueueStats]:
     now = time.time()
     rows = await conn.fetch(
         "SELECT backend, count(*) AS depth, min(created_at) AS oldest FROM deliveries"
-        f" WHERE state IN {OPEN} GROUP BY backend ORDER BY backend"
+        f" WHERE state IN {OPEN_SQL} GROUP BY backend ORDER BY backend"
     )
     return [QueueStats(r["backend"], r["depth"], max(0.0, now - r["oldest"])) for r in rows]
 
@@ -244,16 +244,16 @@ async def recent_deliveries(
 # The matching rows are locked first, and a row changed meanwhile is re-checked
 # against the states asked for: an `unconfirmed` delivery that a webhook just
 # confirmed is no longer replayed.
-_REPLAY = """
+_REPLAY = f"""
 WITH target AS (
     SELECT d.id, EXISTS (
         SELECT 1 FROM deliveries n
         WHERE n.backend = d.backend AND n.external_id = d.external_id AND n.id > d.id
-          AND n.state IN ('accepted', 'confirmed')) AS superseded
+          AND n.state IN {DELIVERED_SQL}) AS superseded
     FROM deliveries d
     -- A delivery whose payload was purged or erased has nothing left to send.
     JOIN profile_writes w ON w.id = d.write_id AND w.removed IS NULL
-    WHERE {where}
+    WHERE {{where}}
     FOR UPDATE OF d
 ), requeued AS (
     UPDATE deliveries d

@@ -14,9 +14,9 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
+from gateway.store.lifecycle import AWAITING_SQL, state_is
 from gateway.store.pii import event_aad, event_tags, split_tags
 from gateway.store.postgres_db import Conn, advisory_key
-from gateway.store.sql_states import state_is
 
 _SAVE = """
 INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, backend_id, match_key,
@@ -65,9 +65,9 @@ SELECT EXISTS (
     WHERE source = $1 AND backend_id = $2 AND event_time > $3
       AND state IN ('applied', 'unmatched'))
 """
-_CONFIRM = """
+_CONFIRM = f"""
 UPDATE deliveries SET state = 'confirmed', confirmed_at = $1, updated_at = $1, last_error = NULL
-WHERE backend = $2 AND match_key = ANY($3::text[]) AND state IN ('accepted', 'unconfirmed')
+WHERE backend = $2 AND match_key = ANY($3::text[]) AND state IN {AWAITING_SQL}
   AND accepted_at < $4  -- strictly before: an equal time cannot be what Omneo reported
 RETURNING id, external_id, accepted_at
 """

@@ -18,8 +18,8 @@ import msgspec
 from gateway.crypto import PLAINTEXT, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
+from gateway.store.lifecycle import OPEN_SQL
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
-from gateway.store.sql_states import OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -58,7 +58,7 @@ def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT
     ).rowcount
     in_flight, cancelled = conn.execute(
         "SELECT COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FROM deliveries"
-        f" WHERE external_id = ? AND state IN {OPEN}",
+        f" WHERE external_id = ? AND state IN {OPEN_SQL}",
         (external_id,),
     ).fetchone()
     tags = stored_forms(sealer, named_by) | {
@@ -82,8 +82,8 @@ def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT
     # outcome is not recorded. Backends' error texts may quote the data: gone too.
     conn.execute(
         "UPDATE deliveries SET"
-        f" state = CASE WHEN state IN {OPEN} THEN 'erased' ELSE state END,"
-        f" last_error = CASE WHEN state IN {OPEN} OR last_error IS NOT NULL"
+        f" state = CASE WHEN state IN {OPEN_SQL} THEN 'erased' ELSE state END,"
+        f" last_error = CASE WHEN state IN {OPEN_SQL} OR last_error IS NOT NULL"
         "   THEN 'erased on request' END,"
         " lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = ?"
         " WHERE external_id = ?",

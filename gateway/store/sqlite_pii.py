@@ -17,6 +17,7 @@ import msgspec
 from gateway.crypto import Sealer
 from gateway.schema import NormalizedProfile
 from gateway.store.base import PurgeResult, SealedTable, SealStatus
+from gateway.store.lifecycle import AWAITING_SQL, OPEN_SQL
 from gateway.store.pii import (
     REMOVED,
     check_keyring,
@@ -27,7 +28,6 @@ from gateway.store.pii import (
     retag_event,
     write_aad,
 )
-from gateway.store.sql_states import AWAITING, OPEN
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 # What a purged write's deliveries keep of a backend's error text.
@@ -72,7 +72,7 @@ def purge_step(
             "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'purged', removed_at = ?"
             " WHERE id > ? AND id <= ? AND removed IS NULL AND received_at < ?"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = profile_writes.id"
-            f"   AND (d.state IN {OPEN} OR d.updated_at >= ?))"
+            f"   AND (d.state IN {OPEN_SQL} OR d.updated_at >= ?))"
             " RETURNING id",
             (REMOVED, now, write_after, write_after + span, cutoff, cutoff),
         ).fetchall()
@@ -125,7 +125,7 @@ def seal_status(conn: sqlite3.Connection, sealer: Sealer) -> SealStatus:
         for table in ("profile_writes", "webhook_events")
     ]
     (retag,) = conn.execute(
-        f"SELECT COUNT(*) FROM deliveries WHERE state IN {AWAITING}"
+        f"SELECT COUNT(*) FROM deliveries WHERE state IN {AWAITING_SQL}"
         " AND match_key IS NOT NULL AND substr(match_key, 1, ?) != ?",
         _prefix_args(sealer),
     ).fetchone()
@@ -221,7 +221,7 @@ def retag_step(
     rows = conn.execute(
         "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
         " JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE d.id > ? AND d.id <= ? AND d.state IN {AWAITING}"
+        f" WHERE d.id > ? AND d.id <= ? AND d.state IN {AWAITING_SQL}"
         " AND d.match_key IS NOT NULL AND substr(d.match_key, 1, ?) != ?"
         " AND length(w.body) > 0",
         (after, after + span, *_prefix_args(sealer)),

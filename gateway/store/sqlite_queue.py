@@ -20,8 +20,8 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
+from gateway.store.lifecycle import DELIVERED_SQL, DUE, DUE_SQL, OPEN_SQL, state_is
 from gateway.store.pii import open_claims, open_error, seal_error
-from gateway.store.sql_states import OPEN, state_is
 from gateway.store.sqlite_accept import insert_rows
 
 _COLUMNS = """
@@ -36,7 +36,7 @@ _HEAD = f"""
 NOT EXISTS (
     SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
     WHERE e.backend = d.backend AND e.external_id = d.external_id
-      AND e.id < d.id AND e.state IN {OPEN})
+      AND e.id < d.id AND e.state IN {OPEN_SQL})
 """
 # Both walk a partial index in order and stop at the limit, so a claim costs
 # about `limit` rows (plus any held back by the ordering rule), however long
@@ -51,12 +51,12 @@ WHERE d.id IN (
 _DUE = f"""{_COLUMNS}
 WHERE d.rowid IN (
     SELECT c.id FROM deliveries c INDEXED BY deliveries_due_at
-    WHERE c.backend = :backend AND c.state IN ('pending', 'retrying')
+    WHERE c.backend = :backend AND c.state IN {DUE_SQL}
       AND c.next_attempt_at <= :now
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
           WHERE e.backend = c.backend AND e.external_id = c.external_id
-            AND e.id < c.id AND e.state IN {OPEN})
+            AND e.id < c.id AND e.state IN {OPEN_SQL})
     ORDER BY c.next_attempt_at LIMIT :limit)
 """
 
@@ -95,8 +95,8 @@ def claim(
     return claims
 
 
-_RECORD = """
-WITH r(id, state, error, next, match_key, refund, sent_at) AS (VALUES {values})
+_RECORD = f"""
+WITH r(id, state, error, next, match_key, refund, sent_at) AS (VALUES {{values}})
 UPDATE deliveries SET
     state = r.state,
     last_error = r.error,
@@ -108,7 +108,7 @@ UPDATE deliveries SET
     lease_expires_at = NULL,
     -- When the call was sent, not now: a webhook may be stored before this
     -- commits, and is matched by arriving after accepted_at (see the README).
-    accepted_at = CASE WHEN r.state IN ('accepted', 'confirmed')
+    accepted_at = CASE WHEN r.state IN {DELIVERED_SQL}
         THEN COALESCE(deliveries.accepted_at, r.sent_at, :now) ELSE deliveries.accepted_at END,
     confirmed_at = CASE WHEN r.state = 'confirmed' THEN :now ELSE deliveries.confirmed_at END
 FROM r
@@ -178,7 +178,7 @@ def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
     now = time.time()
     rows = conn.execute(
         "SELECT backend, COUNT(*), MIN(created_at) FROM deliveries"
-        " WHERE state IN ('pending', 'retrying', 'in_flight') GROUP BY backend"
+        f" WHERE state IN {OPEN_SQL} GROUP BY backend"
     ).fetchall()
     return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
 
@@ -222,10 +222,7 @@ def list_deliveries(
 
 # SQLite uses a partial index only when the query repeats its WHERE term; the
 # one index holding `retrying` rows also holds `pending` ones.
-_INDEX_TERM: dict[str, str] = {
-    "pending": " AND d.state IN ('pending', 'retrying')",
-    "retrying": " AND d.state IN ('pending', 'retrying')",
-}
+_INDEX_TERM: dict[str, str] = {state: f" AND d.state IN {DUE_SQL}" for state in DUE}
 
 
 def recent_deliveries(
@@ -261,7 +258,7 @@ def replay(
     rows = conn.execute(
         "SELECT d.id, EXISTS (SELECT 1 FROM deliveries n WHERE n.backend = d.backend"
         "   AND n.external_id = d.external_id AND n.id > d.id"
-        "   AND n.state IN ('accepted', 'confirmed'))"
+        f"   AND n.state IN {DELIVERED_SQL})"
         f" FROM deliveries d WHERE {where} AND EXISTS (SELECT 1 FROM profile_writes w"
         "   WHERE w.id = d.write_id AND w.removed IS NULL)",
         params,

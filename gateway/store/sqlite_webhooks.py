@@ -15,8 +15,8 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
+from gateway.store.lifecycle import AWAITING_SQL, state_is
 from gateway.store.pii import event_aad, event_tags, split_tags
-from gateway.store.sql_states import state_is
 from gateway.store.sqlite_queue import set_backend_id
 
 
@@ -104,7 +104,7 @@ def apply_webhooks(conn: sqlite3.Connection, source: Backend, limit: int) -> lis
             rows = conn.execute(
                 "UPDATE deliveries SET state = 'confirmed', confirmed_at = ?, updated_at = ?,"
                 f" last_error = NULL WHERE backend = ? AND match_key IN ({marks})"
-                " AND state IN ('accepted', 'unconfirmed')"
+                f" AND state IN {AWAITING_SQL}"
                 # Strictly before: a delivery accepted at the very time the event
                 # arrived cannot have been what Omneo reported.
                 " AND accepted_at < ? RETURNING id, external_id, accepted_at",

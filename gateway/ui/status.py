@@ -19,12 +19,14 @@ from gateway.dispatch.breaker import CircuitBreaker
 from gateway.logs import redact
 from gateway.schema import Backend
 from gateway.store.base import DeadLetter, DeliveryState, Store
+from gateway.store.lifecycle import FAILING, REPLAYABLE
 from gateway.ui.rates import ErrorRatio
 
 Circuit = Literal["closed", "half_open", "open", "unknown"]
 # What the counts and the failure list look at: states that need a person or time.
-FAILING: tuple[DeliveryState, ...] = ("retrying", "failed", "dead")
-COUNTED: tuple[DeliveryState, ...] = ("dead", "failed", "unconfirmed")
+# Counted: the replayable ones, in the order the unpacking below expects.
+COUNTED = REPLAYABLE
+assert COUNTED == ("dead", "failed", "unconfirmed")
 RECENT_FAILURES = 20
 
 
