@@ -19,10 +19,10 @@ from gateway.api.common import (
     read_body,
     require_json,
 )
+from gateway.lifecycle import REPLAYABLE as REPLAYABLE
+from gateway.lifecycle import ReplayableState
 from gateway.schema import BACKENDS, Backend, FieldError
 from gateway.store.base import DeliveryState
-from gateway.store.lifecycle import REPLAYABLE as REPLAYABLE
-from gateway.store.lifecycle import ReplayableState
 from gateway.validation import field_error
 
 log = logging.getLogger("gateway.api")

@@ -14,11 +14,10 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
-from gateway.schema import Backend, NormalizedProfile
-
 # accepted, confirmed, failed or retry: the lifecycle defines them and maps
 # each to the delivery state it records.
-from gateway.store.lifecycle import OutcomeState as OutcomeState
+from gateway.lifecycle import OutcomeState as OutcomeState
+from gateway.schema import Backend, NormalizedProfile
 
 
 class Item(msgspec.Struct, frozen=True):

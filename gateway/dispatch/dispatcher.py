@@ -30,10 +30,10 @@ from gateway.backends.base import (
 from gateway.config import Settings
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
+from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 from gateway.metrics import Metrics
 from gateway.schema import Backend
 from gateway.store.base import Claim, DeliveryResult, Store, StoreError
-from gateway.store.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 
 log = logging.getLogger("gateway.dispatch")
 

@@ -12,10 +12,9 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from gateway.schema import Backend, NormalizedProfile
-
 # Re-exported: callers import the state type from the protocol they use.
-from gateway.store.lifecycle import DeliveryState as DeliveryState
+from gateway.lifecycle import DeliveryState as DeliveryState
+from gateway.schema import Backend, NormalizedProfile
 
 
 class StoreError(Exception):

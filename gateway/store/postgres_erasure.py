@@ -13,9 +13,9 @@ import time
 import msgspec
 
 from gateway.crypto import PLAINTEXT, Sealer, SealError
+from gateway.lifecycle import DUE_SQL, OPEN_SQL
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
-from gateway.store.lifecycle import DUE_SQL, OPEN_SQL
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
 from gateway.store.postgres_db import Conn
 

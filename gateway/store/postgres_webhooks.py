@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import AWAITING_SQL, state_is
 from gateway.schema import Backend
 from gateway.store.base import (
     AppliedEvent,
@@ -14,7 +15,6 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
-from gateway.store.lifecycle import AWAITING_SQL, state_is
 from gateway.store.pii import event_aad, event_tags, split_tags
 from gateway.store.postgres_db import Conn, advisory_key
 

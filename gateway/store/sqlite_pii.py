@@ -15,9 +15,9 @@ from collections.abc import Callable
 import msgspec
 
 from gateway.crypto import Sealer
+from gateway.lifecycle import AWAITING_SQL, OPEN_SQL
 from gateway.schema import NormalizedProfile
 from gateway.store.base import PurgeResult, SealedTable, SealStatus
-from gateway.store.lifecycle import AWAITING_SQL, OPEN_SQL
 from gateway.store.pii import (
     REMOVED,
     check_keyring,

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import DELIVERED_SQL, DUE, DUE_SQL, OPEN_SQL, state_is
 from gateway.schema import Backend
 from gateway.store.base import (
     Claim,
@@ -20,7 +21,6 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
 )
-from gateway.store.lifecycle import DELIVERED_SQL, DUE, DUE_SQL, OPEN_SQL, state_is
 from gateway.store.pii import open_claims, open_error, seal_error
 from gateway.store.sqlite_accept import insert_rows
 

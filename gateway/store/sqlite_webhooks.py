@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import AWAITING_SQL, state_is
 from gateway.schema import Backend
 from gateway.store.base import (
     AppliedEvent,
@@ -15,7 +16,6 @@ from gateway.store.base import (
     WebhookEvent,
     WebhookResult,
 )
-from gateway.store.lifecycle import AWAITING_SQL, state_is
 from gateway.store.pii import event_aad, event_tags, split_tags
 from gateway.store.sqlite_queue import set_backend_id
 

@@ -16,10 +16,10 @@ import msgspec
 
 from gateway.backends.transport.pacing import FixedWindowPacer, Headroom
 from gateway.dispatch.breaker import CircuitBreaker
+from gateway.lifecycle import FAILING, REPLAYABLE
 from gateway.logs import redact
 from gateway.schema import Backend
 from gateway.store.base import DeadLetter, DeliveryState, Store
-from gateway.store.lifecycle import FAILING, REPLAYABLE
 from gateway.ui.rates import ErrorRatio
 
 Circuit = Literal["closed", "half_open", "open", "unknown"]

@@ -1,4 +1,4 @@
-"""gateway/store/lifecycle.py held against both real schemas: the same states
+"""gateway/gateway/lifecycle.py held against both real schemas: the same states
 as the CHECK on deliveries.state, a state outside them refused by both
 engines, and the SQL group forms the partial indexes are written with."""
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from gateway import lifecycle
 from gateway.schema import NormalizedProfile
-from gateway.store import lifecycle, migrations
+from gateway.store import migrations
 from gateway.store.base import NewRequest
 from gateway.store.postgres import PostgresStore
 from tests.store import pg

@@ -16,10 +16,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from gateway import lifecycle
+from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED, DeliveryState
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import lifecycle
 from gateway.store.base import DeliveryResult, NewRequest, Store, WebhookEvent
-from gateway.store.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED, DeliveryState
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests.store import pg

@@ -1,5 +1,5 @@
 -- deliveries.state gets the CHECK PostgreSQL has had since its 0001 (with
--- 'erased' since its 0004), so a state outside gateway/store/lifecycle.py is
+-- 'erased' since its 0004), so a state outside gateway/gateway/lifecycle.py is
 -- refused by both engines alike. SQLite cannot add a CHECK to a table: the
 -- table is rebuilt (sqlite.org/lang_altertable.html, "other kinds of table
 -- schema changes") with the same columns in the same order, every row copied
