@@ -17,7 +17,6 @@ import msgspec
 
 from gateway.schema import SCALAR_FIELDS, Address, FieldError
 
-TEXT_COLUMNS = SCALAR_FIELDS
 ADDRESS_FIELDS = tuple(f.encode_name for f in msgspec.structs.fields(Address))
 CONSENT_FIELDS = ("email", "sms")
 TAG_SEPARATOR = ";"
@@ -32,8 +31,8 @@ _INT = re.compile(r"^[+-]?\d+$")
 
 MAPPING_HELP = f"""\
 CSV columns (header row required; an empty cell means "absent"):
-  {", ".join(TEXT_COLUMNS[:7])},
-  {", ".join(TEXT_COLUMNS[7:])}
+  {", ".join(SCALAR_FIELDS[:7])},
+  {", ".join(SCALAR_FIELDS[7:])}
                               the profile field of that name
   tags                        tags separated by "{TAG_SEPARATOR}"
   attributes.NAME             a custom attribute, as a string
@@ -80,7 +79,7 @@ def parse_header(header: Sequence[str]) -> list[Column | None]:
 
 
 def _column(title: str) -> Column | None:
-    if title in TEXT_COLUMNS:
+    if title in SCALAR_FIELDS:
         return Column("text", title)
     if title == "tags":
         return Column("tags", title)

@@ -111,7 +111,7 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
         # loaded 2-core machine; requests the gateway's pacer had admitted in one
         # window then reached Ocamba's rate-limit count in a later one, together
         # with that window's own. That is the cause of the window 429s some runs
-        # drew (README, "Fault and security tests"). Each process also serves the
+        # drew (README, "Running several replicas"). Each process also serves the
         # simulators it is not used for, on ports nobody calls.
         simulate_ocamba = [
             "simulate",
