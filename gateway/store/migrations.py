@@ -1,4 +1,4 @@
-"""Schema migrations kept as numbered .sql files under `store/sql/<dialect>/`.
+"""Schema migrations kept as numbered .sql files under `store/<dialect>/migrations/`.
 
 Each file is applied once, in order, and recorded in `schema_migrations`; a file
 is never edited after it shipped, a new one is added instead. Dialects:
@@ -12,7 +12,7 @@ import time
 from importlib import resources
 
 from gateway.store.base import StoreError
-from gateway.store.postgres_db import Conn, advisory_key
+from gateway.store.postgres.db import Conn, advisory_key
 
 
 class SchemaBehind(StoreError):
@@ -30,7 +30,7 @@ class SchemaBehind(StoreError):
 
 def migration_files(dialect: str) -> list[tuple[int, str, str]]:
     """(version, name, sql) for each migration of `dialect`, in order."""
-    folder = resources.files("gateway.store") / "sql" / dialect
+    folder = resources.files("gateway.store") / dialect / "migrations"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from gateway.schema import NormalizedProfile
-from gateway.store import postgres_queue
 from gateway.store.base import NewRequest
 from gateway.store.postgres import PostgresStore
+from gateway.store.postgres import queue as postgres_queue
 from tests.store import pg
 
 pytestmark = pytest.mark.anyio

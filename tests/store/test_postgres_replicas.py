@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import postgres_accept
 from gateway.store.base import AcceptResult, DeliveryResult, IdempotencyConflict, NewRequest
 from gateway.store.postgres import PostgresStore
+from gateway.store.postgres import accept as postgres_accept
 from tests.store import pg
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import pytest
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import NewRequest
 from gateway.store.postgres import PostgresStore
-from gateway.store.postgres_db import advisory_key
+from gateway.store.postgres.db import advisory_key
 from tests.store import pg
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,7 @@ from gateway.schema import NormalizedProfile
 from gateway.store import migrations
 from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest
 from gateway.store.sqlite import SQLiteStore, connect
-from gateway.store.sqlite_accept import accept_many
+from gateway.store.sqlite.accept import accept_many
 
 
 def request(

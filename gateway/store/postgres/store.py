@@ -6,9 +6,9 @@ it writes; concurrency between replicas is settled by the database's own locks
 kinds of work need a connection of their own, outside the pool: listening for
 other replicas' writes and holding a backend's sender lock (postgres_signals).
 
-Modules: postgres_db (errors, lock keys), postgres_accept, postgres_queue,
-postgres_webhooks, postgres_views, postgres_signals; the schema is in
-sql/postgres/ and applied by migrations.apply_postgres.
+Modules: db (errors, lock keys), accept, queue,
+webhooks, views, signals; the schema is in
+postgres/migrations/ and applied by migrations.apply_postgres.
 """
 
 from __future__ import annotations
@@ -22,16 +22,7 @@ import asyncpg
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import (
-    migrations,
-    pii,
-    postgres_accept,
-    postgres_erasure,
-    postgres_pii,
-    postgres_queue,
-    postgres_views,
-    postgres_webhooks,
-)
+from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
     AppliedEvent,
@@ -52,9 +43,11 @@ from gateway.store.base import (
     StoreError,
     WebhookEvent,
 )
-from gateway.store.postgres_db import Conn, store_errors
-from gateway.store.postgres_sessions import PostgresSessions
-from gateway.store.postgres_signals import Leadership, Listener, Wake
+from gateway.store.postgres import accept, erasure, queue, views, webhooks
+from gateway.store.postgres import pii as postgres_pii
+from gateway.store.postgres.db import Conn, store_errors
+from gateway.store.postgres.sessions import PostgresSessions
+from gateway.store.postgres.signals import Leadership, Listener, Wake
 
 T = TypeVar("T")
 Work = Callable[[Conn], Awaitable[T]]
@@ -166,19 +159,19 @@ class PostgresStore(PostgresSessions):
             raise StoreError("store is not open")
         with store_errors("store write"):
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                return await postgres_accept.accept(conn, request, self.sealer)
+                return await accept.accept(conn, request, self.sealer)
 
     async def get_request(self, request_id: str) -> RequestView | None:
         return await self._run(
             "store read",
-            lambda conn: postgres_views.get_request(conn, request_id, self.sealer),
+            lambda conn: views.get_request(conn, request_id, self.sealer),
             "snapshot",
         )
 
     async def get_profile(self, external_id: str) -> ProfileView | None:
         return await self._run(
             "store read",
-            lambda conn: postgres_views.get_profile(conn, external_id, self.sealer),
+            lambda conn: views.get_profile(conn, external_id, self.sealer),
             "snapshot",
         )
 
@@ -189,25 +182,23 @@ class PostgresStore(PostgresSessions):
     ) -> list[Claim]:
         return await self._run(
             "claim",
-            lambda conn: postgres_queue.claim(
-                conn, backend, limit, owner, lease_seconds, self.sealer
-            ),
+            lambda conn: queue.claim(conn, backend, limit, owner, lease_seconds, self.sealer),
         )
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
         return await self._run(
-            "record", lambda conn: postgres_queue.record(conn, owner, results, self.sealer)
+            "record", lambda conn: queue.record(conn, owner, results, self.sealer)
         )
 
     async def queue_stats(self) -> list[QueueStats]:
-        return await self._run("queue stats", postgres_queue.queue_stats)
+        return await self._run("queue stats", queue.queue_stats)
 
     async def list_deliveries(
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
     ) -> list[DeadLetter]:
         return await self._run(
             "store read",
-            lambda conn: postgres_queue.list_deliveries(conn, states, backend, limit, self.sealer),
+            lambda conn: queue.list_deliveries(conn, states, backend, limit, self.sealer),
         )
 
     async def recent_deliveries(
@@ -219,7 +210,7 @@ class PostgresStore(PostgresSessions):
     ) -> list[DeadLetter]:
         return await self._run(
             "store read",
-            lambda conn: postgres_queue.recent_deliveries(
+            lambda conn: queue.recent_deliveries(
                 conn, state, backend, limit, before_id, self.sealer
             ),
         )
@@ -232,7 +223,7 @@ class PostgresStore(PostgresSessions):
         backend: Backend | None = None,
     ) -> ReplayResult:
         return await self._run(
-            "replay", lambda conn: postgres_queue.replay(conn, states, delivery_id, backend)
+            "replay", lambda conn: queue.replay(conn, states, delivery_id, backend)
         )
 
     # -- several replicas (see postgres_signals) ---------------------------------
@@ -248,26 +239,26 @@ class PostgresStore(PostgresSessions):
     async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
         return await self._run(
             "saving a webhook",
-            lambda conn: postgres_webhooks.save_webhook(conn, event, self.sealer),
+            lambda conn: webhooks.save_webhook(conn, event, self.sealer),
         )
 
     async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
         return await self._run(
             "applying webhooks",
-            lambda conn: postgres_webhooks.apply_webhooks(conn, source, limit),
+            lambda conn: webhooks.apply_webhooks(conn, source, limit),
             "write",
         )
 
     async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
         return await self._run(
             "marking unconfirmed",
-            lambda conn: postgres_webhooks.mark_unconfirmed(conn, backend, accepted_before),
+            lambda conn: webhooks.mark_unconfirmed(conn, backend, accepted_before),
         )
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int:
         return await self._run(
             "store read",
-            lambda conn: postgres_webhooks.count_state(conn, backend, state),
+            lambda conn: webhooks.count_state(conn, backend, state),
         )
 
     # -- PII at rest (see postgres_pii) ---------------------------------------------
@@ -275,7 +266,7 @@ class PostgresStore(PostgresSessions):
     async def erase_profile(self, external_id: str) -> Erasure | None:
         return await self._run(
             "erasing a profile",
-            lambda conn: postgres_erasure.erase(conn, external_id, self.sealer),
+            lambda conn: erasure.erase(conn, external_id, self.sealer),
             "write",
         )
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import asyncpg
 
 from gateway.schema import BACKENDS, Backend
-from gateway.store.postgres_db import CHANNEL, DB_ERRORS, advisory_key, connect, store_errors
+from gateway.store.postgres.db import CHANNEL, DB_ERRORS, advisory_key, connect, store_errors
 
 log = logging.getLogger("gateway.store")
 

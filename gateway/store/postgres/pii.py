@@ -27,7 +27,7 @@ from gateway.store.pii import (
     retag_event,
     write_aad,
 )
-from gateway.store.postgres_db import Conn, advisory_key
+from gateway.store.postgres.db import Conn, advisory_key
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 

@@ -47,7 +47,7 @@ from gateway.store.base import (
     ReplayResult,
 )
 from gateway.store.pii import open_claims, open_error, seal_error
-from gateway.store.postgres_db import Conn
+from gateway.store.postgres.db import Conn
 
 # No earlier write of the same person to the same backend is still open.
 # OFFSET 0 keeps this a sub-plan run once per candidate, an index probe on

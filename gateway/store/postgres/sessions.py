@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from gateway.store.postgres_db import Conn
+from gateway.store.postgres.db import Conn
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from gateway.store.base import (
     WebhookResult,
 )
 from gateway.store.pii import event_aad, event_tags, split_tags
-from gateway.store.postgres_db import Conn, advisory_key
+from gateway.store.postgres.db import Conn, advisory_key
 
 _SAVE = """
 INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, backend_id, match_key,

@@ -29,7 +29,7 @@ import msgspec
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest, StoreError
 from gateway.store.pii import write_aad
-from gateway.store.postgres_db import CHANNEL, Conn
+from gateway.store.postgres.db import CHANNEL, Conn
 
 _encode = msgspec.json.Encoder().encode
 

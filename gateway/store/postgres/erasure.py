@@ -17,7 +17,7 @@ from gateway.lifecycle import DUE_SQL, OPEN_SQL
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
-from gateway.store.postgres_db import Conn
+from gateway.store.postgres.db import Conn
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 

@@ -17,7 +17,7 @@ from gateway.store.base import (
     WebhookResult,
 )
 from gateway.store.pii import event_aad, event_tags, split_tags
-from gateway.store.sqlite_queue import set_backend_id
+from gateway.store.sqlite.queue import set_backend_id
 
 
 def save_webhook(

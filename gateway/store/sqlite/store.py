@@ -27,15 +27,7 @@ import msgspec
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import (
-    migrations,
-    pii,
-    sqlite_accept,
-    sqlite_erasure,
-    sqlite_pii,
-    sqlite_queue,
-    sqlite_webhooks,
-)
+from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
     AppliedEvent,
@@ -58,7 +50,10 @@ from gateway.store.base import (
     StoreError,
     WebhookEvent,
 )
-from gateway.store.sqlite_sessions import SQLiteSessions
+from gateway.store.sqlite import accept, erasure, webhooks
+from gateway.store.sqlite import pii as sqlite_pii
+from gateway.store.sqlite import queue as dq
+from gateway.store.sqlite.sessions import SQLiteSessions
 
 T = TypeVar("T")
 # A queued write: a function run in its own savepoint, or a request to accept,
@@ -165,9 +160,7 @@ class _Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if accepts:
-                stored = sqlite_accept.accept_many(
-                    conn, [job for job, _, _ in accepts], self._sealer
-                )
+                stored = accept.accept_many(conn, [job for job, _, _ in accepts], self._sealer)
                 for (_, fut, loop), outcome in zip(accepts, stored, strict=True):
                     failed = isinstance(outcome, Exception)
                     results.append((fut, loop, outcome if failed else None, outcome))
@@ -306,22 +299,20 @@ class SQLiteStore(SQLiteSessions):
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
     ) -> list[Claim]:
         return await self._write(
-            lambda conn: sqlite_queue.claim(conn, backend, limit, owner, lease_seconds, self.sealer)
+            lambda conn: dq.claim(conn, backend, limit, owner, lease_seconds, self.sealer)
         )
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
-        return await self._write(
-            lambda conn: sqlite_queue.record(conn, owner, results, self.sealer)
-        )
+        return await self._write(lambda conn: dq.record(conn, owner, results, self.sealer))
 
     async def queue_stats(self) -> list[QueueStats]:
-        return await self._read(sqlite_queue.queue_stats)
+        return await self._read(dq.queue_stats)
 
     async def list_deliveries(
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
     ) -> list[DeadLetter]:
         return await self._read(
-            lambda conn: sqlite_queue.list_deliveries(conn, states, backend, limit, self.sealer)
+            lambda conn: dq.list_deliveries(conn, states, backend, limit, self.sealer)
         )
 
     async def recent_deliveries(
@@ -332,9 +323,7 @@ class SQLiteStore(SQLiteSessions):
         before_id: int | None = None,
     ) -> list[DeadLetter]:
         return await self._read(
-            lambda conn: sqlite_queue.recent_deliveries(
-                conn, state, backend, limit, before_id, self.sealer
-            )
+            lambda conn: dq.recent_deliveries(conn, state, backend, limit, before_id, self.sealer)
         )
 
     async def replay(
@@ -344,9 +333,7 @@ class SQLiteStore(SQLiteSessions):
         delivery_id: int | None = None,
         backend: Backend | None = None,
     ) -> ReplayResult:
-        return await self._write(
-            lambda conn: sqlite_queue.replay(conn, states, delivery_id, backend)
-        )
+        return await self._write(lambda conn: dq.replay(conn, states, delivery_id, backend))
 
     # -- several processes -----------------------------------------------------
 
@@ -363,27 +350,23 @@ class SQLiteStore(SQLiteSessions):
     # -- webhooks (see sqlite_webhooks) ------------------------------------------
 
     async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
-        return await self._write(
-            lambda conn: sqlite_webhooks.save_webhook(conn, event, self.sealer)
-        )
+        return await self._write(lambda conn: webhooks.save_webhook(conn, event, self.sealer))
 
     async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
-        return await self._write(lambda conn: sqlite_webhooks.apply_webhooks(conn, source, limit))
+        return await self._write(lambda conn: webhooks.apply_webhooks(conn, source, limit))
 
     async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
         return await self._write(
-            lambda conn: sqlite_webhooks.mark_unconfirmed(conn, backend, accepted_before)
+            lambda conn: webhooks.mark_unconfirmed(conn, backend, accepted_before)
         )
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int:
-        return await self._read(lambda conn: sqlite_webhooks.count_state(conn, backend, state))
+        return await self._read(lambda conn: webhooks.count_state(conn, backend, state))
 
     # -- PII at rest (see sqlite_pii) ---------------------------------------------
 
     async def erase_profile(self, external_id: str) -> Erasure | None:
-        erased = await self._write(
-            lambda conn: sqlite_erasure.erase(conn, external_id, self.sealer)
-        )
+        erased = await self._write(lambda conn: erasure.erase(conn, external_id, self.sealer))
         await self._checkpoint()
         return erased
 

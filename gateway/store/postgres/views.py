@@ -7,7 +7,7 @@ from typing import Any
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, RequestView
 from gateway.store.pii import open_error, open_profile
-from gateway.store.postgres_db import Conn
+from gateway.store.postgres.db import Conn
 
 _DELIVERY_COLUMNS = (
     "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id"

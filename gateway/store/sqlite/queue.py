@@ -22,7 +22,7 @@ from gateway.store.base import (
     ReplayResult,
 )
 from gateway.store.pii import open_claims, open_error, seal_error
-from gateway.store.sqlite_accept import insert_rows
+from gateway.store.sqlite.accept import insert_rows
 
 _COLUMNS = """
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
