@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
@@ -43,7 +44,8 @@ from gateway.store.base import (
     StoreError,
     WebhookEvent,
 )
-from gateway.store.postgres import accept, erasure, queue, views, webhooks
+from gateway.store.expand import expand
+from gateway.store.postgres import accept, erasure, plans, queue, views, webhooks
 from gateway.store.postgres import pii as postgres_pii
 from gateway.store.postgres.db import Conn, store_errors
 from gateway.store.postgres.sessions import PostgresSessions
@@ -175,7 +177,12 @@ class PostgresStore(PostgresSessions):
             "snapshot",
         )
 
-    # -- the dispatcher's queue (see postgres_queue) -------------------------
+    # -- the dispatcher's queue (see postgres/queue.py) ----------------------
+
+    async def expand(self) -> int:
+        return await self._run(
+            "expand", lambda conn: plans.run(conn, expand(time.time())), mode="write"
+        )
 
     async def claim(
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
