@@ -26,6 +26,10 @@ DeliveryState = Literal[
 STATES: tuple[DeliveryState, ...] = typing.get_args(DeliveryState)
 # Every delivery is written in this state (the column's default on both engines).
 INITIAL: DeliveryState = "pending"
+# The states a delivery is created in: INITIAL, or `erased` where expand
+# (gateway/store/expand.py) makes the deliveries of a write that an erasure
+# request reached before they were made: cancelled before they could be sent.
+CREATED: frozenset[DeliveryState] = frozenset({INITIAL, "erased"})
 
 # What a backend adapter says of one delivery (gateway/backends/base.py):
 # accepted:  the backend took it; final where the backend never confirms.

@@ -17,7 +17,9 @@ came before another request was sent has the smaller `seq` and is visible to
 every expander that sees the later one. Requests that overlapped in time have
 no order the caller could rely on, and get the one expand gives them.
 
-Writes erased or purged before they were expanded get no deliveries.
+A write erased before it was expanded gets deliveries that are `erased` from
+the start (lifecycle.CREATED), so its record reads as if the erasure had come
+after; retention never purges a write that is still queued here.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
 # Payload columns emptied by a purge or an erasure hold this: no bytes left.
 REMOVED = b""
+# What an erased write's deliveries say instead of a backend's error text (the
+# .sql files that write it spell it out too).
+ERASED_ERROR = "erased on request"
 # How many ids a retention, rotation or erasure step covers: each step is one
 # short transaction (on SQLite, one job of the writer thread), so accepted
 # writes never wait long behind maintenance.

@@ -57,7 +57,11 @@ def test_delete_erases_the_profile_and_says_so(
     view = client.get("/v1/profiles/cust-9", headers=AUTH).json()
     assert view["payload"] == "erased" and view["profile"] is None
     assert {d["state"] for d in view["backends"].values()} == {"erased"}
-    # Never sent: nothing of that person is left in a state a claim takes.
+    # Never sent: nothing of that person is left in a state a claim takes,
+    # also once expand makes the deliveries the erasure came before.
+    assert rows("SELECT COUNT(*) FROM deliveries WHERE external_id = 'cust-9'") == [(0,)]
+    assert client.portal is not None
+    assert client.portal.call(client.app.state.ctx.store.expand) == 9  # type: ignore[attr-defined]
     assert rows("SELECT DISTINCT state FROM deliveries WHERE external_id = 'cust-9'") == [
         ("erased",)
     ]

@@ -36,8 +36,13 @@ def test_single_write_is_stored_with_a_pending_delivery_per_backend(
     assert profile["email"] == "jane@example.com"
     assert profile["phone"] == "+49301234567"
     assert profile["phone_country"] == "DE"
-    deliveries = rows("SELECT backend, state, attempts FROM deliveries ORDER BY backend")
-    assert deliveries == [
+    # Durable now; its deliveries are made off the request path, at the first
+    # claim (gateway/store/expand.py), and until then the status shows them pending.
+    assert rows("SELECT request_id FROM expand_queue") == [(request_id,)]
+    assert count(rows, "deliveries") == 0
+    status = client.get(f"/v1/requests/{request_id}", headers=AUTH).json()
+    [write] = status["profiles"]
+    assert sorted((d["backend"], d["state"], d["attempts"]) for d in write["deliveries"]) == [
         ("import_batch", "pending", 0),
         ("ocamba", "pending", 0),
         ("omneo", "pending", 0),
@@ -53,7 +58,10 @@ def test_batch_write_with_targets(client: TestClient, rows: Rows) -> None:
     assert r.json()["profiles"] == 5
     assert r.json()["targets"] == ["omneo"]
     assert count(rows, "profile_writes") == 5
-    assert rows("SELECT DISTINCT backend, state FROM deliveries") == [("omneo", "pending")]
+    status = client.get(f"/v1/requests/{r.json()['request_id']}", headers=AUTH).json()
+    assert {(d["backend"], d["state"]) for p in status["profiles"] for d in p["deliveries"]} == {
+        ("omneo", "pending")
+    }
     positions = rows("SELECT external_id, position FROM profile_writes ORDER BY position")
     assert positions == [(f"p{i}", i) for i in range(5)]
 

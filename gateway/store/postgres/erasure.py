@@ -18,7 +18,7 @@ from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
 from gateway.store.postgres.db import Conn, advisory_key
-from gateway.store.postgres.views import PERSON_WRITES
+from gateway.store.postgres.views import PERSON_WRITES, UNEXPANDED_TARGETS
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -78,6 +78,13 @@ async def erase(conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT) -> Era
         " (SELECT request_id FROM profile_writes WHERE id = ANY($1::bigint[]))",
         write_ids,
     )
+    # Deliveries not made yet (expand makes none for an erased write) count as
+    # cancelled, as the made ones still open do.
+    unmade = sum(
+        len(r["targets"])
+        for r in await conn.fetch(UNEXPANDED_TARGETS, external_id)
+        if r["removed"] is None
+    )
     writes = await conn.fetchval(
         "WITH w AS (UPDATE profile_writes SET body = $1, key_id = NULL, removed = 'erased',"
         " removed_at = $2 WHERE id = ANY($3::bigint[]) AND removed IS DISTINCT FROM 'erased'"
@@ -106,7 +113,7 @@ async def erase(conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT) -> Era
     return Erasure(
         external_id=external_id,
         writes_erased=int(writes),
-        deliveries_cancelled=int(person["cancelled"]),
+        deliveries_cancelled=int(person["cancelled"]) + unmade,
         deliveries_in_flight=int(person["in_flight"]),
         webhook_events_erased=len(events),
         delivered_to=sorted(person["delivered_to"]),

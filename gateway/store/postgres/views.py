@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import lifecycle
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, RequestView
-from gateway.store.pii import open_error, open_profile
+from gateway.store.pii import ERASED_ERROR, open_error, open_profile
 from gateway.store.postgres.db import Conn
 
 # A person's writes: through their deliveries, or still waiting for expand.
@@ -19,16 +20,18 @@ WHERE w.external_id = $1
 
 
 UNEXPANDED_TARGETS = """
-SELECT r.targets, w.received_at FROM expand_queue q
+SELECT r.targets, w.received_at, w.removed FROM expand_queue q
 JOIN requests r ON r.id = q.request_id
 JOIN profile_writes w ON w.request_id = q.request_id
 WHERE w.external_id = $1 ORDER BY q.seq
 """
 
 
-def waiting(backend: str, since: float) -> DeliveryView:
+def waiting(backend: str, since: float, removed: str | None = None) -> DeliveryView:
     """What a delivery not made yet looks like (gateway/store/expand.py)."""
-    return DeliveryView(backend, "pending", 0, None, since)  # type: ignore[arg-type]
+    if removed == "erased":  # as expand will make it (lifecycle.CREATED)
+        return DeliveryView(backend, "erased", 0, ERASED_ERROR, since)  # type: ignore[arg-type]
+    return DeliveryView(backend, lifecycle.INITIAL, 0, None, since)  # type: ignore[arg-type]
 
 
 _DELIVERY_COLUMNS = (
@@ -108,7 +111,7 @@ async def get_profile(
     ]
     # Writes not expanded yet are newer than every delivery made so far.
     deliveries += [
-        waiting(t, r["received_at"])
+        waiting(t, r["received_at"], r["removed"])
         for r in await conn.fetch(UNEXPANDED_TARGETS, external_id)
         for t in r["targets"]
     ]

@@ -21,7 +21,7 @@ from gateway.lifecycle import OPEN_SQL
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
-from gateway.store.sqlite.views import PERSON_WRITES
+from gateway.store.sqlite.views import PERSON_WRITES, UNEXPANDED_TARGETS
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -52,6 +52,13 @@ def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT
         "DELETE FROM idempotency_keys WHERE request_id IN (SELECT request_id"
         " FROM profile_writes WHERE id IN (SELECT value FROM json_each(?)))",
         (writes_of,),
+    )
+    # Deliveries not made yet (expand makes none for an erased write) count as
+    # cancelled, as the made ones still open do.
+    unmade = sum(
+        len(json.loads(targets))
+        for targets, _, removed in conn.execute(UNEXPANDED_TARGETS, (external_id,))
+        if removed is None
     )
     writes = conn.execute(
         "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'erased', removed_at = ?"
@@ -106,7 +113,7 @@ def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT
     return Erasure(
         external_id=external_id,
         writes_erased=writes,
-        deliveries_cancelled=cancelled - in_flight,
+        deliveries_cancelled=cancelled - in_flight + unmade,
         deliveries_in_flight=in_flight,
         webhook_events_erased=len(events),
         delivered_to=delivered_to,

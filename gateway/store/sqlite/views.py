@@ -10,9 +10,11 @@ import json
 import sqlite3
 from typing import Any
 
+from gateway import lifecycle
 from gateway.crypto import Sealer
 from gateway.store import pii
 from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, RequestView
+from gateway.store.pii import ERASED_ERROR
 
 # A person's writes: through their deliveries, or still waiting for expand.
 PERSON_WRITES = """
@@ -24,16 +26,18 @@ WHERE w.external_id = ?1
 
 
 UNEXPANDED_TARGETS = """
-SELECT r.targets, w.received_at FROM expand_queue q
+SELECT r.targets, w.received_at, w.removed FROM expand_queue q
 JOIN requests r ON r.id = q.request_id
 JOIN profile_writes w ON w.request_id = q.request_id
 WHERE w.external_id = ?1 ORDER BY q.seq
 """
 
 
-def waiting(backend: str, since: float) -> DeliveryView:
+def waiting(backend: str, since: float, removed: str | None = None) -> DeliveryView:
     """What a delivery not made yet looks like."""
-    return DeliveryView(backend, "pending", 0, None, since)  # type: ignore[arg-type]
+    if removed == "erased":  # as expand will make it (lifecycle.CREATED)
+        return DeliveryView(backend, "erased", 0, ERASED_ERROR, since)  # type: ignore[arg-type]
+    return DeliveryView(backend, lifecycle.INITIAL, 0, None, since)  # type: ignore[arg-type]
 
 
 _DELIVERY_COLUMNS = (
@@ -103,8 +107,8 @@ def get_profile(conn: sqlite3.Connection, external_id: str, sealer: Sealer) -> P
     ]
     # Writes not expanded yet are newer than every delivery made so far.
     deliveries += [
-        waiting(t, received)
-        for targets, received in conn.execute(UNEXPANDED_TARGETS, (external_id,))
+        waiting(t, received, removed)
+        for targets, received, removed in conn.execute(UNEXPANDED_TARGETS, (external_id,))
         for t in json.loads(targets)
     ]
     ids = dict(

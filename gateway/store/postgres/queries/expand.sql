@@ -13,14 +13,18 @@ LIMIT $1
 
 -- name: expand_deliveries
 -- created_at and next_attempt_at are the arrival time, so a delivery's age
--- includes its wait here and due order is arrival order.
-INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at)
-SELECT w.id, w.external_id, t.backend, w.received_at, w.received_at, $2
+-- includes its wait here and due order is arrival order. A write erased before
+-- it was expanded gets its deliveries already `erased` (lifecycle.CREATED).
+INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at,
+                        state, last_error)
+SELECT w.id, w.external_id, t.backend, w.received_at, w.received_at, $2,
+       CASE WHEN w.removed IS NULL THEN 'pending' ELSE 'erased' END,
+       CASE WHEN w.removed IS NULL THEN NULL ELSE 'erased on request' END
 FROM expand_queue q
 JOIN requests r ON r.id = q.request_id
 JOIN profile_writes w ON w.request_id = q.request_id
 CROSS JOIN LATERAL unnest(r.targets) WITH ORDINALITY AS t(backend, n)
-WHERE q.seq = ANY($1::bigint[]) AND w.removed IS NULL
+WHERE q.seq = ANY($1::bigint[])
 ORDER BY q.seq, w.position, t.n
 
 -- name: expand_notify

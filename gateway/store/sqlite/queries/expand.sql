@@ -12,14 +12,18 @@ LIMIT ?1
 
 -- name: expand_deliveries
 -- created_at and next_attempt_at are the arrival time, so a delivery's age
--- includes its wait here and due order is arrival order.
-INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at)
-SELECT w.id, w.external_id, t.value, w.received_at, w.received_at, ?2
+-- includes its wait here and due order is arrival order. A write erased before
+-- it was expanded gets its deliveries already `erased` (lifecycle.CREATED).
+INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at,
+                        state, last_error)
+SELECT w.id, w.external_id, t.value, w.received_at, w.received_at, ?2,
+       CASE WHEN w.removed IS NULL THEN 'pending' ELSE 'erased' END,
+       CASE WHEN w.removed IS NULL THEN NULL ELSE 'erased on request' END
 FROM expand_queue q
 JOIN requests r ON r.id = q.request_id
 JOIN profile_writes w ON w.request_id = q.request_id
 JOIN json_each(r.targets) t
-WHERE q.seq IN (SELECT value FROM json_each(?1)) AND w.removed IS NULL
+WHERE q.seq IN (SELECT value FROM json_each(?1))
 ORDER BY q.seq, w.position, t.key
 
 -- name: expand_done
