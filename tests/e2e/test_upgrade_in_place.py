@@ -331,6 +331,15 @@ async def test_an_old_database_upgrades_in_place_and_drains_without_loss_or_rese
                     e: (await http.get(f"/v1/profiles/{e}")).json()
                     for e in {w.external_id for w in old.WRITES}
                 }
+                # The old request's Idempotency-Key still holds: another body
+                # under it is refused, naming the old request.
+                again = await http.post(
+                    "/v1/profiles",
+                    json={"external_id": "upg-fresh", "email": "fresh@example.com"},
+                    headers={"Idempotency-Key": old.R3.idempotency_key or ""},
+                )
+                assert again.status_code == 409, again.text
+                assert old.R3.id in again.json()["message"]
 
     # Exactly the open writes reached each backend, once each, nothing else;
     # a person's writes in order (upg-twice: two old open writes, then a new one).

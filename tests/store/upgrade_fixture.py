@@ -101,16 +101,22 @@ R3 = OldRequest("0f0e0d0c0b0a49f8a1b2c3d4e5f60003", "crm", 600, idempotency_key=
 REQUESTS = (R1, R2, R3)
 
 
-def _profile(external_id: str, n: int, email: str, **more: object) -> dict[str, object]:
-    return {
-        "external_id": external_id,
-        "email": email,
-        **more,
-        "attributes": {"tier": f"{external_id}#{n}"},
-    }
+def _profile(
+    external_id: str, n: int, email: str, phone: str | None = None, **more: object
+) -> dict[str, object]:
+    """A body byte for byte as msgspec encoded a NormalizedProfile: fields in
+    declaration order, defaults left out, the derived `phone_country` last."""
+    body: dict[str, object] = {"external_id": external_id, "email": email}
+    if phone is not None:
+        body["phone"] = phone
+    body.update(more)
+    body["attributes"] = {"tier": f"{external_id}#{n}"}
+    if phone is not None:
+        body["phone_country"] = "AU"
+    return body
 
 
-PHONE = {"phone": "+61412345678", "phone_country": "AU"}
+PHONE = {"phone": "+61412345678"}
 WRITES = (
     OldWrite(1, R1.id, 0, "upg-known", _profile("upg-known", 1, "known@example.com")),
     OldWrite(2, R1.id, 1, "upg-twice", _profile("upg-twice", 1, "twice@example.com", **PHONE)),
