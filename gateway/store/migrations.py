@@ -39,8 +39,16 @@ def migration_files(dialect: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def apply_sqlite(conn: sqlite3.Connection) -> list[str]:
-    """Apply pending migrations in one transaction; returns the names applied."""
+def _wanted(dialect: str, up_to: int | None) -> list[tuple[int, str, str]]:
+    """The migrations of `dialect` to apply: all of them, or (`up_to`) only
+    those numbered `up_to` or lower, which builds the schema as an older
+    release left it (the upgrade tests do)."""
+    return [m for m in migration_files(dialect) if up_to is None or m[0] <= up_to]
+
+
+def apply_sqlite(conn: sqlite3.Connection, up_to: int | None = None) -> list[str]:
+    """Apply pending migrations (those numbered `up_to` or lower, if given) in
+    one transaction; returns the names applied."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
@@ -49,7 +57,7 @@ def apply_sqlite(conn: sqlite3.Connection) -> list[str]:
         )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
         applied = []
-        for version, name, sql in migration_files("sqlite"):
+        for version, name, sql in _wanted("sqlite", up_to):
             if version in done:
                 continue
             for statement in _statements(sql):
@@ -80,9 +88,9 @@ _POSTGRES_TABLE = (
 )
 
 
-async def apply_postgres(conn: Conn) -> list[str]:
-    """Apply pending migrations in one transaction (PostgreSQL's DDL is
-    transactional); returns the names applied."""
+async def apply_postgres(conn: Conn, up_to: int | None = None) -> list[str]:
+    """Apply pending migrations (those numbered `up_to` or lower, if given) in
+    one transaction (PostgreSQL's DDL is transactional); returns the names applied."""
     async with conn.transaction():
         # Replicas that start together queue here: the first applies, the next
         # ones then find nothing left to do. The lock comes before anything
@@ -92,7 +100,7 @@ async def apply_postgres(conn: Conn) -> list[str]:
         await conn.execute(_POSTGRES_TABLE)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
-        for version, name, sql in migration_files("postgres"):
+        for version, name, sql in _wanted("postgres", up_to):
             if version in done:
                 continue
             await conn.execute(sql)  # without arguments: the file's statements run as one script
