@@ -61,7 +61,7 @@ def test_delete_erases_the_profile_and_says_so(
     # also once expand makes the deliveries the erasure came before.
     assert rows("SELECT COUNT(*) FROM deliveries WHERE external_id = 'cust-9'") == [(0,)]
     assert client.portal is not None
-    assert client.portal.call(client.app.state.ctx.store.expand) == 9  # type: ignore[attr-defined]
+    assert client.portal.call(client.app.state.ctx.store.expand) == 9  # type: ignore[attr-defined,call-arg]
     assert rows("SELECT DISTINCT state FROM deliveries WHERE external_id = 'cust-9'") == [
         ("erased",)
     ]

@@ -134,3 +134,31 @@ async def test_queue_stats(store: Store) -> None:
     assert stats["omneo"].depth == 2
     assert stats["ocamba"].depth == 2  # in flight still counts as not yet delivered
     assert stats["omneo"].oldest_age >= 0
+
+
+@pytest.mark.anyio
+async def test_queue_stats_count_deliveries_not_made_yet(store: Store) -> None:
+    """Requests waiting for expand are work to do: queue depth and age (the
+    metrics and alerts read them) count them before their deliveries exist."""
+    await write(store, "r1", "a", "b", targets=["omneo", "ocamba"])
+    await write(store, "r2", "c", targets=["omneo"])
+    stats = {s.backend: (s.depth, s.oldest_age >= 0) for s in await store.queue_stats()}
+    assert stats == {"ocamba": (2, True), "omneo": (3, True)}
+    assert await store.expand() == 5
+    after = {s.backend: s.depth for s in await store.queue_stats()}
+    assert after == {"ocamba": 2, "omneo": 3}  # the same work, now as deliveries
+    await store.claim("omneo", 3, "w", 60)
+    assert {s.backend: s.depth for s in await store.queue_stats()} == after
+
+
+@pytest.mark.anyio
+async def test_expand_keeps_each_persons_order_across_requests(store: Store) -> None:
+    for n in range(3):
+        await write(store, f"r{n}", "a", f"only{n}", "b")
+    sent = []
+    while claims := await store.claim("omneo", 10, "w", 60):
+        sent += [(c.external_id, c.profile.first_name) for c in claims]
+        await store.record("w", [DeliveryResult(c.delivery_id, "accepted") for c in claims])
+    assert [r for p, r in sent if p == "a"] == ["r0", "r1", "r2"]
+    assert [r for p, r in sent if p == "b"] == ["r0", "r1", "r2"]
+    assert sorted(p for p, _ in sent if p.startswith("only")) == ["only0", "only1", "only2"]

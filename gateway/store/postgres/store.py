@@ -44,7 +44,7 @@ from gateway.store.base import (
     StoreError,
     WebhookEvent,
 )
-from gateway.store.expand import expand
+from gateway.store.expand import backlog, expand, with_backlog
 from gateway.store.postgres import accept, erasure, plans, queue, views, webhooks
 from gateway.store.postgres import pii as postgres_pii
 from gateway.store.postgres.db import Conn, store_errors
@@ -198,7 +198,11 @@ class PostgresStore(PostgresSessions):
         )
 
     async def queue_stats(self) -> list[QueueStats]:
-        return await self._run("queue stats", queue.queue_stats)
+        async def read(conn: Conn) -> list[QueueStats]:
+            stats = await queue.queue_stats(conn)
+            return with_backlog(stats, await plans.run(conn, backlog()), time.time())
+
+        return await self._run("queue stats", read, mode="snapshot")
 
     async def list_deliveries(
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100

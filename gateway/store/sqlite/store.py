@@ -48,7 +48,7 @@ from gateway.store.base import (
     StoreError,
     WebhookEvent,
 )
-from gateway.store.expand import expand
+from gateway.store.expand import backlog, expand, with_backlog
 from gateway.store.sqlite import accept, erasure, plans, views, webhooks
 from gateway.store.sqlite import pii as sqlite_pii
 from gateway.store.sqlite import queue as dq
@@ -308,7 +308,11 @@ class SQLiteStore(SQLiteSessions):
         return await self._write(lambda conn: dq.record(conn, owner, results, self.sealer))
 
     async def queue_stats(self) -> list[QueueStats]:
-        return await self._read(dq.queue_stats)
+        def read(conn: sqlite3.Connection) -> list[QueueStats]:
+            stats = dq.queue_stats(conn)
+            return with_backlog(stats, plans.run(conn, backlog()), time.time())
+
+        return await self._read(read)
 
     async def list_deliveries(
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100

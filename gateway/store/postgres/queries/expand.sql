@@ -38,3 +38,9 @@ FROM (SELECT DISTINCT unnest(r.targets) AS backend
 -- name: expand_done
 DELETE FROM expand_queue WHERE seq = ANY($1::bigint[])
 
+
+-- name: expand_backlog
+SELECT t.backend, sum(r.profile_count)::bigint, min(r.received_at)
+FROM expand_queue q JOIN requests r ON r.id = q.request_id
+CROSS JOIN LATERAL unnest(r.targets) AS t(backend)
+GROUP BY t.backend
