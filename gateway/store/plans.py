@@ -16,6 +16,7 @@ Rows are read by position, which both drivers' rows allow.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -76,3 +77,12 @@ class Lock:
 
 Step: TypeAlias = Fetch | FetchRow | FetchValue | Execute | ExecuteMany | Lock
 Plan: TypeAlias = Generator[Step, Any, T]
+
+
+def lock_key(name: str) -> int:
+    """A bigint key for a named lock (pg_advisory_lock), the same in every
+    replica and release (Python's hash() is salted per process; PostgreSQL's
+    hashtext() is not promised stable across server versions). Plans pass it
+    to Lock steps; engines without such locks ignore it."""
+    digest = hashlib.blake2b(f"gateway:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -25,7 +25,6 @@ from gateway.schema import Backend, NormalizedProfile
 from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
-    AppliedEvent,
     Claim,
     DeadLetter,
     DeliveryResult,
@@ -37,16 +36,16 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
     RequestView,
-    SavedEvent,
     SealedTable,
     SealStatus,
     StoreError,
-    WebhookEvent,
 )
+from gateway.store.core import Access, StoreCore
+from gateway.store.plans import Plan
 from gateway.store.postgres import accept, erasure, queue, views, webhooks
 from gateway.store.postgres import pii as postgres_pii
 from gateway.store.postgres.db import Conn, store_errors
-from gateway.store.postgres.sessions import PostgresSessions
+from gateway.store.postgres.plans import run
 from gateway.store.postgres.signals import Leadership, Listener, Wake
 
 T = TypeVar("T")
@@ -56,10 +55,17 @@ Work = Callable[[Conn], Awaitable[T]]
 # "snapshot" for several reads that must agree with each other.
 Mode = Literal["statement", "write", "snapshot"]
 
+_MODES: dict[Access, Mode] = {
+    "read": "statement",
+    "snapshot": "snapshot",
+    "write": "statement",
+    "transaction": "write",
+}
+
 URL_PREFIXES = ("postgresql://", "postgres://")
 
 
-class PostgresStore(PostgresSessions):
+class PostgresStore(StoreCore):
     def __init__(
         self,
         dsn: str,
@@ -148,6 +154,9 @@ class PostgresStore(PostgresSessions):
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await work(conn)
 
+    async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
+        return await self._run(what, lambda conn: run(conn, plan), _MODES[access])
+
     # -- inbound -----------------------------------------------------------
 
     async def ping(self) -> None:
@@ -235,25 +244,6 @@ class PostgresStore(PostgresSessions):
         return await self.leadership.lead(backend)
 
     # -- webhooks (see postgres_webhooks) ------------------------------------------
-
-    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
-        return await self._run(
-            "saving a webhook",
-            lambda conn: webhooks.save_webhook(conn, event, self.sealer),
-        )
-
-    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
-        return await self._run(
-            "applying webhooks",
-            lambda conn: webhooks.apply_webhooks(conn, source, limit),
-            "write",
-        )
-
-    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
-        return await self._run(
-            "marking unconfirmed",
-            lambda conn: webhooks.mark_unconfirmed(conn, backend, accepted_before),
-        )
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int:
         return await self._run(

@@ -163,17 +163,6 @@ def record(
     return len(applied)
 
 
-def set_backend_id(
-    conn: sqlite3.Connection, external_id: str, backend: str, backend_id: str, now: float
-) -> None:
-    conn.execute(
-        "INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (external_id, backend)"
-        " DO UPDATE SET backend_id = excluded.backend_id, updated_at = excluded.updated_at",
-        (external_id, backend, backend_id, now),
-    )
-
-
 def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
     now = time.time()
     rows = conn.execute(

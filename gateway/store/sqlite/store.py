@@ -30,7 +30,6 @@ from gateway.schema import Backend, NormalizedProfile
 from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
-    AppliedEvent,
     Claim,
     DeadLetter,
     DeliveryResult,
@@ -44,16 +43,16 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
     RequestView,
-    SavedEvent,
     SealedTable,
     SealStatus,
     StoreError,
-    WebhookEvent,
 )
+from gateway.store.core import Access, StoreCore
+from gateway.store.plans import Plan
 from gateway.store.sqlite import accept, erasure, webhooks
 from gateway.store.sqlite import pii as sqlite_pii
 from gateway.store.sqlite import queue as dq
-from gateway.store.sqlite.sessions import SQLiteSessions
+from gateway.store.sqlite.plans import run
 
 T = TypeVar("T")
 # A queued write: a function run in its own savepoint, or a request to accept,
@@ -189,7 +188,7 @@ class _Writer:
                 loop.call_soon_threadsafe(_resolve, fut, failure, result)
 
 
-class SQLiteStore(SQLiteSessions):
+class SQLiteStore(StoreCore):
     def __init__(
         self,
         path: Path | str,
@@ -276,6 +275,14 @@ class SQLiteStore(SQLiteSessions):
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
 
+    async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
+        # One writer serialises every write, so "write" and "transaction" are
+        # alike: a job of the writer thread, in its own savepoint. Readers
+        # see the last commit.
+        if access in ("write", "transaction"):
+            return await self._write(lambda conn: run(conn, plan))
+        return await self._read(lambda conn: run(conn, plan))
+
     # -- inbound -----------------------------------------------------------
 
     async def ping(self) -> None:
@@ -348,17 +355,6 @@ class SQLiteStore(SQLiteSessions):
         return True
 
     # -- webhooks (see sqlite_webhooks) ------------------------------------------
-
-    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
-        return await self._write(lambda conn: webhooks.save_webhook(conn, event, self.sealer))
-
-    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
-        return await self._write(lambda conn: webhooks.apply_webhooks(conn, source, limit))
-
-    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
-        return await self._write(
-            lambda conn: webhooks.mark_unconfirmed(conn, backend, accepted_before)
-        )
 
     async def count_state(self, backend: Backend, state: DeliveryState) -> int:
         return await self._read(lambda conn: webhooks.count_state(conn, backend, state))
