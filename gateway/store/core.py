@@ -9,12 +9,13 @@ and the signals between processes.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Literal
 
 from gateway.crypto import Sealer
-from gateway.schema import Backend
-from gateway.store.base import AppliedEvent, SavedEvent, WebhookEvent
-from gateway.store.ops import sessions, webhooks
+from gateway.schema import Backend, NormalizedProfile
+from gateway.store.base import AppliedEvent, SavedEvent, SealedTable, SealStatus, WebhookEvent
+from gateway.store.ops import keys, sessions, webhooks
 from gateway.store.plans import Plan, T
 
 Access = Literal["read", "snapshot", "write", "transaction"]
@@ -36,6 +37,11 @@ class StoreCore(abc.ABC):
     @abc.abstractmethod
     async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
         """Run `plan` on a connection of this engine; `what` names it in errors."""
+
+    @abc.abstractmethod
+    async def _payloads_removed(self) -> None:
+        """After payloads were removed or rewritten: where an engine keeps old
+        page images around (SQLite's WAL), it lets them go now."""
 
     # -- webhooks (ops/webhooks.py) ---------------------------------------------
 
@@ -69,3 +75,28 @@ class StoreCore(abc.ABC):
 
     async def end_all_ui_sessions(self) -> int:
         return await self._plan("ui session", sessions.end_all_ui_sessions(), "write")
+
+    # -- key rotation (ops/keys.py) -----------------------------------------------
+
+    async def seal_status(self) -> SealStatus:
+        return await self._plan("store read", keys.seal_status(self.sealer), "snapshot")
+
+    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
+        return await self._plan(
+            "resealing", keys.reseal_step(self.sealer, table, after_id, span), "transaction"
+        )
+
+    async def retag(
+        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
+    ) -> tuple[int, int | None]:
+        return await self._plan(
+            "re-indexing match keys",
+            keys.retag_step(self.sealer, match_key_of, after_id, span),
+            "transaction",
+        )
+
+    async def retire_keys(self) -> list[str]:
+        retired = await self._plan("retiring keys", keys.retire_keys(self.sealer), "transaction")
+        # The last step of a rotation: the old values' page images go too.
+        await self._payloads_removed()
+        return retired

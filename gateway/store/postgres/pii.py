@@ -1,4 +1,4 @@
-"""Personal data at rest on PostgreSQL: retention purge, key rotation (erasure: postgres_erasure).
+"""Retention purge on PostgreSQL (erasure: erasure.py; key rotation: ops/keys.py).
 
 Plain functions of a connection, as `sqlite_pii`; each runs in the caller's
 transaction, one short transaction per step, so replicas go on writing. The
@@ -9,52 +9,18 @@ with a key configured they hold ciphertext only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import msgspec
 
-from gateway.crypto import Sealer
-from gateway.lifecycle import AWAITING_SQL, OPEN_SQL
+from gateway.lifecycle import OPEN_SQL
 from gateway.schema import NormalizedProfile
-from gateway.store.base import PurgeResult, SealedTable, SealStatus
+from gateway.store.base import PurgeResult
 from gateway.store.pii import (
     REMOVED,
-    check_keyring,
-    error_prefix,
-    event_aad,
-    plaintext_refused,
-    reseal_error,
-    retag_event,
-    write_aad,
 )
-from gateway.store.postgres.db import Conn, advisory_key
+from gateway.store.postgres.db import Conn
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
-
-
-async def register_keys(conn: Conn, sealer: Sealer) -> None:
-    """At open: refuse a keyring that cannot read the store; record the current key."""
-    async with conn.transaction():
-        # Replicas starting together: one registers, the others then see it.
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("encryption_keys"))
-        rows = await conn.fetch("SELECT key_id, fingerprint FROM encryption_keys")
-        new = check_keyring(sealer, {r["key_id"]: r["fingerprint"] for r in rows})
-        if sealer.enabled and not sealer.allow_plaintext:
-            # key_id is NULL for plaintext and for removed rows; only the former have a body.
-            found = [
-                table
-                for table in ("profile_writes", "webhook_events")
-                if await conn.fetchval(
-                    f"SELECT EXISTS (SELECT 1 FROM {table}"
-                    " WHERE key_id IS NULL AND length(body) > 0)"
-                )
-            ]
-            if found:
-                raise plaintext_refused(found)
-        await conn.executemany(
-            "INSERT INTO encryption_keys (key_id, fingerprint, added_at) VALUES ($1, $2, $3)",
-            [(key_id, fingerprint, time.time()) for key_id, fingerprint in new],
-        )
 
 
 # Candidates are locked, then their deliveries, and the conditions are checked
@@ -136,153 +102,3 @@ async def _next(conn: Conn, table: str, after: int, cutoff: float) -> int | None
         f"SELECT received_at FROM {table} WHERE id > $1 ORDER BY id LIMIT 1", after
     )
     return after if received is not None and received < cutoff else None
-
-
-async def seal_status(conn: Conn, sealer: Sealer) -> SealStatus:
-    current = sealer.current_id or ""
-    counts = [
-        await conn.fetchval(
-            f"SELECT count(*) FROM {table} WHERE length(body) > 0 AND key_id IS DISTINCT FROM $1",
-            current,
-        )
-        for table in ("profile_writes", "webhook_events")
-    ]
-    retag = await conn.fetchval(
-        f"SELECT count(*) FROM deliveries WHERE state IN {AWAITING_SQL}"
-        " AND match_key IS NOT NULL AND NOT starts_with(match_key, $1)",
-        sealer.current_tag_prefix() or "",
-    )
-    errors = await conn.fetchval(
-        f"SELECT count(*) FROM deliveries WHERE {_ERROR_TO_RESEAL}",
-        error_prefix(sealer.current_id),
-    )
-    return SealStatus(
-        profile_writes=int(counts[0]),
-        webhook_events=int(counts[1]),
-        deliveries_to_retag=int(retag),
-        delivery_errors=int(errors),
-    )
-
-
-# A backend's error text not sealed under the current key: under an older key,
-# or in clear from before (the gateway's own texts get sealed along, harmlessly).
-_ERROR_TO_RESEAL = "last_error IS NOT NULL AND NOT starts_with(last_error, $1)"
-
-
-_RESEAL_SELECT = {
-    "profile_writes": "SELECT id, body, request_id, position FROM profile_writes",
-    "webhook_events": "SELECT id, body, source, event, body_hash, match_key FROM webhook_events",
-}
-
-
-async def reseal_step(
-    conn: Conn, sealer: Sealer, table: SealedTable, after: int, span: int
-) -> tuple[int, int | None]:
-    """Runs in the caller's transaction; the rows are locked while resealed."""
-    if table == "deliveries":
-        return await _reseal_errors(conn, sealer, after, span)
-    rows = await conn.fetch(
-        f"{_RESEAL_SELECT[table]} WHERE id > $1 AND id <= $1 + $2 AND length(body) > 0"
-        " AND key_id IS DISTINCT FROM $3 FOR UPDATE",
-        after,
-        span,
-        sealer.current_id,
-    )
-    if table == "profile_writes":
-        await conn.executemany(
-            "UPDATE profile_writes SET body = $1, key_id = $2 WHERE id = $3",
-            [(*_reseal(sealer, r[1], write_aad(r[2], r[3])), r[0]) for r in rows],
-        )
-    else:
-        await conn.executemany(
-            "UPDATE webhook_events SET body = $1, key_id = $2, match_key = $3 WHERE id = $4",
-            [
-                (
-                    *_reseal(sealer, r[1], event_aad(r[2], r[3], r[4])),
-                    retag_event(sealer, r[5]),
-                    r[0],
-                )
-                for r in rows
-            ],
-        )
-    more = await conn.fetchval(f"SELECT 1 FROM {table} WHERE id > $1 LIMIT 1", after + span)
-    return len(rows), (after + span if more else None)
-
-
-async def _reseal_errors(
-    conn: Conn, sealer: Sealer, after: int, span: int
-) -> tuple[int, int | None]:
-    rows = await conn.fetch(
-        "SELECT id, last_error FROM deliveries WHERE id > $2 AND id <= $2 + $3"
-        f" AND {_ERROR_TO_RESEAL} FOR UPDATE",
-        error_prefix(sealer.current_id),
-        after,
-        span,
-    )
-    await conn.executemany(
-        "UPDATE deliveries SET last_error = $1 WHERE id = $2",
-        [(reseal_error(sealer, r["id"], r["last_error"]), r["id"]) for r in rows],
-    )
-    more = await conn.fetchval("SELECT 1 FROM deliveries WHERE id > $1 LIMIT 1", after + span)
-    return len(rows), (after + span if more else None)
-
-
-def _reseal(sealer: Sealer, stored: bytes, aad: bytes) -> tuple[bytes, str | None]:
-    return sealer.seal(sealer.open(stored, aad), aad)
-
-
-async def retag_step(
-    conn: Conn,
-    sealer: Sealer,
-    match_key_of: Callable[[NormalizedProfile], str | None],
-    after: int,
-    span: int,
-) -> tuple[int, int | None]:
-    """Runs in the caller's transaction."""
-    rows = await conn.fetch(
-        "SELECT d.id, w.body, w.request_id, w.position FROM deliveries d"
-        " JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE d.id > $1 AND d.id <= $1 + $2 AND d.state IN {AWAITING_SQL}"
-        " AND d.match_key IS NOT NULL AND NOT starts_with(d.match_key, $3)"
-        " AND length(w.body) > 0 FOR UPDATE OF d",
-        after,
-        span,
-        sealer.current_tag_prefix() or "",
-    )
-    updates = [
-        (
-            sealer.tag(
-                match_key_of(
-                    _decode_profile(
-                        sealer.open(r["body"], write_aad(r["request_id"], r["position"]))
-                    )
-                )
-            ),
-            r["id"],
-        )
-        for r in rows
-    ]
-    await conn.executemany("UPDATE deliveries SET match_key = $1 WHERE id = $2", updates)
-    more = await conn.fetchval("SELECT 1 FROM deliveries WHERE id > $1 LIMIT 1", after + span)
-    return len(updates), (after + span if more else None)
-
-
-async def retire_keys(conn: Conn, sealer: Sealer) -> list[str]:
-    """Runs in the caller's transaction."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("encryption_keys"))
-    retired = []
-    for r in await conn.fetch("SELECT key_id FROM encryption_keys"):
-        key_id = r["key_id"]
-        if key_id == sealer.current_id:
-            continue
-        in_use = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM profile_writes WHERE key_id = $1)"
-            " OR EXISTS (SELECT 1 FROM webhook_events WHERE key_id = $1)"
-            " OR EXISTS (SELECT 1 FROM deliveries WHERE starts_with(last_error, $2))",
-            key_id,
-            error_prefix(key_id),
-        )
-        if not in_use:
-            await conn.execute("DELETE FROM encryption_keys WHERE key_id = $1", key_id)
-            retired.append(key_id)
-    return retired

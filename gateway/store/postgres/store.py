@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 import asyncpg
 
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend, NormalizedProfile
+from gateway.schema import Backend
 from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
@@ -36,11 +36,10 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
     RequestView,
-    SealedTable,
-    SealStatus,
     StoreError,
 )
 from gateway.store.core import Access, StoreCore
+from gateway.store.ops import keys
 from gateway.store.plans import Plan
 from gateway.store.postgres import accept, erasure, queue, views, webhooks
 from gateway.store.postgres import pii as postgres_pii
@@ -122,7 +121,8 @@ class PostgresStore(StoreCore):
                 if missing:
                     raise migrations.SchemaBehind(missing)
                 with store_errors("checking the encryption keys"):
-                    await postgres_pii.register_keys(conn, self.sealer)
+                    async with conn.transaction():
+                        await run(conn, keys.register_keys(self.sealer))
         except BaseException:
             pool.terminate()
             raise
@@ -156,6 +156,11 @@ class PostgresStore(StoreCore):
 
     async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
         return await self._run(what, lambda conn: run(conn, plan), _MODES[access])
+
+    async def _payloads_removed(self) -> None:
+        # The old row versions are reclaimed by (auto)vacuum; with a key
+        # configured they hold ciphertext only.
+        return None
 
     # -- inbound -----------------------------------------------------------
 
@@ -289,29 +294,3 @@ class PostgresStore(StoreCore):
             if removed < pii.SPAN:
                 break
         return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
-
-    async def seal_status(self) -> SealStatus:
-        return await self._run(
-            "store read", lambda conn: postgres_pii.seal_status(conn, self.sealer), "snapshot"
-        )
-
-    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
-        return await self._run(
-            "resealing",
-            lambda conn: postgres_pii.reseal_step(conn, self.sealer, table, after_id, span),
-            "write",
-        )
-
-    async def retag(
-        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
-    ) -> tuple[int, int | None]:
-        return await self._run(
-            "re-indexing match keys",
-            lambda conn: postgres_pii.retag_step(conn, self.sealer, match_key_of, after_id, span),
-            "write",
-        )
-
-    async def retire_keys(self) -> list[str]:
-        return await self._run(
-            "retiring keys", lambda conn: postgres_pii.retire_keys(conn, self.sealer), "write"
-        )

@@ -43,11 +43,10 @@ from gateway.store.base import (
     QueueStats,
     ReplayResult,
     RequestView,
-    SealedTable,
-    SealStatus,
     StoreError,
 )
 from gateway.store.core import Access, StoreCore
+from gateway.store.ops import keys
 from gateway.store.plans import Plan
 from gateway.store.sqlite import accept, erasure, webhooks
 from gateway.store.sqlite import pii as sqlite_pii
@@ -224,7 +223,7 @@ class SQLiteStore(StoreCore):
             try:
                 migrations.apply_sqlite(conn)
                 conn.execute("BEGIN IMMEDIATE")
-                sqlite_pii.register_keys(conn, self.sealer)
+                run(conn, keys.register_keys(self.sealer))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.close()
@@ -394,26 +393,8 @@ class SQLiteStore(StoreCore):
             await self._checkpoint()
         return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
 
-    async def seal_status(self) -> SealStatus:
-        return await self._read(lambda conn: sqlite_pii.seal_status(conn, self.sealer))
-
-    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
-        return await self._write(
-            lambda conn: sqlite_pii.reseal_step(conn, self.sealer, table, after_id, span)
-        )
-
-    async def retag(
-        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
-    ) -> tuple[int, int | None]:
-        return await self._write(
-            lambda conn: sqlite_pii.retag_step(conn, self.sealer, match_key_of, after_id, span)
-        )
-
-    async def retire_keys(self) -> list[str]:
-        retired = await self._write(lambda conn: sqlite_pii.retire_keys(conn, self.sealer))
-        # The last step of a rotation: the pages that held the old values leave the WAL.
+    async def _payloads_removed(self) -> None:
         await self._checkpoint()
-        return retired
 
     async def _checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it, so the page
