@@ -14,8 +14,17 @@ from typing import Literal
 
 from gateway.crypto import Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store.base import AppliedEvent, SavedEvent, SealedTable, SealStatus, WebhookEvent
-from gateway.store.ops import keys, sessions, webhooks
+from gateway.store.base import (
+    AppliedEvent,
+    DeadLetter,
+    DeliveryState,
+    QueueStats,
+    SavedEvent,
+    SealedTable,
+    SealStatus,
+    WebhookEvent,
+)
+from gateway.store.ops import deliveries, keys, sessions, webhooks
 from gateway.store.plans import Plan, T
 
 Access = Literal["read", "snapshot", "write", "transaction"]
@@ -42,6 +51,36 @@ class StoreCore(abc.ABC):
     async def _payloads_removed(self) -> None:
         """After payloads were removed or rewritten: where an engine keeps old
         page images around (SQLite's WAL), it lets them go now."""
+
+    # -- the queue's read side (ops/deliveries.py) ---------------------------------
+
+    async def queue_stats(self) -> list[QueueStats]:
+        return await self._plan("queue stats", deliveries.queue_stats(), "read")
+
+    async def list_deliveries(
+        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        return await self._plan(
+            "store read",
+            deliveries.list_deliveries(states, backend, limit, self.sealer),
+            "read",
+        )
+
+    async def recent_deliveries(
+        self,
+        state: DeliveryState,
+        backend: Backend | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[DeadLetter]:
+        return await self._plan(
+            "store read",
+            deliveries.recent_deliveries(state, backend, limit, before_id, self.sealer),
+            "read",
+        )
+
+    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
+        return await self._plan("store read", deliveries.count_state(backend, state), "read")
 
     # -- webhooks (ops/webhooks.py) ---------------------------------------------
 

@@ -12,6 +12,11 @@ Arguments are positional and numbered the same in both dialects: `$1` in
 PostgreSQL is `?1` in SQLite. A list argument is bound as an array in
 PostgreSQL and as JSON text in SQLite (read it there with `json_each(?1)`).
 Rows are read by position, which both drivers' rows allow.
+
+A list of delivery states chosen at run time (`states=`) is not bound but
+written into the query's `{in_states}` (`= 'dead'`, `IN ('dead', 'failed')`):
+a planner uses a partial index only when the query's own text implies the
+index's predicate (see gateway/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
+
+from gateway.lifecycle import DeliveryState
 
 T = TypeVar("T")
 Row: TypeAlias = Sequence[Any]
@@ -31,6 +38,7 @@ class Fetch:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,7 @@ class FetchRow:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,7 @@ class FetchValue:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,7 @@ class Execute:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ kinds of work need a connection of their own, outside the pool: listening for
 other replicas' writes and holding a backend's sender lock (postgres_signals).
 
 Modules: db (errors, lock keys), accept, queue,
-webhooks, views, signals; the schema is in
+views, signals (the rest: store/ops/, run through StoreCore); the schema is in
 postgres/migrations/ and applied by migrations.apply_postgres.
 """
 
@@ -26,14 +26,12 @@ from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
     Claim,
-    DeadLetter,
     DeliveryResult,
     DeliveryState,
     Erasure,
     NewRequest,
     ProfileView,
     PurgeResult,
-    QueueStats,
     ReplayResult,
     RequestView,
     StoreError,
@@ -41,7 +39,7 @@ from gateway.store.base import (
 from gateway.store.core import Access, StoreCore
 from gateway.store.ops import keys
 from gateway.store.plans import Plan
-from gateway.store.postgres import accept, erasure, queue, views, webhooks
+from gateway.store.postgres import accept, erasure, queue, views
 from gateway.store.postgres import pii as postgres_pii
 from gateway.store.postgres.db import Conn, store_errors
 from gateway.store.postgres.plans import run
@@ -204,31 +202,6 @@ class PostgresStore(StoreCore):
             "record", lambda conn: queue.record(conn, owner, results, self.sealer)
         )
 
-    async def queue_stats(self) -> list[QueueStats]:
-        return await self._run("queue stats", queue.queue_stats)
-
-    async def list_deliveries(
-        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
-    ) -> list[DeadLetter]:
-        return await self._run(
-            "store read",
-            lambda conn: queue.list_deliveries(conn, states, backend, limit, self.sealer),
-        )
-
-    async def recent_deliveries(
-        self,
-        state: DeliveryState,
-        backend: Backend | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-    ) -> list[DeadLetter]:
-        return await self._run(
-            "store read",
-            lambda conn: queue.recent_deliveries(
-                conn, state, backend, limit, before_id, self.sealer
-            ),
-        )
-
     async def replay(
         self,
         states: list[DeliveryState],
@@ -247,14 +220,6 @@ class PostgresStore(StoreCore):
 
     async def lead(self, backend: Backend) -> bool:
         return await self.leadership.lead(backend)
-
-    # -- webhooks (see postgres_webhooks) ------------------------------------------
-
-    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
-        return await self._run(
-            "store read",
-            lambda conn: webhooks.count_state(conn, backend, state),
-        )
 
     # -- PII at rest (see postgres_pii) ---------------------------------------------
 

@@ -31,7 +31,6 @@ from gateway.store import migrations, pii
 from gateway.store.base import (
     AcceptResult,
     Claim,
-    DeadLetter,
     DeliveryResult,
     DeliveryState,
     DeliveryView,
@@ -40,7 +39,6 @@ from gateway.store.base import (
     ProfileView,
     ProfileWriteView,
     PurgeResult,
-    QueueStats,
     ReplayResult,
     RequestView,
     StoreError,
@@ -48,7 +46,7 @@ from gateway.store.base import (
 from gateway.store.core import Access, StoreCore
 from gateway.store.ops import keys
 from gateway.store.plans import Plan
-from gateway.store.sqlite import accept, erasure, webhooks
+from gateway.store.sqlite import accept, erasure
 from gateway.store.sqlite import pii as sqlite_pii
 from gateway.store.sqlite import queue as dq
 from gateway.store.sqlite.plans import run
@@ -311,27 +309,6 @@ class SQLiteStore(StoreCore):
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
         return await self._write(lambda conn: dq.record(conn, owner, results, self.sealer))
 
-    async def queue_stats(self) -> list[QueueStats]:
-        return await self._read(dq.queue_stats)
-
-    async def list_deliveries(
-        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
-    ) -> list[DeadLetter]:
-        return await self._read(
-            lambda conn: dq.list_deliveries(conn, states, backend, limit, self.sealer)
-        )
-
-    async def recent_deliveries(
-        self,
-        state: DeliveryState,
-        backend: Backend | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-    ) -> list[DeadLetter]:
-        return await self._read(
-            lambda conn: dq.recent_deliveries(conn, state, backend, limit, before_id, self.sealer)
-        )
-
     async def replay(
         self,
         states: list[DeliveryState],
@@ -352,11 +329,6 @@ class SQLiteStore(StoreCore):
         # Each process paces on its own and learns of the others through the
         # backend's X-RateLimit-Remaining; global limits need PostgreSQL.
         return True
-
-    # -- webhooks (see sqlite_webhooks) ------------------------------------------
-
-    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
-        return await self._read(lambda conn: webhooks.count_state(conn, backend, state))
 
     # -- PII at rest (see sqlite_pii) ---------------------------------------------
 
