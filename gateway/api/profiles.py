@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +42,13 @@ _OUTCOME_BY_STATUS = {
     422: "invalid",
 }
 MAX_IDEMPOTENCY_KEY = 255
+
+
+def new_request_id() -> str:
+    """32 hex digits, like a UUID, but led by the time in milliseconds (as a
+    UUIDv7 is): the requests table's key index then grows at its end instead
+    of taking a random page for every accept."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 async def post_profile(request: Request) -> Response:
@@ -86,7 +93,7 @@ async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, 
         raise ApiError(422, "invalid", "the body does not match the schema", exc.errors) from None
 
     new = NewRequest(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),
         app=app,
         targets=targets,
         profiles=profiles,

@@ -3,7 +3,8 @@ with fault switches, a request log and `/_sim/*` control endpoints.
 
 - `ocamba`        Ocamba Hood create + import, rate limits (`ocamba_limits`).
 - `omneo`         Omneo batch, processed in the background, answered by signed
-                  webhooks (`omneo_validation`, `omneo_store`, `omneo_webhooks`).
+                  webhooks (`omneo_validation`, `omneo_processing`, `omneo_store`,
+                  `omneo_webhooks`, its `/_sim/*` routes in `omneo_control`).
 - `import_batch`  import_batch with per-profile results (`import_batch_store`,
                   `import_batch_codes`).
 - `common`        faults, request log, the shared request pipeline, control routes.

@@ -8,11 +8,12 @@ webhooks (see PRODUCT.md):
   optional `import_job_id`, and answers 202 `{"data": {"message": "Batch queued
   for processing.", "batch_id": <uuid>}}`. Nothing about the profiles is in the
   answer.
-- Later (a background task, after `processing_delay`), each profile is matched
-  by email or by the identity whose handle is `match_criteria`, then created
-  (new integer `id` from 1000) or updated, and a `profile.created` or
-  `profile.updated` webhook POSTs the profile itself (no envelope, no event type)
-  to the URL subscribed to that trigger, signed (see `omneo_webhooks`).
+- Later (a background task in `omneo_processing`, after `processing_delay`),
+  each profile is matched by email or by the identity whose handle is
+  `match_criteria`, then created (new integer `id` from 1000) or updated, and a
+  `profile.created` or `profile.updated` webhook POSTs the profile itself (no
+  envelope, no event type) to the URL subscribed to that trigger, signed (see
+  `omneo_webhooks`).
 - No echo: events caused by a token whose namespace equals the webhook's
   namespace are not sent (recorded in `skipped` with reason "echo").
 
@@ -34,16 +35,12 @@ Decisions where Omneo's docs are silent:
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -54,19 +51,16 @@ from gateway.simulators.common import (
     control_routes,
     json_response,
 )
-from gateway.simulators.omneo_store import MatchError, OmneoProfile, OmneoStore, context
-from gateway.simulators.omneo_validation import INVALID_MESSAGE, validate_batch
-from gateway.simulators.omneo_webhooks import (
-    CREATED,
-    UPDATED,
-    SignatureEncoding,
-    WebhookAttempt,
-    WebhookSender,
-    WebhookSettings,
-    signed_headers,
+from gateway.simulators.omneo_control import webhook_routes
+from gateway.simulators.omneo_processing import (
+    BatchProcessor,
+    BatchRecord,
+    ProcessingError,
+    WebhookSkip,
 )
-
-logger = logging.getLogger(__name__)
+from gateway.simulators.omneo_store import OmneoProfile, context
+from gateway.simulators.omneo_validation import INVALID_MESSAGE, validate_batch
+from gateway.simulators.omneo_webhooks import SignatureEncoding, WebhookAttempt, WebhookSettings
 
 # seeds/002 and 004 call http://localhost/api/v3/profiles/batch: the API root
 # is the tenant's host plus /api, so a base URL without it gets a 404 here as
@@ -85,35 +79,9 @@ _MESSAGES = {
 }
 
 
-WEBHOOK_CONCURRENCY = 16  # webhook POSTs in flight at once
-
-
-class BatchRecord(msgspec.Struct, kw_only=True):
-    batch_id: str
-    namespace: str  # of the token that wrote it
-    match_criteria: str
-    import_job_id: str | None
-    size: int
-    processed: bool = False
-
-
-class ProcessingError(msgspec.Struct, kw_only=True):
-    batch_id: str
-    index: int  # position in the batch's `profiles`
-    reason: str
-
-
-class WebhookSkip(msgspec.Struct, kw_only=True):
-    """An event that was not sent, and why."""
-
-    batch_id: str
-    event: str
-    profile_id: int
-    reason: Literal["echo", "dropped", "no_url"]
-
-
 class OmneoSim(SimState):
-    """`app.state.sim` of the Omneo simulator."""
+    """`app.state.sim` of the Omneo simulator: the tokens, the batches accepted,
+    and (in `processor`) the background processing and its webhooks."""
 
     def __init__(
         self,
@@ -126,22 +94,37 @@ class OmneoSim(SimState):
     ) -> None:
         super().__init__(seed=seed)
         self.tokens = tokens
-        self.settings = settings
-        self.processing_delay = processing_delay
-        self.store = OmneoStore()
-        self.sender = WebhookSender(transport)
         self.batches: list[BatchRecord] = []
-        self.errors: list[ProcessingError] = []
-        self.skipped: list[WebhookSkip] = []
-        self.created = 0
-        self.updated = 0
-        self._deliveries = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Omneo sends its webhooks from a queue, a few at a time; a task per event
-        # without a bound would flood this process (and the gateway) at once.
-        self._sending = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
+        self.processor = BatchProcessor(
+            rng=self.rng,
+            settings=settings,
+            processing_delay=processing_delay,
+            transport=transport,
+        )
+        self.store = self.processor.store
+        self.sender = self.processor.sender
 
     # What tests read.
+
+    @property
+    def settings(self) -> WebhookSettings:
+        return self.processor.settings
+
+    @property
+    def errors(self) -> list[ProcessingError]:
+        return self.processor.errors
+
+    @property
+    def skipped(self) -> list[WebhookSkip]:
+        return self.processor.skipped
+
+    @property
+    def created(self) -> int:
+        return self.processor.created
+
+    @property
+    def updated(self) -> int:
+        return self.processor.updated
 
     @property
     def profiles(self) -> dict[int, OmneoProfile]:
@@ -161,20 +144,14 @@ class OmneoSim(SimState):
 
     async def idle(self) -> None:
         """Returns once no batch is being processed and no webhook is pending."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.processor.idle()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self.sender.aclose()
+        await self.processor.aclose()
 
     def update_settings(self, changes: dict[str, Any]) -> WebhookSettings:
         """Merges `changes` into the webhook settings; raises msgspec.ValidationError."""
-        merged = {**msgspec.structs.asdict(self.settings), **changes}
-        self.settings = msgspec.convert(merged, WebhookSettings)
-        return self.settings
+        return self.processor.update_settings(changes)
 
     def error_body(self, status: int, message: str) -> Any:
         return {"message": _MESSAGES.get(status, message)}
@@ -191,7 +168,7 @@ class OmneoSim(SimState):
             "webhook_attempts": len(self.sender.attempts),
             "webhooks_suppressed": len(self.suppressed),
             "webhooks_dropped": len(self.dropped),
-            "pending_tasks": len(self._tasks),
+            "pending_tasks": self.processor.pending,
             "received": len(self.received),
         }
 
@@ -212,131 +189,8 @@ class OmneoSim(SimState):
             size=len(body["profiles"]),
         )
         self.batches.append(batch)
-        self._spawn(self._process(batch, body["profiles"]))
+        self.processor.queue(batch, body["profiles"])
         return json_response({"data": {"message": QUEUED_MESSAGE, "batch_id": batch.batch_id}}, 202)
-
-    # Background work.
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("omneo simulator task failed", exc_info=task.exception())
-
-    async def _process(self, batch: BatchRecord, profiles: list[dict[str, Any]]) -> None:
-        await asyncio.sleep(self.processing_delay)
-        for index, incoming in enumerate(profiles):
-            try:
-                profile, created = self.store.upsert(batch.match_criteria, incoming)
-            except MatchError as exc:
-                self.errors.append(
-                    ProcessingError(batch_id=batch.batch_id, index=index, reason=str(exc))
-                )
-                continue
-            if created:
-                self.created += 1
-            else:
-                self.updated += 1
-            self._emit(batch, CREATED if created else UPDATED, profile.id, context(profile))
-        batch.processed = True
-
-    def _emit(self, batch: BatchRecord, event: str, profile_id: int, body: Any) -> None:
-        settings = self.settings
-        url = settings.url_for(event)
-        reason: Literal["echo", "dropped", "no_url"] | None = None
-        if batch.namespace == settings.namespace:
-            reason = "echo"
-        elif not url:
-            reason = "no_url"
-        elif settings.drop_rate and self.rng.random() < settings.drop_rate:
-            reason = "dropped"
-        if reason is None and url:
-            self._send_copies(event, url, body, settings)
-            return
-        self.skipped.append(
-            WebhookSkip(
-                batch_id=batch.batch_id,
-                event=event,
-                profile_id=profile_id,
-                reason=reason or "no_url",
-            )
-        )
-
-    def _send_copies(self, event: str, url: str, body: Any, settings: WebhookSettings) -> None:
-        # Encoded once: a duplicate is byte-for-byte the same event.
-        raw = msgspec.json.encode(body)
-        headers = signed_headers(raw, settings)
-        copies = 2 if settings.duplicate_rate and self.rng.random() < settings.duplicate_rate else 1
-        for _ in range(copies):
-            self._deliveries += 1
-            self._spawn(self._send(self._deliveries, event, url, raw, headers, settings))
-
-    async def _send(
-        self,
-        delivery: int,
-        event: str,
-        url: str,
-        raw: bytes,
-        headers: dict[str, str],
-        settings: WebhookSettings,
-    ) -> None:
-        if settings.delay:
-            await asyncio.sleep(settings.delay)
-        async with self._sending:
-            await self.sender.deliver(
-                delivery=delivery, event=event, url=url, raw=raw, headers=headers, settings=settings
-            )
-
-
-def _webhook_routes(sim: OmneoSim) -> list[Route]:
-    async def get_webhooks(request: Request) -> Response:
-        return json_response(sim.webhooks)
-
-    async def delete_webhooks(request: Request) -> Response:
-        sim.sender.attempts.clear()
-        sim.skipped.clear()
-        return Response(status_code=204)
-
-    async def get_settings(request: Request) -> Response:
-        return json_response(sim.settings)
-
-    async def put_settings(request: Request) -> Response:
-        try:
-            changes = msgspec.json.decode(await request.body(), type=dict[str, Any])
-            return json_response(sim.update_settings(changes))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            return json_response({"message": str(exc)}, 422)
-
-    async def get_skipped(request: Request) -> Response:
-        return json_response(sim.skipped)
-
-    async def get_errors(request: Request) -> Response:
-        return json_response(sim.errors)
-
-    async def get_idle(request: Request) -> Response:
-        try:
-            timeout = float(request.query_params.get("timeout", "10"))
-        except ValueError:
-            return json_response({"message": "timeout must be a number of seconds"}, 400)
-        try:
-            await asyncio.wait_for(sim.idle(), timeout)
-        except TimeoutError:
-            return json_response({"idle": False}, 503)
-        return json_response({"idle": True})
-
-    return [
-        Route("/_sim/webhooks", get_webhooks, methods=["GET"]),
-        Route("/_sim/webhooks", delete_webhooks, methods=["DELETE"]),
-        Route("/_sim/webhooks", put_settings, methods=["PUT"]),
-        Route("/_sim/webhooks/settings", get_settings, methods=["GET"]),
-        Route("/_sim/webhooks/skipped", get_skipped, methods=["GET"]),
-        Route("/_sim/errors", get_errors, methods=["GET"]),
-        Route("/_sim/idle", get_idle, methods=["GET"]),
-    ]
 
 
 def create_omneo_app(
@@ -392,7 +246,7 @@ def create_omneo_app(
         Route(BATCH_PATH, endpoint, methods=["POST"]),
         Route(BATCH_JSON_PATH, endpoint, methods=["POST"]),
         *control_routes(sim),
-        *_webhook_routes(sim),
+        *webhook_routes(sim.processor),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sim = sim

@@ -235,6 +235,13 @@ class Store(Protocol):
 
     # -- the dispatcher's queue ---------------------------------------------
 
+    async def expand(self) -> int:
+        """Make the deliveries of the oldest accepted requests now (one bounded
+        step, see gateway/store/expand.py); returns how many it made. Every
+        claim does this first, so callers need it only to look at deliveries
+        before any claim (tests, `gateway` tools)."""
+        ...
+
     async def claim(
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
     ) -> list[Claim]:

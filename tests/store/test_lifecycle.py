@@ -101,6 +101,7 @@ async def test_postgres_refuses_a_state_outside_the_lifecycle(pg_url: str, state
         await store.accept(
             NewRequest("r1", "crm", ["omneo"], [NormalizedProfile(external_id="a")], time.time())
         )
+        assert await store.expand() == 1
     finally:
         await store.close()
     conn = await asyncpg.connect(pg_url)

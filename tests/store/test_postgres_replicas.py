@@ -45,6 +45,7 @@ async def test_two_replicas_claiming_at_once_never_get_the_same_delivery(
     a, b = replicas
     for r in range(3):
         await a.accept(request(f"r{r}", *(f"p{r}-{i}" for i in range(100))))
+    assert await a.expand() == 300  # what is under test here is claiming
     taken: dict[str, list[int]] = {"a": [], "b": []}
 
     async def drain(store: PostgresStore, owner: str) -> None:
@@ -121,9 +122,12 @@ async def test_writes_of_one_person_never_overtake_each_other_across_replicas(
     assert sent == {p: ["w0", "w1", "w2"] for p in people}
 
 
-async def test_a_write_waits_while_an_earlier_write_of_the_person_is_uncommitted(
+async def test_a_request_not_yet_committed_is_expanded_once_it_is(
     replicas: Replicas, pg_url: str
 ) -> None:
+    """Requests that overlap in time have no order a caller could rely on: each
+    person's deliveries follow the order in which expand saw their requests
+    committed, and a request is never lost for having committed late."""
     a, b = replicas
     # Replica "c" is part way through accepting r1: stored, not yet committed.
     conn = await asyncpg.connect(pg_url)
@@ -131,20 +135,37 @@ async def test_a_write_waits_while_an_earlier_write_of_the_person_is_uncommitted
         c_commit = conn.transaction()
         await c_commit.start()
         await postgres_accept.accept(conn, request("r1", "x"))
-        later = asyncio.create_task(a.accept(request("r2", "x")))
-        await asyncio.sleep(0.3)
-        # Had r2 been stored now, with r1 invisible, a claim would send r2 first.
-        assert not later.done()
-        assert await b.claim("omneo", 10, "b", 60) == []
+        await asyncio.wait_for(a.accept(request("r2", "x")), 5)  # nothing to wait for
+        [first] = await b.claim("omneo", 10, "b", 60)
+        assert first.profile.first_name == "r2"
         await c_commit.commit()
     finally:
         await conn.close()
-    await later
-    [first] = await b.claim("omneo", 10, "b", 60)
-    assert first.profile.first_name == "r1"
+    # r1 is expanded now, and waits while r2, expanded before it, is open.
+    assert await b.claim("omneo", 10, "b", 60) == []
     await b.record("b", [DeliveryResult(first.delivery_id, "accepted")])
-    [second] = await b.claim("omneo", 10, "b", 60)
-    assert second.profile.first_name == "r2" and second.delivery_id > first.delivery_id
+    [second] = await a.claim("omneo", 10, "a", 60)
+    assert second.profile.first_name == "r1" and second.delivery_id > first.delivery_id
+
+
+async def test_replicas_expanding_at_once_make_each_delivery_once_in_order(
+    replicas: Replicas, pg_url: str
+) -> None:
+    a, b = replicas
+    people = [f"p{i}" for i in range(30)]
+    for n in range(6):  # one request after another: their order is the callers'
+        await (a if n % 2 else b).accept(request(f"w{n}", *people))
+    made = await asyncio.gather(*(s.expand() for s in (a, b, a, b, a, b, a, b)))
+    assert sum(made) == 180  # the lock let one expand at a time; none twice
+    rows = await pg.execute(
+        pg_url,
+        "SELECT d.external_id, r.id FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
+        " JOIN requests r ON r.id = w.request_id ORDER BY d.id",
+    )
+    by_person: dict[str, list[str]] = {}
+    for person, req in rows:
+        by_person.setdefault(person, []).append(req)
+    assert by_person == {p: [f"w{n}" for n in range(6)] for p in people}
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
@@ -192,7 +213,7 @@ async def test_two_replicas_accepting_one_key_at_once_store_it_once(
         assert refused.request_id == stored.request_id
     counts = await pg.execute(
         pg_url,
-        "SELECT (SELECT count(*) FROM requests), (SELECT count(*) FROM deliveries),"
+        "SELECT (SELECT count(*) FROM requests), (SELECT count(*) FROM expand_queue),"
         " (SELECT count(*) FROM idempotency_keys)",
     )
     assert tuple(counts[0]) == (40, 40, 40)

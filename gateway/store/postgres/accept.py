@@ -1,23 +1,15 @@
 """Storing an accepted request on PostgreSQL: one transaction per request.
 
-Replicas share the database, so everything that SQLite settles by having one
-writer is settled here by the database's own locks:
+Replicas share the database, so the same Idempotency-Key twice at once is
+settled by the database's own locks: the key is inserted first, with ON
+CONFLICT DO NOTHING. The second transaction's insert waits on the first's
+uncommitted primary-key entry; if the first commits, the second finds the key
+taken and answers a replay (same body) or a conflict (another body), having
+written nothing; if the first rolls back, the second stores its request.
 
-- The same Idempotency-Key twice at once: the key is inserted first, with
-  ON CONFLICT DO NOTHING. The second transaction's insert waits on the first's
-  uncommitted primary-key entry; if the first commits, the second finds the key
-  taken and answers a replay (same body) or a conflict (another body), having
-  written nothing; if the first rolls back, the second stores its request.
-- The order of one person's writes: the queue keeps a later write of a person
-  back while an earlier one is open, and "earlier" means a smaller id. An
-  identity column hands out ids when rows are inserted, not when they commit:
-  if request A took id 10 for person X and request B took id 11 but committed
-  first, a claim could see and send 11 while 10 was still invisible, then send
-  10 after it: the older profile would land last. So the people of a request are
-  upserted (row-locked) first, in a fixed order so that requests sharing
-  people cannot deadlock, and only then are ids taken. A request writing X waits
-  until any other transaction writing X has committed, so X's ids follow commit
-  order, and a snapshot that sees a write of X sees every earlier one.
+The order of one person's writes is not settled here any more: accept only
+queues the request, and expand (gateway/store/expand.py), one replica at a
+time, gives the deliveries their ids in queue order.
 """
 
 from __future__ import annotations
@@ -44,13 +36,6 @@ SELECT k.body_hash, k.request_id, r.profile_count, r.targets
 FROM idempotency_keys k JOIN requests r ON r.id = k.request_id
 WHERE k.app = $1 AND k.key = $2
 """
-_LOCK_PEOPLE = """
-INSERT INTO people (external_id, writes, updated_at)
-SELECT p.external_id, 1, $2 FROM unnest($1::text[]) AS p(external_id)
-ORDER BY p.external_id
-ON CONFLICT (external_id) DO UPDATE
-SET writes = people.writes + 1, updated_at = EXCLUDED.updated_at
-"""
 # One statement for the rest: the foreign keys are checked at its end, so the
 # order in which its parts run does not matter; the notifications are sent
 # only if and when the transaction commits.
@@ -60,22 +45,18 @@ WITH request AS (
     VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]))
 ), writes AS (
     INSERT INTO profile_writes (request_id, position, external_id, body, key_id, received_at)
-    SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $9, $3
+    SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $8, $3
     FROM unnest($5::text[], $6::bytea[]) WITH ORDINALITY AS p(external_id, body, n)
     ORDER BY p.n
-    RETURNING id, external_id
-), deliveries AS (
-    INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at)
-    SELECT w.id, w.external_id, t.backend, $7, $7, $7
-    FROM writes w CROSS JOIN unnest($4::text[]) WITH ORDINALITY AS t(backend, n)
-    ORDER BY w.id, t.n
+), queued AS (
+    INSERT INTO expand_queue (request_id) VALUES ($1)
 )
-SELECT pg_notify($8, t.backend) FROM unnest($4::text[]) AS t(backend)
+SELECT pg_notify($7, t.backend) FROM unnest($4::text[]) AS t(backend)
 """
 
 
 async def accept(conn: Conn, req: NewRequest, sealer: Sealer = PLAINTEXT) -> AcceptResult:
-    """Store `req` with its writes and deliveries, or answer from an earlier
+    """Store `req` with its writes (expand makes the deliveries), or answer from an earlier
     request with the same Idempotency-Key. Raises IdempotencyConflict."""
     now = time.time()
     async with conn.transaction():
@@ -84,7 +65,6 @@ async def accept(conn: Conn, req: NewRequest, sealer: Sealer = PLAINTEXT) -> Acc
             if await conn.fetchval(_CLAIM_KEY, *args) is None:
                 return await _answer_again(conn, req)
         ids = [p.external_id for p in req.profiles]
-        await conn.execute(_LOCK_PEOPLE, ids, now)
         sealed = [
             sealer.seal(_encode(p), write_aad(req.request_id, n))
             for n, p in enumerate(req.profiles)
@@ -99,7 +79,6 @@ async def accept(conn: Conn, req: NewRequest, sealer: Sealer = PLAINTEXT) -> Acc
             targets,
             ids,
             bodies,
-            now,
             CHANNEL,
             sealer.current_id,
         )

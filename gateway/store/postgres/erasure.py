@@ -17,7 +17,8 @@ from gateway.lifecycle import DUE_SQL, OPEN_SQL
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
-from gateway.store.postgres.db import Conn
+from gateway.store.postgres.db import Conn, advisory_key
+from gateway.store.postgres.views import PERSON_WRITES
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -48,20 +49,21 @@ FROM person
 async def erase(conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT) -> Erasure | None:
     """Runs in the caller's transaction."""
     now = time.time()
-    # The person's row serialises this with accept() writing them (see
-    # postgres_accept): a write committed after this erasure is a new one.
-    if (
-        await conn.fetchval("SELECT 1 FROM people WHERE external_id = $1 FOR UPDATE", external_id)
-        is None
-    ):
+    # Expand's lock: no replica makes deliveries for the person's queued
+    # writes while this runs; a write committed after this erasure is a new one.
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key("expand"))
+    # Found through their deliveries and the requests not expanded yet (the
+    # accept path keeps no index by person).
+    write_ids = [r[0] for r in await conn.fetch(PERSON_WRITES, external_id)]
+    if not write_ids:
         return None
     # Read before the bodies go: how Omneo's webhooks may name the person, so
     # that events which matched none of their deliveries are found too.
     named_by: set[str] = set()
     for r in await conn.fetch(
         "SELECT body, request_id, position FROM profile_writes"
-        " WHERE external_id = $1 AND length(body) > 0",
-        external_id,
+        " WHERE id = ANY($1::bigint[]) AND length(body) > 0",
+        write_ids,
     ):
         try:
             profile = _decode_profile(sealer.open(r[0], write_aad(r[1], r[2])))
@@ -73,16 +75,16 @@ async def erase(conn: Conn, external_id: str, sealer: Sealer = PLAINTEXT) -> Era
     # taken as new: an erasure outranks deduplication.
     await conn.execute(
         "DELETE FROM idempotency_keys WHERE request_id IN"
-        " (SELECT request_id FROM profile_writes WHERE external_id = $1)",
-        external_id,
+        " (SELECT request_id FROM profile_writes WHERE id = ANY($1::bigint[]))",
+        write_ids,
     )
     writes = await conn.fetchval(
         "WITH w AS (UPDATE profile_writes SET body = $1, key_id = NULL, removed = 'erased',"
-        " removed_at = $2 WHERE external_id = $3 AND removed IS DISTINCT FROM 'erased'"
+        " removed_at = $2 WHERE id = ANY($3::bigint[]) AND removed IS DISTINCT FROM 'erased'"
         " RETURNING 1) SELECT count(*) FROM w",
         REMOVED,
         now,
-        external_id,
+        write_ids,
     )
     person = await conn.fetchrow(_ERASE_DELIVERIES, external_id, now)
     assert person is not None  # an aggregate: always one row

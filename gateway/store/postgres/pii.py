@@ -29,6 +29,9 @@ _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 _PURGE_CANDIDATES = """
 SELECT id FROM profile_writes
 WHERE id > $1 AND id <= $1 + $2 AND removed IS NULL AND received_at < $3
+  -- Not expanded yet: not delivered yet either (expand makes no deliveries
+  -- for a removed write, so it must not be removed first).
+  AND request_id NOT IN (SELECT request_id FROM expand_queue)
 FOR UPDATE SKIP LOCKED
 """
 _PURGE_CONFIRMED = f"""

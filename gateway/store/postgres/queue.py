@@ -21,11 +21,10 @@ later write overtake an earlier one, under READ COMMITTED:
    waits for the next claim. Two claims running together: the one that locked
    the earlier delivery takes it; the other skips it but still sees it open
    and holds the later one back.
-3. What a snapshot cannot see at all is a write not yet committed. If ids were
-   taken in one order and committed in the other, the later id could be seen,
-   and sent, with the earlier one invisible. accept() rules that out by locking
-   the person's row before taking ids (see postgres_accept), so a snapshot that
-   sees a write of a person sees all of that person's earlier writes.
+3. What a snapshot cannot see at all is a delivery not yet committed. Delivery
+   ids are taken by expand, one replica at a time, and committed before the
+   claim that follows it starts, so a snapshot that sees a delivery of a person
+   sees all of that person's earlier ones (see gateway/store/expand.py).
 4. A delivery put back by replay() may be older than one already in flight;
    the rule holds back newer writes, not ones already sent (as on SQLite).
 """
@@ -43,7 +42,9 @@ from gateway.store.base import (
     DeliveryState,
     ReplayResult,
 )
+from gateway.store.expand import expand
 from gateway.store.pii import open_claims, seal_error
+from gateway.store.postgres import plans
 from gateway.store.postgres.db import Conn
 
 # No earlier write of the same person to the same backend is still open.
@@ -108,6 +109,10 @@ async def claim(
     lease_seconds: float,
     sealer: Sealer = PLAINTEXT,
 ) -> list[Claim]:
+    # Accepted requests get their deliveries first, in a transaction of their
+    # own (its advisory lock is held only that long); the claim then sees them.
+    async with conn.transaction():
+        await plans.run(conn, expand(time.time()))
     rows = await conn.fetch(_CLAIM, backend, time.time(), limit, owner, lease_seconds)
     claims, unsendable = open_claims(list(rows), sealer)
     if unsendable:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
@@ -37,9 +38,10 @@ from gateway.store.base import (
     StoreError,
 )
 from gateway.store.core import Access, StoreCore
+from gateway.store.expand import expand
 from gateway.store.ops import keys
 from gateway.store.plans import Plan
-from gateway.store.postgres import accept, erasure, queue, views
+from gateway.store.postgres import accept, erasure, plans, queue, views
 from gateway.store.postgres import pii as postgres_pii
 from gateway.store.postgres.db import Conn, store_errors
 from gateway.store.postgres.plans import run
@@ -187,7 +189,12 @@ class PostgresStore(StoreCore):
             "snapshot",
         )
 
-    # -- the dispatcher's queue (see postgres_queue) -------------------------
+    # -- the dispatcher's queue (see postgres/queue.py) ----------------------
+
+    async def expand(self) -> int:
+        return await self._run(
+            "expand", lambda conn: plans.run(conn, expand(time.time())), mode="write"
+        )
 
     async def claim(
         self, backend: Backend, limit: int, owner: str, lease_seconds: float

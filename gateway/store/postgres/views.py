@@ -9,6 +9,28 @@ from gateway.store.base import DeliveryView, ProfileView, ProfileWriteView, Requ
 from gateway.store.pii import open_error, open_profile
 from gateway.store.postgres.db import Conn
 
+# A person's writes: through their deliveries, or still waiting for expand.
+PERSON_WRITES = """
+SELECT write_id FROM deliveries WHERE external_id = $1
+UNION
+SELECT w.id FROM expand_queue q JOIN profile_writes w ON w.request_id = q.request_id
+WHERE w.external_id = $1
+"""
+
+
+UNEXPANDED_TARGETS = """
+SELECT r.targets, w.received_at FROM expand_queue q
+JOIN requests r ON r.id = q.request_id
+JOIN profile_writes w ON w.request_id = q.request_id
+WHERE w.external_id = $1 ORDER BY q.seq
+"""
+
+
+def waiting(backend: str, since: float) -> DeliveryView:
+    """What a delivery not made yet looks like (gateway/store/expand.py)."""
+    return DeliveryView(backend, "pending", 0, None, since)  # type: ignore[arg-type]
+
+
 _DELIVERY_COLUMNS = (
     "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id"
     " FROM deliveries d LEFT JOIN backend_ids b"
@@ -48,13 +70,19 @@ async def get_request(
         request_id,
     ):
         by_write[d["write_id"]].append(_delivery(d, sealer))
+    since, targets = head["received_at"], head["targets"]
     return RequestView(
         request_id=request_id,
         app=head["app"],
-        received_at=head["received_at"],
-        targets=head["targets"],
+        received_at=since,
+        targets=targets,
         profiles=[
-            ProfileWriteView(w["external_id"], w["position"], by_write[w["id"]]) for w in writes
+            ProfileWriteView(
+                w["external_id"],
+                w["position"],
+                by_write[w["id"]] or [waiting(t, since) for t in targets],
+            )
+            for w in writes
         ],
     )
 
@@ -65,7 +93,7 @@ async def get_profile(
     """Run in one read-only snapshot, so that its reads agree."""
     latest = await conn.fetchrow(
         "SELECT request_id, body, received_at, position, removed FROM profile_writes"
-        " WHERE external_id = $1 ORDER BY id DESC LIMIT 1",
+        f" WHERE id = (SELECT max(write_id) FROM ({PERSON_WRITES}) p(write_id))",
         external_id,
     )
     if latest is None:
@@ -77,6 +105,12 @@ async def get_profile(
             " WHERE d.external_id = $1 ORDER BY d.backend, d.id DESC",
             external_id,
         )
+    ]
+    # Writes not expanded yet are newer than every delivery made so far.
+    deliveries += [
+        waiting(t, r["received_at"])
+        for r in await conn.fetch(UNEXPANDED_TARGETS, external_id)
+        for t in r["targets"]
     ]
     ids = await conn.fetch(
         "SELECT backend, backend_id FROM backend_ids WHERE external_id = $1", external_id

@@ -91,7 +91,6 @@ def accept_many(
     # holds SQLite's write lock, so nobody else can take them.
     (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM profile_writes").fetchone()
     writes: list[tuple[Any, ...]] = []
-    deliveries: list[tuple[Any, ...]] = []
     for req in fresh:
         for position, profile in enumerate(req.profiles):
             last += 1
@@ -99,7 +98,6 @@ def accept_many(
             writes.append(
                 (last, req.request_id, position, profile.external_id, body, key_id, req.received_at)
             )
-            deliveries += [(last, profile.external_id, b, now, now, now) for b in req.targets]
     insert_rows(
         conn,
         "INSERT INTO requests (id, app, received_at, targets, profile_count)",
@@ -114,12 +112,8 @@ def accept_many(
         " (id, request_id, position, external_id, body, key_id, received_at)",
         writes,
     )
-    insert_rows(
-        conn,
-        "INSERT INTO deliveries"
-        " (write_id, external_id, backend, next_attempt_at, created_at, updated_at)",
-        deliveries,
-    )
+    # The deliveries are made off the request path (gateway/store/expand.py).
+    insert_rows(conn, "INSERT INTO expand_queue (request_id)", [(r.request_id,) for r in fresh])
     insert_rows(
         conn,
         "INSERT INTO idempotency_keys (app, key, body_hash, request_id, created_at)",

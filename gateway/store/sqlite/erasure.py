@@ -10,6 +10,7 @@ bytes out of the file and the WAL.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -20,41 +21,43 @@ from gateway.lifecycle import OPEN_SQL
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Erasure
 from gateway.store.pii import REMOVED, match_values, split_tags, stored_forms, write_aad
+from gateway.store.sqlite.views import PERSON_WRITES
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
 
 def erase(conn: sqlite3.Connection, external_id: str, sealer: Sealer = PLAINTEXT) -> Erasure | None:
     now = time.time()
-    if (
-        conn.execute(
-            "SELECT 1 FROM profile_writes WHERE external_id = ? LIMIT 1", (external_id,)
-        ).fetchone()
-        is None
-    ):
+    # Found through their deliveries and the requests not expanded yet (the
+    # accept path keeps no index by person); the same transaction as the rest,
+    # so no expand runs in between.
+    write_ids = [w for (w,) in conn.execute(PERSON_WRITES, (external_id,))]
+    if not write_ids:
         return None
+    writes_of = json.dumps(write_ids)
     # Read before the bodies go: how Omneo's webhooks may name the person, so
     # that events which matched none of their deliveries are found too.
     named_by = _match_values(
         sealer,
         conn.execute(
             "SELECT body, request_id, position FROM profile_writes"
-            " WHERE external_id = ? AND length(body) > 0",
-            (external_id,),
+            " WHERE id IN (SELECT value FROM json_each(?)) AND length(body) > 0",
+            (writes_of,),
         ).fetchall(),
     )
     # The caller's Idempotency-Keys (often built from an email) and body hashes
     # of every request that wrote the person. A retry of such a request is then
     # taken as new: an erasure outranks deduplication.
     conn.execute(
-        "DELETE FROM idempotency_keys WHERE request_id IN"
-        " (SELECT request_id FROM profile_writes WHERE external_id = ?)",
-        (external_id,),
+        "DELETE FROM idempotency_keys WHERE request_id IN (SELECT request_id"
+        " FROM profile_writes WHERE id IN (SELECT value FROM json_each(?)))",
+        (writes_of,),
     )
     writes = conn.execute(
         "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'erased', removed_at = ?"
-        " WHERE external_id = ? AND (removed IS NULL OR removed != 'erased')",
-        (REMOVED, now, external_id),
+        " WHERE id IN (SELECT value FROM json_each(?))"
+        " AND (removed IS NULL OR removed != 'erased')",
+        (REMOVED, now, writes_of),
     ).rowcount
     in_flight, cancelled = conn.execute(
         "SELECT COUNT(*) FILTER (WHERE state = 'in_flight'), COUNT(*) FROM deliveries"

@@ -41,6 +41,9 @@ def purge_step(
         writes = conn.execute(
             "UPDATE profile_writes SET body = ?, key_id = NULL, removed = 'purged', removed_at = ?"
             " WHERE id > ? AND id <= ? AND removed IS NULL AND received_at < ?"
+            # Not expanded yet: not delivered yet either (expand makes no
+            # deliveries for a removed write, so it must not be removed first).
+            " AND request_id NOT IN (SELECT request_id FROM expand_queue)"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = profile_writes.id"
             f"   AND (d.state IN {OPEN_SQL} OR d.updated_at >= ?))"
             " RETURNING id",

@@ -19,7 +19,9 @@ from gateway.store.base import (
     DeliveryState,
     ReplayResult,
 )
+from gateway.store.expand import expand
 from gateway.store.pii import open_claims, seal_error
+from gateway.store.sqlite import plans
 from gateway.store.sqlite.accept import insert_rows
 
 _COLUMNS = """
@@ -68,6 +70,8 @@ def claim(
     sealer: Sealer = PLAINTEXT,
 ) -> list[Claim]:
     now = time.time()
+    # Accepted requests get their deliveries first (gateway/store/expand.py).
+    plans.run(conn, expand(now))
     params = {"backend": backend, "now": now, "limit": limit}
     # Expired leases first: those writes are the oldest.
     rows = conn.execute(_EXPIRED, params).fetchall()

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,20 +33,19 @@ from gateway.store.base import (
     Claim,
     DeliveryResult,
     DeliveryState,
-    DeliveryView,
     Erasure,
     NewRequest,
     ProfileView,
-    ProfileWriteView,
     PurgeResult,
     ReplayResult,
     RequestView,
     StoreError,
 )
 from gateway.store.core import Access, StoreCore
+from gateway.store.expand import expand
 from gateway.store.ops import keys
 from gateway.store.plans import Plan
-from gateway.store.sqlite import accept, erasure
+from gateway.store.sqlite import accept, erasure, plans, views
 from gateway.store.sqlite import pii as sqlite_pii
 from gateway.store.sqlite import queue as dq
 from gateway.store.sqlite.plans import run
@@ -292,12 +291,15 @@ class SQLiteStore(StoreCore):
         return result
 
     async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._read(lambda conn: _get_request(conn, request_id, self.sealer))
+        return await self._read(lambda conn: views.get_request(conn, request_id, self.sealer))
 
     async def get_profile(self, external_id: str) -> ProfileView | None:
-        return await self._read(lambda conn: _get_profile(conn, external_id, self.sealer))
+        return await self._read(lambda conn: views.get_profile(conn, external_id, self.sealer))
 
-    # -- the dispatcher's queue (see sqlite_queue) ---------------------------
+    # -- the dispatcher's queue (see sqlite/queue.py) ------------------------
+
+    async def expand(self) -> int:
+        return await self._write(lambda conn: plans.run(conn, expand(time.time())))
 
     async def claim(
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
@@ -384,80 +386,3 @@ class SQLiteStore(StoreCore):
             await asyncio.to_thread(run)
         except sqlite3.Error as exc:
             raise StoreError(f"checkpoint failed: {exc}") from exc
-
-
-_DELIVERY_COLUMNS = (
-    "d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id"
-    " FROM deliveries d LEFT JOIN backend_ids b"
-    " ON b.external_id = d.external_id AND b.backend = d.backend"
-)
-
-
-def _delivery(row: tuple[Any, ...], sealer: Sealer) -> DeliveryView:
-    return DeliveryView(
-        backend=row[0],
-        state=row[1],
-        attempts=row[2],
-        last_error=pii.open_error(sealer, row[6], row[3]),
-        updated_at=row[4],
-        backend_id=row[5],
-    )
-
-
-def _get_request(conn: sqlite3.Connection, request_id: str, sealer: Sealer) -> RequestView | None:
-    row = conn.execute(
-        "SELECT app, received_at, targets FROM requests WHERE id = ?", (request_id,)
-    ).fetchone()
-    if row is None:
-        return None
-    writes = conn.execute(
-        "SELECT id, position, external_id FROM profile_writes WHERE request_id = ?"
-        " ORDER BY position",
-        (request_id,),
-    ).fetchall()
-    by_write: dict[int, list[DeliveryView]] = {w[0]: [] for w in writes}
-    for d in conn.execute(
-        f"SELECT d.write_id, {_DELIVERY_COLUMNS}"
-        " JOIN profile_writes w ON w.id = d.write_id WHERE w.request_id = ? ORDER BY d.id",
-        (request_id,),
-    ):
-        by_write[d[0]].append(_delivery(d[1:], sealer))
-    return RequestView(
-        request_id=request_id,
-        app=row[0],
-        received_at=row[1],
-        targets=json.loads(row[2]),
-        profiles=[ProfileWriteView(w[2], w[1], by_write[w[0]]) for w in writes],
-    )
-
-
-def _get_profile(conn: sqlite3.Connection, external_id: str, sealer: Sealer) -> ProfileView | None:
-    latest = conn.execute(
-        "SELECT request_id, body, received_at, position, removed FROM profile_writes"
-        " WHERE external_id = ? ORDER BY id DESC LIMIT 1",
-        (external_id,),
-    ).fetchone()
-    if latest is None:
-        return None
-    deliveries = [
-        _delivery(r, sealer)
-        for r in conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} WHERE d.id IN"
-            " (SELECT MAX(id) FROM deliveries WHERE external_id = ? GROUP BY backend)",
-            (external_id,),
-        )
-    ]
-    ids = dict(
-        conn.execute(
-            "SELECT backend, backend_id FROM backend_ids WHERE external_id = ?", (external_id,)
-        ).fetchall()
-    )
-    return ProfileView(
-        external_id=external_id,
-        last_request_id=latest[0],
-        updated_at=latest[2],
-        profile=pii.open_profile(sealer, latest[1], latest[0], latest[3]),
-        backends={d.backend: d for d in deliveries},
-        backend_ids=ids,
-        payload=latest[4] or "stored",
-    )

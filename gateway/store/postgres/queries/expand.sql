@@ -1,0 +1,36 @@
+-- Making deliveries for accepted requests (gateway/store/expand.py).
+
+-- name: expand_try_lock
+-- One replica expands at a time; the others skip (they would only wait).
+-- The key is gateway.store.postgres.db.advisory_key('expand').
+SELECT pg_try_advisory_xact_lock(-6430404667923494384)
+
+-- name: expand_take
+SELECT q.seq, r.profile_count
+FROM expand_queue q JOIN requests r ON r.id = q.request_id
+ORDER BY q.seq
+LIMIT $1
+
+-- name: expand_deliveries
+-- created_at and next_attempt_at are the arrival time, so a delivery's age
+-- includes its wait here and due order is arrival order.
+INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at)
+SELECT w.id, w.external_id, t.backend, w.received_at, w.received_at, $2
+FROM expand_queue q
+JOIN requests r ON r.id = q.request_id
+JOIN profile_writes w ON w.request_id = q.request_id
+CROSS JOIN LATERAL unnest(r.targets) WITH ORDINALITY AS t(backend, n)
+WHERE q.seq = ANY($1::bigint[]) AND w.removed IS NULL
+ORDER BY q.seq, w.position, t.n
+
+-- name: expand_notify
+-- Wake every replica's dispatchers for the backends that just got work
+-- (sent at commit).
+SELECT pg_notify('gateway_deliveries', t.backend)
+FROM (SELECT DISTINCT unnest(r.targets) AS backend
+      FROM expand_queue q JOIN requests r ON r.id = q.request_id
+      WHERE q.seq = ANY($1::bigint[])) t
+
+-- name: expand_done
+DELETE FROM expand_queue WHERE seq = ANY($1::bigint[])
+
