@@ -18,13 +18,18 @@ from gateway.store.base import (
     AppliedEvent,
     DeadLetter,
     DeliveryState,
+    Erasure,
+    ProfileView,
+    PurgeResult,
     QueueStats,
+    RequestView,
     SavedEvent,
     SealedTable,
     SealStatus,
     WebhookEvent,
 )
-from gateway.store.ops import deliveries, keys, sessions, webhooks
+from gateway.store.ops import deliveries, erasure, keys, retention, sessions, views, webhooks
+from gateway.store.pii import SPAN
 from gateway.store.plans import Plan, T
 
 Access = Literal["read", "snapshot", "write", "transaction"]
@@ -51,6 +56,18 @@ class StoreCore(abc.ABC):
     async def _payloads_removed(self) -> None:
         """After payloads were removed or rewritten: where an engine keeps old
         page images around (SQLite's WAL), it lets them go now."""
+
+    # -- the status endpoints (ops/views.py) --------------------------------------
+
+    async def get_request(self, request_id: str) -> RequestView | None:
+        return await self._plan(
+            "store read", views.get_request(request_id, self.sealer), "snapshot"
+        )
+
+    async def get_profile(self, external_id: str) -> ProfileView | None:
+        return await self._plan(
+            "store read", views.get_profile(external_id, self.sealer), "snapshot"
+        )
 
     # -- the queue's read side (ops/deliveries.py) ---------------------------------
 
@@ -139,3 +156,37 @@ class StoreCore(abc.ABC):
         # The last step of a rotation: the old values' page images go too.
         await self._payloads_removed()
         return retired
+
+    # -- erasure and retention (ops/erasure.py, ops/retention.py) -------------------
+
+    async def erase_profile(self, external_id: str) -> Erasure | None:
+        erased = await self._plan(
+            "erasing a profile", erasure.erase(external_id, self.sealer), "transaction"
+        )
+        await self._payloads_removed()
+        return erased
+
+    async def purge(self, cutoff: float) -> PurgeResult:
+        """A span at a time, each step a transaction of its own."""
+        writes = events = 0
+        write_after: int | None = 0
+        event_after: int | None = 0
+        while write_after is not None or event_after is not None:
+            step, write_after, event_after = await self._plan(
+                "purging payloads",
+                retention.purge_step(cutoff, write_after, event_after, SPAN),
+                "transaction",
+            )
+            writes += step.writes
+            events += step.webhook_events
+        keys_removed = 0
+        while True:
+            removed = await self._plan(
+                "purging idempotency keys", retention.purge_keys_step(cutoff, SPAN), "transaction"
+            )
+            keys_removed += removed
+            if removed < SPAN:
+                break
+        if writes or events or keys_removed:
+            await self._payloads_removed()
+        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys_removed)

@@ -11,7 +11,9 @@ beside each engine (`queries.load`), not the logic around it.
 Arguments are positional and numbered the same in both dialects: `$1` in
 PostgreSQL is `?1` in SQLite. A list argument is bound as an array in
 PostgreSQL and as JSON text in SQLite (read it there with `json_each(?1)`).
-Rows are read by position, which both drivers' rows allow.
+Rows are read by position, which both drivers' rows allow. A list a query
+returns (a column of an array type in PostgreSQL) comes as JSON text from
+SQLite: plans read such a column with `as_list`.
 
 A list of delivery states chosen at run time (`states=`) is not bound but
 written into the query's `{in_states}` (`= 'dead'`, `IN ('dead', 'failed')`):
@@ -22,6 +24,7 @@ index's predicate (see gateway/lifecycle.py).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -97,3 +100,8 @@ def lock_key(name: str) -> int:
     to Lock steps; engines without such locks ignore it."""
     digest = hashlib.blake2b(f"gateway:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list column: an array from PostgreSQL, JSON text from SQLite."""
+    return json.loads(value) if isinstance(value, str) else list(value)

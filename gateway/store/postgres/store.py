@@ -14,7 +14,6 @@ postgres/migrations/ and applied by migrations.apply_postgres.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
@@ -23,26 +22,21 @@ import asyncpg
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend
-from gateway.store import migrations, pii
+from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
     Claim,
     DeliveryResult,
     DeliveryState,
-    Erasure,
     NewRequest,
-    ProfileView,
-    PurgeResult,
     ReplayResult,
-    RequestView,
     StoreError,
 )
 from gateway.store.core import Access, StoreCore
 from gateway.store.expand import expand
 from gateway.store.ops import keys
 from gateway.store.plans import Plan
-from gateway.store.postgres import accept, erasure, plans, queue, views
-from gateway.store.postgres import pii as postgres_pii
+from gateway.store.postgres import accept, plans, queue
 from gateway.store.postgres.db import Conn, store_errors
 from gateway.store.postgres.plans import run
 from gateway.store.postgres.signals import Leadership, Listener, Wake
@@ -175,20 +169,6 @@ class PostgresStore(StoreCore):
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 return await accept.accept(conn, request, self.sealer)
 
-    async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._run(
-            "store read",
-            lambda conn: views.get_request(conn, request_id, self.sealer),
-            "snapshot",
-        )
-
-    async def get_profile(self, external_id: str) -> ProfileView | None:
-        return await self._run(
-            "store read",
-            lambda conn: views.get_profile(conn, external_id, self.sealer),
-            "snapshot",
-        )
-
     # -- the dispatcher's queue (see postgres/queue.py) ----------------------
 
     async def expand(self) -> int:
@@ -227,42 +207,3 @@ class PostgresStore(StoreCore):
 
     async def lead(self, backend: Backend) -> bool:
         return await self.leadership.lead(backend)
-
-    # -- PII at rest (see postgres_pii) ---------------------------------------------
-
-    async def erase_profile(self, external_id: str) -> Erasure | None:
-        return await self._run(
-            "erasing a profile",
-            lambda conn: erasure.erase(conn, external_id, self.sealer),
-            "write",
-        )
-
-    async def purge(self, cutoff: float) -> PurgeResult:
-        writes = events = 0
-        write_after: int | None = 0
-        event_after: int | None = 0
-        while write_after is not None or event_after is not None:
-            step, write_after, event_after = await self._run(
-                "purging payloads",
-                functools.partial(
-                    postgres_pii.purge_step,
-                    cutoff=cutoff,
-                    write_after=write_after,
-                    event_after=event_after,
-                    span=pii.SPAN,
-                ),
-                "write",
-            )
-            writes += step.writes
-            events += step.webhook_events
-        keys = 0
-        while True:
-            removed = await self._run(
-                "purging idempotency keys",
-                functools.partial(postgres_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN),
-                "write",
-            )
-            keys += removed
-            if removed < pii.SPAN:
-                break
-        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)

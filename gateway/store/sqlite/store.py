@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import queue
 import sqlite3
@@ -27,26 +26,21 @@ import msgspec
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, pii
+from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
     Claim,
     DeliveryResult,
     DeliveryState,
-    Erasure,
     NewRequest,
-    ProfileView,
-    PurgeResult,
     ReplayResult,
-    RequestView,
     StoreError,
 )
 from gateway.store.core import Access, StoreCore
 from gateway.store.expand import expand
 from gateway.store.ops import keys
 from gateway.store.plans import Plan
-from gateway.store.sqlite import accept, erasure, plans, views
-from gateway.store.sqlite import pii as sqlite_pii
+from gateway.store.sqlite import accept, plans
 from gateway.store.sqlite import queue as dq
 from gateway.store.sqlite.plans import run
 
@@ -290,12 +284,6 @@ class SQLiteStore(StoreCore):
         result: AcceptResult = await self._writer.submit(request)
         return result
 
-    async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._read(lambda conn: views.get_request(conn, request_id, self.sealer))
-
-    async def get_profile(self, external_id: str) -> ProfileView | None:
-        return await self._read(lambda conn: views.get_profile(conn, external_id, self.sealer))
-
     # -- the dispatcher's queue (see sqlite/queue.py) ------------------------
 
     async def expand(self) -> int:
@@ -331,41 +319,6 @@ class SQLiteStore(StoreCore):
         # Each process paces on its own and learns of the others through the
         # backend's X-RateLimit-Remaining; global limits need PostgreSQL.
         return True
-
-    # -- PII at rest (see sqlite_pii) ---------------------------------------------
-
-    async def erase_profile(self, external_id: str) -> Erasure | None:
-        erased = await self._write(lambda conn: erasure.erase(conn, external_id, self.sealer))
-        await self._checkpoint()
-        return erased
-
-    async def purge(self, cutoff: float) -> PurgeResult:
-        writes = events = 0
-        write_after: int | None = 0
-        event_after: int | None = 0
-        while write_after is not None or event_after is not None:
-            step, write_after, event_after = await self._write(
-                functools.partial(
-                    sqlite_pii.purge_step,
-                    cutoff=cutoff,
-                    write_after=write_after,
-                    event_after=event_after,
-                    span=pii.SPAN,
-                )
-            )
-            writes += step.writes
-            events += step.webhook_events
-        keys = 0
-        while True:
-            removed = await self._write(
-                functools.partial(sqlite_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN)
-            )
-            keys += removed
-            if removed < pii.SPAN:
-                break
-        if writes or events or keys:
-            await self._checkpoint()
-        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
 
     async def _payloads_removed(self) -> None:
         await self._checkpoint()
