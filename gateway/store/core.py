@@ -30,7 +30,7 @@ from gateway.store.base import (
 )
 from gateway.store.ops import deliveries, erasure, keys, retention, sessions, views, webhooks
 from gateway.store.pii import SPAN
-from gateway.store.plans import Plan, T
+from gateway.store.plans import FetchValue, Plan, T
 
 Access = Literal["read", "snapshot", "write", "transaction"]
 """How a plan runs.
@@ -56,6 +56,9 @@ class StoreCore(abc.ABC):
     async def _payloads_removed(self) -> None:
         """After payloads were removed or rewritten: where an engine keeps old
         page images around (SQLite's WAL), it lets them go now."""
+
+    async def ping(self) -> None:
+        await self._plan("ping", _ping(), "read")
 
     # -- the status endpoints (ops/views.py) --------------------------------------
 
@@ -190,3 +193,7 @@ class StoreCore(abc.ABC):
         if writes or events or keys_removed:
             await self._payloads_removed()
         return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys_removed)
+
+
+def _ping() -> Plan[None]:
+    yield FetchValue("ping")

@@ -6,9 +6,11 @@ it writes; concurrency between replicas is settled by the database's own locks
 kinds of work need a connection of their own, outside the pool: listening for
 other replicas' writes and holding a backend's sender lock (postgres_signals).
 
-Modules: db (errors, lock keys), accept, queue,
-views, signals (the rest: store/ops/, run through StoreCore); the schema is in
-postgres/migrations/ and applied by migrations.apply_postgres.
+What is written once for both engines (store/ops/, run by StoreCore through
+`_plan`) has its queries in postgres/queries/. What differs stays here:
+db (errors, lock keys), plans (the asyncpg runner), accept, queue (claim,
+record, replay), signals; the schema is in postgres/migrations/ and applied by
+migrations.apply_postgres.
 """
 
 from __future__ import annotations
@@ -157,9 +159,6 @@ class PostgresStore(StoreCore):
         return None
 
     # -- inbound -----------------------------------------------------------
-
-    async def ping(self) -> None:
-        await self._run("ping", lambda conn: conn.fetchval("SELECT 1"))
 
     async def accept(self, request: NewRequest) -> AcceptResult:
         # postgres_accept opens its own transaction: a replay must not commit.

@@ -6,6 +6,10 @@ fsync rather than one each, and the event loop never waits on disk. Each queued
 job runs inside its own SAVEPOINT, so one failing job (an idempotency conflict)
 does not undo its neighbours. Reads run on a small thread pool with their own
 connections; WAL lets them proceed while the writer commits.
+
+What is written once for both engines (store/ops/, run by StoreCore through
+`_plan`) has its queries in sqlite/queries/. What differs stays here and in
+accept.py and queue.py (claim, record, replay).
 """
 
 from __future__ import annotations
@@ -22,10 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
-
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend, NormalizedProfile
+from gateway.schema import Backend
 from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
@@ -48,9 +50,6 @@ T = TypeVar("T")
 # A queued write: a function run in its own savepoint, or a request to accept,
 # which is stored together with the other requests of the same commit.
 Job = Callable[[sqlite3.Connection], Any] | NewRequest
-
-_encode = msgspec.json.Encoder().encode
-_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -274,9 +273,6 @@ class SQLiteStore(StoreCore):
         return await self._read(lambda conn: run(conn, plan))
 
     # -- inbound -----------------------------------------------------------
-
-    async def ping(self) -> None:
-        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def accept(self, request: NewRequest) -> AcceptResult:
         if self._writer is None:

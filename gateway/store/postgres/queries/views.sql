@@ -1,5 +1,9 @@
 -- What the status endpoints read (gateway/store/ops/views.py).
 
+-- name: ping
+-- The health check: the database answers.
+SELECT 1
+
 -- name: request_head
 SELECT app, received_at, targets FROM requests WHERE id = $1
 
