@@ -11,14 +11,25 @@ beside each engine (`queries.load`), not the logic around it.
 Arguments are positional and numbered the same in both dialects: `$1` in
 PostgreSQL is `?1` in SQLite. A list argument is bound as an array in
 PostgreSQL and as JSON text in SQLite (read it there with `json_each(?1)`).
-Rows are read by position, which both drivers' rows allow.
+Rows are read by position, which both drivers' rows allow. A list a query
+returns (a column of an array type in PostgreSQL) comes as JSON text from
+SQLite: plans read such a column with `as_list`.
+
+A list of delivery states chosen at run time (`states=`) is not bound but
+written into the query's `{in_states}` (`= 'dead'`, `IN ('dead', 'failed')`):
+a planner uses a partial index only when the query's own text implies the
+index's predicate (see gateway/lifecycle.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
+
+from gateway.lifecycle import DeliveryState
 
 T = TypeVar("T")
 Row: TypeAlias = Sequence[Any]
@@ -30,6 +41,7 @@ class Fetch:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,7 @@ class FetchRow:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,7 @@ class FetchValue:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,7 @@ class Execute:
 
     query: str
     args: tuple[Any, ...] = ()
+    states: tuple[DeliveryState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +91,17 @@ class Lock:
 
 Step: TypeAlias = Fetch | FetchRow | FetchValue | Execute | ExecuteMany | Lock
 Plan: TypeAlias = Generator[Step, Any, T]
+
+
+def lock_key(name: str) -> int:
+    """A bigint key for a named lock (pg_advisory_lock), the same in every
+    replica and release (Python's hash() is salted per process; PostgreSQL's
+    hashtext() is not promised stable across server versions). Plans pass it
+    to Lock steps; engines without such locks ignore it."""
+    digest = hashlib.blake2b(f"gateway:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list column: an array from PostgreSQL, JSON text from SQLite."""
+    return json.loads(value) if isinstance(value, str) else list(value)

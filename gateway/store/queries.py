@@ -10,8 +10,11 @@ knowing which file holds it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+
+from gateway.lifecycle import DeliveryState, sql_list, sql_value
 
 _HEADER = re.compile(r"^-- name: *([a-z_][a-z0-9_]*) *$", re.MULTILINE)
 
@@ -56,3 +59,20 @@ def get(engine: str, name: str) -> str:
         return load(engine)[name]
     except KeyError:
         raise QueryNotFound(f"{engine} has no query named {name!r}") from None
+
+
+STATES_MARK = "{in_states}"
+
+
+def text(engine: str, name: str, states: Sequence[DeliveryState] = ()) -> str:
+    """The query `name`, its `{in_states}` written out for `states`: `= 'x'` for
+    one state (SQLite matches a partial index on `=` only, not on an IN list),
+    else `IN (...)`. Safe to inline: sql_list refuses anything not a state."""
+    query = get(engine, name)
+    if (STATES_MARK in query) != bool(states):
+        raise ValueError(f"{engine} {name}: states {list(states)} for {STATES_MARK!r}")
+    if not states:
+        return query
+    unique = tuple(sorted(set(states)))
+    test = f"= {sql_value(unique[0])}" if len(unique) == 1 else f"IN {sql_list(unique)}"
+    return query.replace(STATES_MARK, test)

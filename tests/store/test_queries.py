@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.store import queries
+from gateway.store.plans import as_list
 
 STEPS = {"Fetch", "FetchRow", "FetchValue", "Execute", "ExecuteMany", "Lock"}
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
@@ -79,3 +81,22 @@ def test_every_defined_query_is_used() -> None:
     used = _string_constants()
     for engine in ("sqlite", "postgres"):
         assert sorted(set(queries.load(engine)) - used) == [], engine
+
+
+def test_a_run_time_state_list_is_written_into_the_query() -> None:
+    one = queries.text("sqlite", "count_state", ["dead"])
+    assert "state = 'dead'" in one and "{in_states}" not in one
+    many = queries.text("postgres", "list_deliveries", ["failed", "dead", "dead"])
+    assert "d.state IN ('dead', 'failed')" in many
+
+
+@pytest.mark.parametrize(
+    "name, states", [("count_state", []), ("ping", ["dead"]), ("count_state", ["nope"])]
+)
+def test_states_must_fit_the_query(name: str, states: list[Any]) -> None:
+    with pytest.raises(ValueError):
+        queries.text("sqlite", name, states)
+
+
+def test_a_list_column_reads_the_same_from_both_engines() -> None:
+    assert as_list('["omneo", "ocamba"]') == as_list(["omneo", "ocamba"]) == ["omneo", "ocamba"]

@@ -4,7 +4,6 @@ the wake-up channel and how dedicated connections are opened."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from typing import TypeAlias
 
@@ -12,6 +11,10 @@ import asyncpg
 import asyncpg.pool
 
 from gateway.store.base import StoreError
+from gateway.store.plans import lock_key
+
+# The key of a pg_advisory_lock by name (plans name theirs with lock_key too).
+advisory_key = lock_key
 
 # A connection of our own or one lent by the pool: the modules take either.
 Conn: TypeAlias = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -40,14 +43,6 @@ KEEPALIVE = {
     "tcp_keepalives_interval": "10",
     "tcp_keepalives_count": "3",
 }
-
-
-def advisory_key(name: str) -> int:
-    """A bigint key for pg_advisory_lock, the same in every replica and release
-    (Python's hash() is salted per process; PostgreSQL's hashtext() is not
-    promised stable across server versions)."""
-    digest = hashlib.blake2b(f"gateway:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 @contextlib.contextmanager

@@ -26,10 +26,11 @@ async def step(conn: Conn, s: Step) -> Any:
         if text is not None:
             await conn.execute(text, *s.args)
         return None
-    text = queries.get("postgres", s.query)
     if isinstance(s, ExecuteMany):
+        text = queries.get("postgres", s.query)
         await conn.executemany(text, s.rows)
         return None
+    text = queries.text("postgres", s.query, s.states)
     if isinstance(s, Fetch):
         return await conn.fetch(text, *s.args)
     if isinstance(s, FetchRow):

@@ -32,21 +32,18 @@ later write overtake an earlier one, under READ COMMITTED:
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.lifecycle import DELIVERED_SQL, DUE_SQL, OPEN_SQL, state_is
 from gateway.schema import Backend
 from gateway.store.base import (
     Claim,
-    DeadLetter,
     DeliveryResult,
     DeliveryState,
-    QueueStats,
     ReplayResult,
 )
 from gateway.store.expand import expand
-from gateway.store.pii import open_claims, open_error, seal_error
+from gateway.store.pii import open_claims, seal_error
 from gateway.store.postgres import plans
 from gateway.store.postgres.db import Conn
 
@@ -190,60 +187,6 @@ async def record(
         [r.sent_at for r in results],
     )
     return int(applied)
-
-
-async def queue_stats(conn: Conn) -> list[QueueStats]:
-    now = time.time()
-    rows = await conn.fetch(
-        "SELECT backend, count(*) AS depth, min(created_at) AS oldest FROM deliveries"
-        f" WHERE state IN {OPEN_SQL} GROUP BY backend ORDER BY backend"
-    )
-    return [QueueStats(r["backend"], r["depth"], max(0.0, now - r["oldest"])) for r in rows]
-
-
-def _letter(row: Any, sealer: Sealer) -> DeadLetter:
-    letter = DeadLetter(*row)
-    letter.last_error = open_error(sealer, letter.delivery_id, letter.last_error)
-    return letter
-
-
-async def list_deliveries(
-    conn: Conn,
-    states: list[DeliveryState],
-    backend: Backend | None,
-    limit: int,
-    sealer: Sealer = PLAINTEXT,
-) -> list[DeadLetter]:
-    backend_is = "d.backend = $2" if backend is not None else "$2::text IS NULL"
-    rows = await conn.fetch(
-        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
-        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE {state_is('d.state', states)} AND {backend_is} ORDER BY d.id LIMIT $1",
-        limit,
-        backend,
-    )
-    return [_letter(r, sealer) for r in rows]
-
-
-async def recent_deliveries(
-    conn: Conn,
-    state: DeliveryState,
-    backend: Backend | None,
-    limit: int,
-    before_id: int | None,
-    sealer: Sealer = PLAINTEXT,
-) -> list[DeadLetter]:
-    rows = await conn.fetch(
-        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
-        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE {state_is('d.state', [state])}"
-        " AND ($2::text IS NULL OR d.backend = $2) AND ($3::bigint IS NULL OR d.id < $3)"
-        " ORDER BY d.id DESC LIMIT $1",
-        limit,
-        backend,
-        before_id,
-    )
-    return [_letter(r, sealer) for r in rows]
 
 
 # The matching rows are locked first, and a row changed meanwhile is re-checked

@@ -6,49 +6,39 @@ it writes; concurrency between replicas is settled by the database's own locks
 kinds of work need a connection of their own, outside the pool: listening for
 other replicas' writes and holding a backend's sender lock (postgres_signals).
 
-Modules: db (errors, lock keys), accept, queue,
-webhooks, views, signals; the schema is in
-postgres/migrations/ and applied by migrations.apply_postgres.
+What is written once for both engines (store/ops/, run by StoreCore through
+`_plan`) has its queries in postgres/queries/. What differs stays here:
+db (errors, lock keys), plans (the asyncpg runner), accept, queue (claim,
+record, replay), signals; the schema is in postgres/migrations/ and applied by
+migrations.apply_postgres.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 import asyncpg
 
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, pii
+from gateway.schema import Backend
+from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
-    AppliedEvent,
     Claim,
-    DeadLetter,
     DeliveryResult,
     DeliveryState,
-    Erasure,
     NewRequest,
-    ProfileView,
-    PurgeResult,
-    QueueStats,
     ReplayResult,
-    RequestView,
-    SavedEvent,
-    SealedTable,
-    SealStatus,
     StoreError,
-    WebhookEvent,
 )
-from gateway.store.expand import backlog, expand, with_backlog
-from gateway.store.postgres import accept, erasure, plans, queue, views, webhooks
-from gateway.store.postgres import pii as postgres_pii
+from gateway.store.core import Access, StoreCore
+from gateway.store.ops import keys
+from gateway.store.plans import Plan
+from gateway.store.postgres import accept, queue
 from gateway.store.postgres.db import Conn, store_errors
-from gateway.store.postgres.sessions import PostgresSessions
+from gateway.store.postgres.plans import run
 from gateway.store.postgres.signals import Leadership, Listener, Wake
 
 T = TypeVar("T")
@@ -58,10 +48,17 @@ Work = Callable[[Conn], Awaitable[T]]
 # "snapshot" for several reads that must agree with each other.
 Mode = Literal["statement", "write", "snapshot"]
 
+_MODES: dict[Access, Mode] = {
+    "read": "statement",
+    "snapshot": "snapshot",
+    "write": "statement",
+    "transaction": "write",
+}
+
 URL_PREFIXES = ("postgresql://", "postgres://")
 
 
-class PostgresStore(PostgresSessions):
+class PostgresStore(StoreCore):
     def __init__(
         self,
         dsn: str,
@@ -118,7 +115,8 @@ class PostgresStore(PostgresSessions):
                 if missing:
                     raise migrations.SchemaBehind(missing)
                 with store_errors("checking the encryption keys"):
-                    await postgres_pii.register_keys(conn, self.sealer)
+                    async with conn.transaction():
+                        await run(conn, keys.register_keys(self.sealer))
         except BaseException:
             pool.terminate()
             raise
@@ -150,10 +148,15 @@ class PostgresStore(PostgresSessions):
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await work(conn)
 
-    # -- inbound -----------------------------------------------------------
+    async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
+        return await self._run(what, lambda conn: run(conn, plan), _MODES[access])
 
-    async def ping(self) -> None:
-        await self._run("ping", lambda conn: conn.fetchval("SELECT 1"))
+    async def _payloads_removed(self) -> None:
+        # The old row versions are reclaimed by (auto)vacuum; with a key
+        # configured they hold ciphertext only.
+        return None
+
+    # -- inbound -----------------------------------------------------------
 
     async def accept(self, request: NewRequest) -> AcceptResult:
         # postgres_accept opens its own transaction: a replay must not commit.
@@ -163,26 +166,7 @@ class PostgresStore(PostgresSessions):
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 return await accept.accept(conn, request, self.sealer)
 
-    async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._run(
-            "store read",
-            lambda conn: views.get_request(conn, request_id, self.sealer),
-            "snapshot",
-        )
-
-    async def get_profile(self, external_id: str) -> ProfileView | None:
-        return await self._run(
-            "store read",
-            lambda conn: views.get_profile(conn, external_id, self.sealer),
-            "snapshot",
-        )
-
     # -- the dispatcher's queue (see postgres/queue.py) ----------------------
-
-    async def expand(self) -> int:
-        return await self._run(
-            "expand", lambda conn: plans.run(conn, expand(time.time())), mode="write"
-        )
 
     async def claim(
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
@@ -195,35 +179,6 @@ class PostgresStore(PostgresSessions):
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
         return await self._run(
             "record", lambda conn: queue.record(conn, owner, results, self.sealer)
-        )
-
-    async def queue_stats(self) -> list[QueueStats]:
-        async def read(conn: Conn) -> list[QueueStats]:
-            stats = await queue.queue_stats(conn)
-            return with_backlog(stats, await plans.run(conn, backlog()), time.time())
-
-        return await self._run("queue stats", read, mode="snapshot")
-
-    async def list_deliveries(
-        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
-    ) -> list[DeadLetter]:
-        return await self._run(
-            "store read",
-            lambda conn: queue.list_deliveries(conn, states, backend, limit, self.sealer),
-        )
-
-    async def recent_deliveries(
-        self,
-        state: DeliveryState,
-        backend: Backend | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-    ) -> list[DeadLetter]:
-        return await self._run(
-            "store read",
-            lambda conn: queue.recent_deliveries(
-                conn, state, backend, limit, before_id, self.sealer
-            ),
         )
 
     async def replay(
@@ -244,95 +199,3 @@ class PostgresStore(PostgresSessions):
 
     async def lead(self, backend: Backend) -> bool:
         return await self.leadership.lead(backend)
-
-    # -- webhooks (see postgres_webhooks) ------------------------------------------
-
-    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
-        return await self._run(
-            "saving a webhook",
-            lambda conn: webhooks.save_webhook(conn, event, self.sealer),
-        )
-
-    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
-        return await self._run(
-            "applying webhooks",
-            lambda conn: webhooks.apply_webhooks(conn, source, limit),
-            "write",
-        )
-
-    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
-        return await self._run(
-            "marking unconfirmed",
-            lambda conn: webhooks.mark_unconfirmed(conn, backend, accepted_before),
-        )
-
-    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
-        return await self._run(
-            "store read",
-            lambda conn: webhooks.count_state(conn, backend, state),
-        )
-
-    # -- PII at rest (see postgres_pii) ---------------------------------------------
-
-    async def erase_profile(self, external_id: str) -> Erasure | None:
-        return await self._run(
-            "erasing a profile",
-            lambda conn: erasure.erase(conn, external_id, self.sealer),
-            "write",
-        )
-
-    async def purge(self, cutoff: float) -> PurgeResult:
-        writes = events = 0
-        write_after: int | None = 0
-        event_after: int | None = 0
-        while write_after is not None or event_after is not None:
-            step, write_after, event_after = await self._run(
-                "purging payloads",
-                functools.partial(
-                    postgres_pii.purge_step,
-                    cutoff=cutoff,
-                    write_after=write_after,
-                    event_after=event_after,
-                    span=pii.SPAN,
-                ),
-                "write",
-            )
-            writes += step.writes
-            events += step.webhook_events
-        keys = 0
-        while True:
-            removed = await self._run(
-                "purging idempotency keys",
-                functools.partial(postgres_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN),
-                "write",
-            )
-            keys += removed
-            if removed < pii.SPAN:
-                break
-        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
-
-    async def seal_status(self) -> SealStatus:
-        return await self._run(
-            "store read", lambda conn: postgres_pii.seal_status(conn, self.sealer), "snapshot"
-        )
-
-    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
-        return await self._run(
-            "resealing",
-            lambda conn: postgres_pii.reseal_step(conn, self.sealer, table, after_id, span),
-            "write",
-        )
-
-    async def retag(
-        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
-    ) -> tuple[int, int | None]:
-        return await self._run(
-            "re-indexing match keys",
-            lambda conn: postgres_pii.retag_step(conn, self.sealer, match_key_of, after_id, span),
-            "write",
-        )
-
-    async def retire_keys(self) -> list[str]:
-        return await self._run(
-            "retiring keys", lambda conn: postgres_pii.retire_keys(conn, self.sealer), "write"
-        )

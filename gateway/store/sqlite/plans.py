@@ -32,10 +32,11 @@ def step(conn: sqlite3.Connection, s: Step) -> Any:
         if text is not None:
             conn.execute(text, _bind(s.args))
         return None
-    text = queries.get("sqlite", s.query)
     if isinstance(s, ExecuteMany):
+        text = queries.get("sqlite", s.query)
         conn.executemany(text, [_bind(r) for r in s.rows])
         return None
+    text = queries.text("sqlite", s.query, s.states)
     cur = conn.execute(text, _bind(s.args))
     if isinstance(s, Fetch):
         return cur.fetchall()

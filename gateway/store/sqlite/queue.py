@@ -11,18 +11,16 @@ import time
 from typing import Any
 
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.lifecycle import DELIVERED_SQL, DUE, DUE_SQL, OPEN_SQL, state_is
+from gateway.lifecycle import DELIVERED_SQL, DUE_SQL, OPEN_SQL, state_is
 from gateway.schema import Backend
 from gateway.store.base import (
     Claim,
-    DeadLetter,
     DeliveryResult,
     DeliveryState,
-    QueueStats,
     ReplayResult,
 )
 from gateway.store.expand import expand
-from gateway.store.pii import open_claims, open_error, seal_error
+from gateway.store.pii import open_claims, seal_error
 from gateway.store.sqlite import plans
 from gateway.store.sqlite.accept import insert_rows
 
@@ -167,26 +165,6 @@ def record(
     return len(applied)
 
 
-def set_backend_id(
-    conn: sqlite3.Connection, external_id: str, backend: str, backend_id: str, now: float
-) -> None:
-    conn.execute(
-        "INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)"
-        " VALUES (?, ?, ?, ?) ON CONFLICT (external_id, backend)"
-        " DO UPDATE SET backend_id = excluded.backend_id, updated_at = excluded.updated_at",
-        (external_id, backend, backend_id, now),
-    )
-
-
-def queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
-    now = time.time()
-    rows = conn.execute(
-        "SELECT backend, COUNT(*), MIN(created_at) FROM deliveries"
-        f" WHERE state IN {OPEN_SQL} GROUP BY backend"
-    ).fetchall()
-    return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
-
-
 def _filters(
     states: list[DeliveryState], delivery_id: int | None, backend: Backend | None
 ) -> tuple[str, list[Any]]:
@@ -199,56 +177,6 @@ def _filters(
         where.append("d.backend = ?")
         params.append(backend)
     return " AND ".join(where), params
-
-
-def _letter(row: tuple[Any, ...], sealer: Sealer) -> DeadLetter:
-    letter = DeadLetter(*row)
-    letter.last_error = open_error(sealer, letter.delivery_id, letter.last_error)
-    return letter
-
-
-def list_deliveries(
-    conn: sqlite3.Connection,
-    states: list[DeliveryState],
-    backend: Backend | None,
-    limit: int,
-    sealer: Sealer = PLAINTEXT,
-) -> list[DeadLetter]:
-    where, params = _filters(states, None, backend)
-    rows = conn.execute(
-        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
-        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE {where} ORDER BY d.id LIMIT ?",
-        [*params, limit],
-    ).fetchall()
-    return [_letter(r, sealer) for r in rows]
-
-
-# SQLite uses a partial index only when the query repeats its WHERE term; the
-# one index holding `retrying` rows also holds `pending` ones.
-_INDEX_TERM: dict[str, str] = {state: f" AND d.state IN {DUE_SQL}" for state in DUE}
-
-
-def recent_deliveries(
-    conn: sqlite3.Connection,
-    state: DeliveryState,
-    backend: Backend | None,
-    limit: int,
-    before_id: int | None,
-    sealer: Sealer = PLAINTEXT,
-) -> list[DeadLetter]:
-    where, params = _filters([state], None, backend)
-    where += _INDEX_TERM.get(state, "")
-    if before_id is not None:
-        where += " AND d.id < ?"
-        params.append(before_id)
-    rows = conn.execute(
-        "SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,"
-        " d.last_error, d.updated_at FROM deliveries d JOIN profile_writes w ON w.id = d.write_id"
-        f" WHERE {where} ORDER BY d.id DESC LIMIT ?",
-        [*params, limit],
-    ).fetchall()
-    return [_letter(r, sealer) for r in rows]
 
 
 def replay(

@@ -6,61 +6,48 @@ fsync rather than one each, and the event loop never waits on disk. Each queued
 job runs inside its own SAVEPOINT, so one failing job (an idempotency conflict)
 does not undo its neighbours. Reads run on a small thread pool with their own
 connections; WAL lets them proceed while the writer commits.
+
+What is written once for both engines (store/ops/, run by StoreCore through
+`_plan`) has its queries in sqlite/queries/. What differs stays here and in
+accept.py and queue.py (claim, record, replay).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
-
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend, NormalizedProfile
-from gateway.store import migrations, pii
+from gateway.schema import Backend
+from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
-    AppliedEvent,
     Claim,
-    DeadLetter,
     DeliveryResult,
     DeliveryState,
-    Erasure,
     NewRequest,
-    ProfileView,
-    PurgeResult,
-    QueueStats,
     ReplayResult,
-    RequestView,
-    SavedEvent,
-    SealedTable,
-    SealStatus,
     StoreError,
-    WebhookEvent,
 )
-from gateway.store.expand import backlog, expand, with_backlog
-from gateway.store.sqlite import accept, erasure, plans, views, webhooks
-from gateway.store.sqlite import pii as sqlite_pii
+from gateway.store.core import Access, StoreCore
+from gateway.store.ops import keys
+from gateway.store.plans import Plan
+from gateway.store.sqlite import accept
 from gateway.store.sqlite import queue as dq
-from gateway.store.sqlite.sessions import SQLiteSessions
+from gateway.store.sqlite.plans import run
 
 T = TypeVar("T")
 # A queued write: a function run in its own savepoint, or a request to accept,
 # which is stored together with the other requests of the same commit.
 Job = Callable[[sqlite3.Connection], Any] | NewRequest
-
-_encode = msgspec.json.Encoder().encode
-_decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -188,7 +175,7 @@ class _Writer:
                 loop.call_soon_threadsafe(_resolve, fut, failure, result)
 
 
-class SQLiteStore(SQLiteSessions):
+class SQLiteStore(StoreCore):
     def __init__(
         self,
         path: Path | str,
@@ -224,7 +211,7 @@ class SQLiteStore(SQLiteSessions):
             try:
                 migrations.apply_sqlite(conn)
                 conn.execute("BEGIN IMMEDIATE")
-                sqlite_pii.register_keys(conn, self.sealer)
+                run(conn, keys.register_keys(self.sealer))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.close()
@@ -275,10 +262,15 @@ class SQLiteStore(SQLiteSessions):
         except sqlite3.Error as exc:
             raise StoreError(f"store read failed: {exc}") from exc
 
-    # -- inbound -----------------------------------------------------------
+    async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
+        # One writer serialises every write, so "write" and "transaction" are
+        # alike: a job of the writer thread, in its own savepoint. Readers
+        # see the last commit.
+        if access in ("write", "transaction"):
+            return await self._write(lambda conn: run(conn, plan))
+        return await self._read(lambda conn: run(conn, plan))
 
-    async def ping(self) -> None:
-        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+    # -- inbound -----------------------------------------------------------
 
     async def accept(self, request: NewRequest) -> AcceptResult:
         if self._writer is None:
@@ -286,16 +278,7 @@ class SQLiteStore(SQLiteSessions):
         result: AcceptResult = await self._writer.submit(request)
         return result
 
-    async def get_request(self, request_id: str) -> RequestView | None:
-        return await self._read(lambda conn: views.get_request(conn, request_id, self.sealer))
-
-    async def get_profile(self, external_id: str) -> ProfileView | None:
-        return await self._read(lambda conn: views.get_profile(conn, external_id, self.sealer))
-
     # -- the dispatcher's queue (see sqlite/queue.py) ------------------------
-
-    async def expand(self) -> int:
-        return await self._write(lambda conn: plans.run(conn, expand(time.time())))
 
     async def claim(
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
@@ -306,31 +289,6 @@ class SQLiteStore(SQLiteSessions):
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
         return await self._write(lambda conn: dq.record(conn, owner, results, self.sealer))
-
-    async def queue_stats(self) -> list[QueueStats]:
-        def read(conn: sqlite3.Connection) -> list[QueueStats]:
-            stats = dq.queue_stats(conn)
-            return with_backlog(stats, plans.run(conn, backlog()), time.time())
-
-        return await self._read(read)
-
-    async def list_deliveries(
-        self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
-    ) -> list[DeadLetter]:
-        return await self._read(
-            lambda conn: dq.list_deliveries(conn, states, backend, limit, self.sealer)
-        )
-
-    async def recent_deliveries(
-        self,
-        state: DeliveryState,
-        backend: Backend | None = None,
-        limit: int = 100,
-        before_id: int | None = None,
-    ) -> list[DeadLetter]:
-        return await self._read(
-            lambda conn: dq.recent_deliveries(conn, state, backend, limit, before_id, self.sealer)
-        )
 
     async def replay(
         self,
@@ -353,77 +311,8 @@ class SQLiteStore(SQLiteSessions):
         # backend's X-RateLimit-Remaining; global limits need PostgreSQL.
         return True
 
-    # -- webhooks (see sqlite_webhooks) ------------------------------------------
-
-    async def save_webhook(self, event: WebhookEvent) -> SavedEvent:
-        return await self._write(lambda conn: webhooks.save_webhook(conn, event, self.sealer))
-
-    async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
-        return await self._write(lambda conn: webhooks.apply_webhooks(conn, source, limit))
-
-    async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
-        return await self._write(
-            lambda conn: webhooks.mark_unconfirmed(conn, backend, accepted_before)
-        )
-
-    async def count_state(self, backend: Backend, state: DeliveryState) -> int:
-        return await self._read(lambda conn: webhooks.count_state(conn, backend, state))
-
-    # -- PII at rest (see sqlite_pii) ---------------------------------------------
-
-    async def erase_profile(self, external_id: str) -> Erasure | None:
-        erased = await self._write(lambda conn: erasure.erase(conn, external_id, self.sealer))
+    async def _payloads_removed(self) -> None:
         await self._checkpoint()
-        return erased
-
-    async def purge(self, cutoff: float) -> PurgeResult:
-        writes = events = 0
-        write_after: int | None = 0
-        event_after: int | None = 0
-        while write_after is not None or event_after is not None:
-            step, write_after, event_after = await self._write(
-                functools.partial(
-                    sqlite_pii.purge_step,
-                    cutoff=cutoff,
-                    write_after=write_after,
-                    event_after=event_after,
-                    span=pii.SPAN,
-                )
-            )
-            writes += step.writes
-            events += step.webhook_events
-        keys = 0
-        while True:
-            removed = await self._write(
-                functools.partial(sqlite_pii.purge_keys_step, cutoff=cutoff, span=pii.SPAN)
-            )
-            keys += removed
-            if removed < pii.SPAN:
-                break
-        if writes or events or keys:
-            await self._checkpoint()
-        return PurgeResult(writes=writes, webhook_events=events, idempotency_keys=keys)
-
-    async def seal_status(self) -> SealStatus:
-        return await self._read(lambda conn: sqlite_pii.seal_status(conn, self.sealer))
-
-    async def reseal(self, table: SealedTable, after_id: int, span: int) -> tuple[int, int | None]:
-        return await self._write(
-            lambda conn: sqlite_pii.reseal_step(conn, self.sealer, table, after_id, span)
-        )
-
-    async def retag(
-        self, match_key_of: Callable[[NormalizedProfile], str | None], after_id: int, span: int
-    ) -> tuple[int, int | None]:
-        return await self._write(
-            lambda conn: sqlite_pii.retag_step(conn, self.sealer, match_key_of, after_id, span)
-        )
-
-    async def retire_keys(self) -> list[str]:
-        retired = await self._write(lambda conn: sqlite_pii.retire_keys(conn, self.sealer))
-        # The last step of a rotation: the pages that held the old values leave the WAL.
-        await self._checkpoint()
-        return retired
 
     async def _checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it, so the page

@@ -1,0 +1,59 @@
+"""The read side of the delivery queue: depth per backend, dead letters and the
+operator page's lists, counts by state. (Claiming, recording and replaying
+stay in each engine's queue.py; claimed rows become Claims through
+gateway.store.pii.open_claims, shared by both.)"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.crypto import Sealer
+from gateway.lifecycle import DUE
+from gateway.schema import Backend
+from gateway.store.base import DeadLetter, DeliveryState, QueueStats
+from gateway.store.pii import open_error
+from gateway.store.plans import Fetch, FetchValue, Plan
+
+
+def queue_stats() -> Plan[list[QueueStats]]:
+    now = time.time()
+    rows = yield Fetch("queue_depths")
+    return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
+
+
+def _letter(row: Any, sealer: Sealer) -> DeadLetter:
+    letter = DeadLetter(*row)
+    letter.last_error = open_error(sealer, letter.delivery_id, letter.last_error)
+    return letter
+
+
+def list_deliveries(
+    states: list[DeliveryState], backend: Backend | None, limit: int, sealer: Sealer
+) -> Plan[list[DeadLetter]]:
+    """Oldest first."""
+    rows = yield Fetch("list_deliveries", (limit, backend), states=tuple(states))
+    return [_letter(r, sealer) for r in rows]
+
+
+def recent_deliveries(
+    state: DeliveryState,
+    backend: Backend | None,
+    limit: int,
+    before_id: int | None,
+    sealer: Sealer,
+) -> Plan[list[DeadLetter]]:
+    """Newest first, a page before `before_id`."""
+    args = (limit, backend, before_id)
+    if state in DUE:
+        # SQLite uses a partial index only when the query repeats its WHERE
+        # term; the one index holding `retrying` rows also holds `pending` ones.
+        rows = yield Fetch("recent_due_deliveries", args, states=(state,))
+    else:
+        rows = yield Fetch("recent_deliveries", args, states=(state,))
+    return [_letter(r, sealer) for r in rows]
+
+
+def count_state(backend: Backend, state: DeliveryState) -> Plan[int]:
+    n = yield FetchValue("count_state", (backend,), states=(state,))
+    return int(n)

@@ -1,0 +1,41 @@
+-- Retention purge (gateway/store/ops/retention.py).
+
+-- name: purge_candidates
+SELECT id FROM profile_writes
+WHERE id > $1 AND id <= $1 + $2 AND removed IS NULL AND received_at < $3
+  -- Not expanded yet: not delivered yet either (expand makes no deliveries
+  -- for a removed write, so it must not be removed first).
+  AND request_id NOT IN (SELECT request_id FROM expand_queue)
+FOR UPDATE SKIP LOCKED
+
+-- name: lock_purge_deliveries
+SELECT 1 FROM deliveries WHERE write_id = ANY($1::bigint[]) FOR UPDATE
+
+-- name: purge_writes
+-- A later statement than the locks: a fresh snapshot checks the conditions.
+UPDATE profile_writes w SET body = $2, key_id = NULL, removed = 'purged', removed_at = $3
+WHERE w.id = ANY($1::bigint[]) AND w.removed IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = w.id
+                  AND (d.state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
+                       OR d.updated_at >= $4))
+RETURNING w.id
+
+-- name: purge_delivery_tags
+UPDATE deliveries d SET match_key = NULL,
+    last_error = CASE WHEN d.last_error IS NULL THEN NULL ELSE $2 END
+WHERE d.write_id = ANY($1::bigint[]) AND (d.match_key IS NOT NULL OR d.last_error IS NOT NULL)
+
+-- name: write_received_after
+SELECT received_at FROM profile_writes WHERE id > $1 ORDER BY id LIMIT 1
+
+-- name: purge_events
+UPDATE webhook_events SET body = $1, key_id = NULL, match_key = NULL, removed_at = $2
+WHERE id > $3 AND id <= $3 + $4 AND removed_at IS NULL AND state != 'received'
+  AND received_at < $5
+
+-- name: event_received_after
+SELECT received_at FROM webhook_events WHERE id > $1 ORDER BY id LIMIT 1
+
+-- name: purge_idempotency_keys
+DELETE FROM idempotency_keys WHERE (app, key) IN
+    (SELECT app, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)

@@ -1,0 +1,56 @@
+-- Webhook events (gateway/store/ops/webhooks.py).
+
+-- name: save_webhook
+INSERT INTO webhook_events (source, event, body_hash, dedup_key, body, backend_id, match_key,
+                            event_time, received_at, state, key_id)
+VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (source, dedup_key) DO NOTHING
+RETURNING id
+
+-- name: webhook_duplicate_of
+-- An event stored under both names before migration 0005 has a NULL key:
+-- found by its hash and name then.
+SELECT id FROM webhook_events
+WHERE source = $1 AND (dedup_key = $3 OR (event = $2 AND body_hash = $3))
+ORDER BY id LIMIT 1
+
+-- name: lock_webhook_applier
+-- One applier per source at a time, across replicas; ends with the transaction.
+SELECT pg_advisory_xact_lock($1)
+
+-- name: webhooks_to_apply
+SELECT id, event, backend_id, match_key, event_time, received_at FROM webhook_events
+WHERE source = $1 AND state = 'received' ORDER BY id LIMIT $2
+
+-- name: webhook_is_stale
+SELECT EXISTS (
+    SELECT 1 FROM webhook_events
+    WHERE source = $1 AND backend_id = $2 AND event_time > $3
+      AND state IN ('applied', 'unmatched'))
+
+-- name: confirm_deliveries
+UPDATE deliveries SET state = 'confirmed', confirmed_at = $1, updated_at = $1, last_error = NULL
+WHERE backend = $2 AND match_key = ANY($3::text[])
+  AND state IN ('accepted', 'unconfirmed') -- lifecycle.AWAITING
+  AND accepted_at < $4  -- strictly before: an equal time cannot be what Omneo reported
+RETURNING id, external_id, accepted_at
+
+-- name: call_in_flight
+SELECT EXISTS (
+    SELECT 1 FROM deliveries
+    WHERE backend = $1 AND state = 'in_flight' AND lease_expires_at > $2 AND updated_at < $3)
+
+-- name: set_backend_ids
+INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)
+SELECT e.external_id, $2, $3, $4 FROM unnest($1::text[]) AS e(external_id)
+ORDER BY e.external_id
+ON CONFLICT (external_id, backend) DO UPDATE
+SET backend_id = EXCLUDED.backend_id, updated_at = EXCLUDED.updated_at
+
+-- name: webhook_applied
+UPDATE webhook_events SET state = $1, confirmed = $2, applied_at = $3 WHERE id = $4
+
+-- name: mark_unconfirmed
+UPDATE deliveries SET state = 'unconfirmed', updated_at = $1,
+    last_error = 'no webhook confirmed it in time'
+WHERE backend = $2 AND state = 'accepted' AND accepted_at < $3
