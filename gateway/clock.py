@@ -78,7 +78,7 @@ class FakeClock:
         return self._now
 
     def monotonic(self) -> float:
-        return self._now
+        return self._now  # one time line: what advance() moves
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -95,8 +95,9 @@ class BackgroundWorker:
 
     async def idle(self) -> None:
         """Return once the loop rests between steps and nothing has ended the
-        rest yet: neither its time (on the clock), a wake nor stop."""
-        while not self._idle():
+        rest yet: neither its time (on the clock), a wake nor stop. A loop that
+        is not running is idle too."""
+        while self.running and not self._idle():
             await self._resting.wait()
             await asyncio.sleep(0)  # a rest already ended: let the loop move on
 

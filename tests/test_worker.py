@@ -232,6 +232,7 @@ async def test_stop_ends_a_rest_at_once(clock: FakeClock) -> None:
     await asyncio.wait_for(w.stop(grace=BOUND), BOUND)
     assert task.done() and not task.cancelled()  # it ended by itself, not by cancel
     assert steps.at == [100.0]
+    await idle(w)  # a stopped loop is idle: nothing to wait for
 
 
 async def test_run_once_runs_one_step_here(clock: FakeClock) -> None:
