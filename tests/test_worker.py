@@ -249,11 +249,11 @@ async def test_run_once_runs_one_step_here(clock: FakeClock) -> None:
 async def test_advance_wakes_only_the_sleepers_whose_time_came(clock: FakeClock) -> None:
     woke: list[float] = []
 
-    async def sleep(seconds: float) -> None:
+    async def sleeper(seconds: float) -> None:
         await clock.sleep(seconds)
         woke.append(seconds)
 
-    tasks = [asyncio.create_task(sleep(s)) for s in (1.0, 2.0, 3.0)]
+    tasks = [asyncio.create_task(sleeper(s)) for s in (1.0, 2.0, 3.0)]
     await asyncio.wait_for(clock.blocked(3), BOUND)
     assert clock.next_deadline() == 101.0
     clock.advance(2.0)
