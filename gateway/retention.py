@@ -9,13 +9,13 @@ short transactions, so replicas running it side by side only repeat a no-op.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
-from gateway.store.base import PurgeResult, Store, StoreError
+from gateway.store.base import PurgeResult, Store
+from gateway.worker import BackgroundWorker
 
 log = logging.getLogger("gateway.retention")
 DAY = 86400.0
@@ -28,9 +28,9 @@ def cutoff(settings: Settings, now: float | None = None) -> float:
     return (time.time() if now is None else now) - settings.retention_days * DAY
 
 
-async def purge_once(store: Store, settings: Settings) -> PurgeResult:
+async def purge_once(store: Store, settings: Settings, now: float | None = None) -> PurgeResult:
     started = time.perf_counter()
-    result = await store.purge(cutoff(settings))
+    result = await store.purge(cutoff(settings, now))
     if result.writes or result.webhook_events or result.idempotency_keys:
         log.info(
             "purged payloads past retention",
@@ -45,28 +45,34 @@ async def purge_once(store: Store, settings: Settings) -> PurgeResult:
 
 
 class RetentionPurger:
-    def __init__(self, store: Store, settings: Settings, *, first_delay: float = FIRST_DELAY):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        first_delay: float = FIRST_DELAY,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.store = store
         self.settings = settings
         self.first_delay = first_delay
-        self._task: asyncio.Task[None] | None = None
+        self.clock = clock
+        self.worker = BackgroundWorker(
+            "retention-purge",
+            self._step,
+            interval=settings.purge_interval,
+            clock=clock,
+            first_delay=first_delay,
+            logger=log,
+            failure="retention purge failed; trying again later",
+        )
 
     async def start(self) -> None:
         if self.settings.retention_days > 0:
-            self._task = asyncio.create_task(self._run(), name="retention-purge")
+            self.worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.worker.stop()  # no grace: the purge is idempotent, the next one redoes it
 
-    async def _run(self) -> None:
-        await asyncio.sleep(self.first_delay)
-        while True:
-            try:
-                await purge_once(self.store, self.settings)
-            except StoreError:
-                log.exception("retention purge failed; trying again later")
-            await asyncio.sleep(self.settings.purge_interval)
+    async def _step(self) -> None:
+        await purge_once(self.store, self.settings, self.clock.now())

@@ -11,11 +11,9 @@ claiming at all, so its deliveries wait in the queue with their attempts intact.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -27,6 +25,7 @@ from gateway.backends.base import (
     PermanentError,
     TransientError,
 )
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
@@ -34,6 +33,7 @@ from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 from gateway.metrics import Metrics
 from gateway.schema import Backend
 from gateway.store.base import Claim, DeliveryResult, Store, StoreError
+from gateway.worker import BackgroundWorker
 
 log = logging.getLogger("gateway.dispatch")
 
@@ -56,6 +56,7 @@ class Dispatcher:
         *,
         poll_interval: float | None = None,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         self.adapters = dict(adapters)
@@ -65,11 +66,25 @@ class Dispatcher:
         self.poll_interval = poll_interval or settings.poll_interval
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._rng = rng or random.Random()
-        self._wake = {b: asyncio.Event() for b in self.adapters}
+        self.clock = clock
         self._stopping = asyncio.Event()
         self._following: set[Backend] = set()  # rate-limited backends led elsewhere
-        self._tasks: list[asyncio.Task[None]] = []
+        self._exclusive = set(settings.rate_limited_backends())  # sent by one replica only
         self.breakers = {b: self._new_breaker(b) for b in self.adapters}
+        self.workers: dict[Backend, list[BackgroundWorker]] = {
+            backend: [
+                BackgroundWorker(
+                    f"{backend}-{n}",
+                    functools.partial(self._step, backend, adapter),
+                    interval=self.poll_interval,
+                    clock=clock,
+                    logger=log,
+                    failure="dispatcher step failed",
+                )
+                for n in range(settings.workers_per_backend)
+            ]
+            for backend, adapter in self.adapters.items()
+        }
         for backend in self.adapters:
             metrics.circuit_state.labels(backend).set(CircuitState.CLOSED)
 
@@ -78,6 +93,7 @@ class Dispatcher:
             failures=self.settings.breaker_failures,
             cooldown=self.settings.breaker_cooldown,
             max_cooldown=self.settings.breaker_max_cooldown,
+            clock=self.clock.monotonic,
             rng=self._rng,
             on_transition=functools.partial(self._circuit_moved, backend),
         )
@@ -97,10 +113,9 @@ class Dispatcher:
     async def start(self) -> None:
         # Other replicas' writes wake us too (PostgreSQL LISTEN/NOTIFY).
         await self.store.subscribe(lambda backend: self.notify([backend]))
-        for backend, adapter in self.adapters.items():
-            for n in range(self.settings.workers_per_backend):
-                task = asyncio.create_task(self._work(backend, adapter), name=f"{backend}-{n}")
-                self._tasks.append(task)
+        self._stopping.clear()
+        for worker in self._all_workers():
+            worker.start()
 
     async def stop(self) -> None:
         """Let each worker finish the batch it holds (a deploy should not leave
@@ -109,57 +124,50 @@ class Dispatcher:
         once (`retrying`, due now, the attempt counted since the backend may
         have taken it), so another replica or the next start sends it again
         without waiting out the lease."""
-        self._stopping.set()
-        for wake in self._wake.values():
-            wake.set()
-        if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace)
-            for task in late:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._tasks.clear()
+        self._stopping.set()  # ends a linger or a takeover wait within a step
+        grace = self.settings.shutdown_grace
+        await asyncio.gather(*(w.stop(grace) for w in self._all_workers()))
 
     def notify(self, backends: Iterable[Backend]) -> None:
         """New deliveries were committed: wake those backends' workers now."""
         for backend in backends:
-            if backend in self._wake:
-                self._wake[backend].set()
+            for worker in self.workers.get(backend, ()):
+                worker.wake()
 
-    # -- one worker ----------------------------------------------------------
+    async def idle(self) -> None:
+        """Return once every worker rests between steps (for tests)."""
+        await asyncio.gather(*(w.idle() for w in self._all_workers()))
 
-    async def _work(self, backend: Backend, adapter: BackendAdapter) -> None:
-        wake = self._wake[backend]
+    def _all_workers(self) -> list[BackgroundWorker]:
+        return [w for ws in self.workers.values() for w in ws]
+
+    # -- one worker's step ---------------------------------------------------
+
+    async def _step(self, backend: Backend, adapter: BackendAdapter) -> float | None:
+        """Claim and send one batch; returns the rest before the next (see
+        BackgroundWorker): None waits for a wake-up or the next poll."""
         breaker = self.breakers[backend]
-        exclusive = backend in self.settings.rate_limited_backends()
-        while not self._stopping.is_set():
-            if exclusive and not await self._leading(backend):
-                # Another replica sends to this backend, so its rate limit holds
-                # in total; stand by and take over if that replica dies.
-                await self._pause(LEADER_RETRY)
-                continue
-            permit = breaker.acquire()
-            if permit is None:
-                # The backend looks down: claim nothing, so its deliveries stay
-                # queued with their attempts unspent, until the probe's time.
-                wait = breaker.wait_time()
-                await self._pause(self.poll_interval if wait is None else wait)
-                continue
-            try:
-                claims = await self._claim_batch(backend, adapter.batch_size)
-            except StoreError:
-                breaker.release(permit)
-                log.exception("claim failed", extra={"backend": backend})
-                await asyncio.sleep(self.poll_interval)
-                continue
-            if not claims:
-                breaker.release(permit)
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll_interval)
-                continue
-            await self._send(backend, adapter, claims, permit)
+        if backend in self._exclusive and not await self._leading(backend):
+            # Another replica sends to this backend, so its rate limit holds
+            # in total; stand by and take over if that replica dies.
+            return LEADER_RETRY
+        permit = breaker.acquire()
+        if permit is None:
+            # The backend looks down: claim nothing, so its deliveries stay
+            # queued with their attempts unspent, until the probe's time.
+            wait = breaker.wait_time()
+            return self.poll_interval if wait is None else wait
+        try:
+            claims = await self._claim_batch(backend, adapter.batch_size)
+        except StoreError:
+            breaker.release(permit)
+            log.exception("claim failed", extra={"backend": backend})
+            return self.poll_interval
+        if not claims:
+            breaker.release(permit)
+            return None
+        await self._send(backend, adapter, claims, permit)
+        return 0
 
     async def _leading(self, backend: Backend) -> bool:
         try:
@@ -174,19 +182,15 @@ class Dispatcher:
             # what it sent in the current window, so wait for the next one.
             self._following.discard(backend)
             window = self.settings.rate_window(backend)
-            wait = window - time.time() % window
+            wait = window - self.clock.now() % window
             if wait < TAKEOVER_QUIET:
                 # The dead leader's last requests may still be on their way, or
                 # queued at the backend: landing in the window we would start
                 # in, they would push it over its limit. Start one window later.
                 wait += window
             log.warning("took over sending", extra={"backend": backend, "wait": wait})
-            await self._pause(wait)
+            await self.clock.wait(self._stopping, wait)
         return leading
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
         lease = self.settings.lease_seconds
@@ -195,10 +199,9 @@ class Dispatcher:
             return claims
         # A partial batch waits until its oldest write is `batch_linger` old, so a
         # burst arriving over a few milliseconds still travels as one call.
-        wait = min(c.created_at for c in claims) + self.settings.batch_linger - time.time()
+        wait = min(c.created_at for c in claims) + self.settings.batch_linger - self.clock.now()
         if wait > 0 and not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):  # stopping: send what we hold now
-                await asyncio.wait_for(self._stopping.wait(), wait)
+            await self.clock.wait(self._stopping, wait)  # stopping: send what we hold now
             claims += await self.store.claim(backend, size - len(claims), self.owner, lease)
         return claims
 
@@ -254,7 +257,7 @@ class Dispatcher:
     async def _release(self, backend: Backend, claims: Sequence[Claim]) -> None:
         """Hand a batch cut short by shutdown back to the queue, due now. Its
         attempt counts: the backend may have taken it before the cut."""
-        now = time.time()
+        now = self.clock.now()
         results = [
             DeliveryResult(c.delivery_id, OUTCOME_STATE["retry"], RELEASED, next_attempt_at=now)
             for c in claims
@@ -281,7 +284,7 @@ class Dispatcher:
         hold: float = 0.0,
     ) -> list[DeliveryResult]:
         by_id = {o.delivery_id: o for o in outcomes}
-        now = time.time()
+        now = self.clock.now()
         results = []
         for claim in claims:
             outcome = by_id.get(claim.delivery_id) or Outcome(

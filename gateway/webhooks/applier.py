@@ -6,41 +6,49 @@ Runs beside the dispatcher. Work is driven by the store (events in state
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.store.base import Store, StoreError
+from gateway.store.base import Store
+from gateway.worker import BackgroundWorker
 
 log = logging.getLogger("gateway.webhooks")
 
 
 class WebhookApplier:
     def __init__(
-        self, store: Store, settings: Settings, metrics: Metrics, *, poll_interval: float = 1.0
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        poll_interval: float = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.clock = clock
+        self.worker = BackgroundWorker(
+            "webhook-applier",
+            self._step,
+            interval=poll_interval,
+            clock=clock,
+            logger=log,
+            failure="applying webhooks failed",
+        )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="webhook-applier")
+        self.worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.worker.stop()  # no grace: the store keeps what is not applied yet
 
     def notify(self) -> None:
-        self._wake.set()
+        self.worker.wake()
 
     async def run_once(self) -> None:
         """Apply every waiting event, then sweep for overdue confirmations."""
@@ -53,18 +61,11 @@ class WebhookApplier:
                 self.metrics.deliveries.labels("omneo", "confirmed").inc(len(ev.confirmations))
             if len(applied) < 100:
                 break
-        cutoff = time.time() - self.settings.omneo_confirm_timeout
+        cutoff = self.clock.now() - self.settings.omneo_confirm_timeout
         late = await self.store.mark_unconfirmed("omneo", cutoff)
         if late:
             log.warning("omneo deliveries unconfirmed", extra={"count": late})
         self.metrics.unconfirmed.set(await self.store.count_state("omneo", "unconfirmed"))
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except StoreError:
-                log.exception("applying webhooks failed")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+    async def _step(self) -> None:
+        await self.run_once()  # then rest: poll_interval, or until notify()

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from gateway.backends.base import Outcome
+from gateway.clock import FakeClock
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, verdict_of
-from tests.dispatch.fakes import FakeClock
 
 CLOSED, HALF_OPEN, OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitState.OPEN
 
@@ -34,7 +34,7 @@ def breaker(
         failures=failures,
         cooldown=cooldown,
         max_cooldown=max_cooldown,
-        clock=clock,
+        clock=clock.monotonic,
         rng=random.Random(seed),
         on_transition=moved,
     )
@@ -54,7 +54,7 @@ def fail(b: CircuitBreaker, times: int = 1) -> None:
 def probe_after_cooldown(b: CircuitBreaker, clock: FakeClock) -> Permit:
     wait = b.wait_time()
     assert wait is not None and wait > 0
-    clock.now += wait
+    clock.advance(wait)
     return permit(b)
 
 
@@ -94,9 +94,9 @@ def test_after_the_cooldown_exactly_one_probe_goes_out() -> None:
     fail(b, 3)
     wait = b.wait_time()
     assert wait is not None and 1.0 <= wait <= 2.0  # half to all of the cooldown
-    clock.now += wait - 0.01
+    clock.advance(wait - 0.01)
     assert b.acquire() is None and b.state is OPEN
-    clock.now += 0.01
+    clock.advance(0.01)
     probe = permit(b)
     assert probe.probe and b.state is HALF_OPEN
     # Every other worker waits for the probe's verdict.
@@ -124,7 +124,7 @@ def test_a_failed_probe_reopens_with_a_cooldown_that_doubles_up_to_the_max() -> 
         wait = b.wait_time()
         assert wait is not None
         waits.append(wait)
-        clock.now += wait
+        clock.advance(wait)
         b.record(permit(b), "down")
         assert b.state is OPEN
     ceilings = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
@@ -138,7 +138,7 @@ def test_the_cooldown_starts_small_again_after_a_recovery() -> None:
     b = breaker(clock, cooldown=1.0, max_cooldown=30.0)
     fail(b, 3)
     for _ in range(5):
-        clock.now += b.wait_time() or 0.0
+        clock.advance(b.wait_time() or 0.0)
         b.record(permit(b), "down")
     b.record(probe_after_cooldown(b, clock), "up")
     fail(b, 3)

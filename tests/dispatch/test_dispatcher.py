@@ -1,25 +1,53 @@
-"""The dispatcher against a real SQLite store and scripted adapters."""
+"""The dispatcher against a real store and scripted adapters, on a clock the
+tests step: retry delays, leases, breaker cool-downs, the batch linger and the
+leader's takeover wait pass when a test advances the FakeClock, never by sleeping.
+
+The store reads the same clock (its modules' `time.time` is patched here), so a
+delivery's due time and lease run on it too. `drive` steps the clock from one
+wake-up to the next, with every worker at rest in between.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import pytest
 
 from gateway.backends.base import Item, NotSent, Outcome, TransientError
+from gateway.clock import FakeClock
 from gateway.config import Settings
 from gateway.dispatch.breaker import CircuitState
-from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.dispatcher import LEADER_RETRY, Dispatcher
 from gateway.metrics import Metrics
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store
+from gateway.store.postgres import accept as pg_accept
+from gateway.store.postgres import queue as pg_queue
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import accept as sqlite_accept
+from gateway.store.sqlite import queue as sqlite_queue
 
 pytestmark = pytest.mark.anyio
+
+START = 1_000_000.0  # the clock's start: a whole number of 2 s rate windows
+BOUND = 5.0  # real seconds a test may wait for the dispatcher before it fails
+_ids = itertools.count()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The test's clock, also the one the store stamps and compares times with."""
+    clock = FakeClock(START)
+    for module in (sqlite_queue, sqlite_accept, pg_queue, pg_accept):
+        monkeypatch.setattr(module, "time", SimpleNamespace(time=clock.now))
+    return clock
 
 
 class ScriptedAdapter:
@@ -44,8 +72,6 @@ class ScriptedAdapter:
         self.called.set()
         if self.behaviour == "hang":
             await self.hang.wait()
-        if self.behaviour == "slow":
-            await asyncio.sleep(0.3)
         if self.behaviour == "bug":
             raise ZeroDivisionError("adapter bug")
         if self.behaviour == "not_sent":
@@ -71,11 +97,11 @@ def settings(**overrides: object) -> Settings:
 async def write(store: SQLiteStore, *ids: str, targets: Sequence[Backend] = ("omneo",)) -> None:
     await store.accept(
         NewRequest(
-            request_id=f"r-{time.monotonic_ns()}",
+            request_id=f"r-{next(_ids)}",
             app="t",
             targets=list(targets),
             profiles=[NormalizedProfile(external_id=i) for i in ids],
-            received_at=time.time(),
+            received_at=START,
         )
     )
 
@@ -89,21 +115,47 @@ async def state_of(
     return d.state, d.attempts
 
 
+async def settle(d: Dispatcher) -> None:
+    """Wait until every worker rests between steps, its rest not yet over."""
+    await asyncio.wait_for(d.idle(), BOUND)
+
+
+async def drive(
+    d: Dispatcher, clock: FakeClock, check: Callable[[], Awaitable[bool]], steps: int = 500
+) -> None:
+    """Step the clock from one worker's wake-up to the next until `check` holds."""
+    for _ in range(steps):
+        await settle(d)
+        if await check():
+            return
+        due = clock.next_deadline()
+        assert due is not None, "every worker waits, and for nothing"
+        clock.advance(due - clock.now())
+    raise AssertionError(f"not met within {steps} wake-ups, at {clock.now() - START:.2f} s")
+
+
+def calls_reach(adapter: ScriptedAdapter, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(adapter.calls) >= n
+
+    return check
+
+
 async def until(
     store: SQLiteStore,
     external_id: str,
     state: str,
-    within: float = 5,
+    d: Dispatcher,
+    clock: FakeClock,
     backend: Backend = "omneo",
 ) -> int:
-    deadline = time.monotonic() + within
-    while True:
-        current, attempts = await state_of(store, external_id, backend)
-        if current == state:
-            return attempts
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{external_id} is {current}, not {state}")
-        await asyncio.sleep(0.01)
+    """Drive the clock until the delivery is in `state`; returns its attempts."""
+
+    async def there() -> bool:
+        return (await state_of(store, external_id, backend))[0] == state
+
+    await drive(d, clock, there)
+    return (await state_of(store, external_id, backend))[1]
 
 
 async def run(dispatcher: Dispatcher) -> Dispatcher:
@@ -125,36 +177,57 @@ class Amnesiac:
         return 0
 
 
-async def test_a_crash_mid_send_is_sent_again_after_the_lease(store: SQLiteStore) -> None:
+async def test_a_crash_mid_send_is_sent_again_after_the_lease(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a")
     stuck = ScriptedAdapter("hang")
     dying = cast(Store, Amnesiac(store))
-    first = await run(
-        Dispatcher(
-            dying, {"omneo": stuck}, settings(lease_seconds=0.3, shutdown_grace=0.05), Metrics()
-        )
-    )
+    config = settings(lease_seconds=30, shutdown_grace=0.05)
+    first = await run(Dispatcher(dying, {"omneo": stuck}, config, Metrics(), clock=clock))
     await stuck.calls_reach(1)
     await first.stop()  # the process "dies" holding the lease; nothing recorded
     assert await state_of(store, "a") == ("in_flight", 1)
 
     healthy = ScriptedAdapter()
-    second = await run(Dispatcher(store, {"omneo": healthy}, settings(), Metrics()))
+    second = await run(Dispatcher(store, {"omneo": healthy}, settings(), Metrics(), clock=clock))
     try:
-        assert await until(store, "a", "confirmed") == 2
+        clock.advance(29.9)
+        second.notify(["omneo"])
+        await settle(second)
+        assert healthy.calls == []  # the lease still holds it
+        clock.advance(0.2)
+        second.notify(["omneo"])
+        await settle(second)
+        assert await state_of(store, "a") == ("confirmed", 2)
         assert healthy.calls == [["a"]]
     finally:
         await second.stop()
 
 
-async def test_an_adapter_bug_retries_and_finally_ends_dead(store: SQLiteStore) -> None:
+async def test_an_adapter_bug_retries_and_finally_ends_dead(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a")
     metrics = Metrics()
-    d = await run(
-        Dispatcher(store, {"omneo": ScriptedAdapter("bug")}, settings(max_attempts=3), metrics)
-    )
+    adapter = ScriptedAdapter("bug")
+    config = settings(max_attempts=3, retry_base=10, retry_cap=10)
+    rng = random.Random(7)
+    delay = random.Random(7).uniform(0.0, 10.0)  # the first retry's delay: full jitter
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics, rng=rng, clock=clock))
     try:
-        assert await until(store, "a", "dead") == 3
+        await settle(d)
+        assert len(adapter.calls) == 1
+        assert await state_of(store, "a") == ("retrying", 1)
+        clock.advance(delay - 0.01)
+        d.notify(["omneo"])
+        await settle(d)
+        assert len(adapter.calls) == 1  # not due yet
+        clock.advance(0.01)
+        d.notify(["omneo"])
+        await settle(d)
+        assert len(adapter.calls) == 2  # due: tried again at once
+        assert await until(store, "a", "dead", d, clock) == 3
         [dead] = await store.list_deliveries(["dead"])
         assert dead.last_error is not None
         assert (
@@ -166,54 +239,72 @@ async def test_an_adapter_bug_retries_and_finally_ends_dead(store: SQLiteStore) 
     assert metrics.retries.labels("omneo")._value.get() == 2
 
 
-async def test_a_missing_outcome_is_retried_not_lost(store: SQLiteStore) -> None:
+async def test_a_missing_outcome_is_retried_not_lost(store: SQLiteStore, clock: FakeClock) -> None:
     await write(store, "a")
+    adapter = ScriptedAdapter("forget")
     d = await run(
-        Dispatcher(store, {"omneo": ScriptedAdapter("forget")}, settings(max_attempts=2), Metrics())
+        Dispatcher(store, {"omneo": adapter}, settings(max_attempts=2), Metrics(), clock=clock)
     )
     try:
-        await until(store, "a", "dead")
+        await until(store, "a", "dead", d, clock)
         [dead] = await store.list_deliveries(["dead"])
         assert "no outcome" in (dead.last_error or "")
+        assert len(adapter.calls) == 2
     finally:
         await d.stop()
 
 
-async def test_items_handed_back_unsent_do_not_use_up_attempts(store: SQLiteStore) -> None:
+async def test_items_handed_back_unsent_do_not_use_up_attempts(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a")
     adapter = ScriptedAdapter("not_sent")
-    d = await run(Dispatcher(store, {"omneo": adapter}, settings(max_attempts=2), Metrics()))
+    d = await run(
+        Dispatcher(store, {"omneo": adapter}, settings(max_attempts=2), Metrics(), clock=clock)
+    )
     try:
-        await adapter.calls_reach(6)  # far more tries than max_attempts
-        state, attempts = await state_of(store, "a")
-        assert state in ("retrying", "in_flight") and attempts <= 1
+        await drive(d, clock, calls_reach(adapter, 6))  # far more tries than max_attempts
+        assert await state_of(store, "a") == ("retrying", 0)
         adapter.behaviour = "ok"
-        assert await until(store, "a", "confirmed") == 1
+        assert await until(store, "a", "confirmed", d, clock) == 1
     finally:
         await d.stop()
 
 
-async def test_a_burst_travels_as_one_batch_after_the_linger(store: SQLiteStore) -> None:
+async def test_a_burst_travels_as_one_batch_after_the_linger(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     adapter = ScriptedAdapter()
-    d = await run(Dispatcher(store, {"omneo": adapter}, settings(batch_linger=0.3), Metrics()))
+    config = settings(batch_linger=0.5)  # times in binary fractions: exact sums
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
     try:
+        await settle(d)
         await write(store, "a")
         d.notify(["omneo"])
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(clock.blocked(1), BOUND)  # "a" claimed, lingering for company
+        assert await state_of(store, "a") == ("in_flight", 1)
+        assert clock.next_deadline() == START + 0.5
+        clock.advance(0.25)
         await write(store, "b", "c")
         d.notify(["omneo"])
-        await until(store, "c", "confirmed")
+        clock.advance(0.125)
+        await asyncio.wait_for(clock.blocked(1), BOUND)
+        assert adapter.calls == []  # still lingering
+        clock.advance(0.125)
+        await settle(d)
         assert adapter.calls == [["a", "b", "c"]]
+        assert await state_of(store, "c") == ("confirmed", 1)
     finally:
         await d.stop()
 
 
-async def test_outcomes_and_backend_ids_are_recorded(store: SQLiteStore) -> None:
+async def test_outcomes_and_backend_ids_are_recorded(store: SQLiteStore, clock: FakeClock) -> None:
     await write(store, "a", "b")
     metrics = Metrics()
-    d = await run(Dispatcher(store, {"omneo": ScriptedAdapter()}, settings(), metrics))
+    d = await run(Dispatcher(store, {"omneo": ScriptedAdapter()}, settings(), metrics, clock=clock))
     try:
-        await until(store, "b", "confirmed")
+        await settle(d)
+        assert await state_of(store, "b") == ("confirmed", 1)
     finally:
         await d.stop()
     view = await store.get_profile("a")
@@ -241,48 +332,63 @@ class Recorded(Amnesiac):
         return await self._store.record(owner, results)
 
 
-async def test_an_accepted_result_keeps_the_time_its_call_was_sent(store: SQLiteStore) -> None:
+async def test_an_accepted_result_keeps_the_time_its_call_was_sent(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a")
     recorded = Recorded(store)
-    d = await run(Dispatcher(cast(Store, recorded), {"omneo": SentAt()}, settings(), Metrics()))
+    d = await run(
+        Dispatcher(cast(Store, recorded), {"omneo": SentAt()}, settings(), Metrics(), clock=clock)
+    )
     try:
-        await until(store, "a", "accepted")
+        await settle(d)
+        assert (await state_of(store, "a"))[0] == "accepted"
     finally:
         await d.stop()
     assert [(r.state, r.sent_at) for r in recorded.results] == [("accepted", 1234.5)]
 
 
-async def test_stop_lets_a_batch_under_way_finish(store: SQLiteStore) -> None:
+async def test_stop_lets_a_batch_under_way_finish(store: SQLiteStore, clock: FakeClock) -> None:
     await write(store, "a")
-    adapter = ScriptedAdapter("slow")
-    d = await run(Dispatcher(store, {"omneo": adapter}, settings(), Metrics()))
+    adapter = ScriptedAdapter("hang")
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(), Metrics(), clock=clock))
     await adapter.calls_reach(1)
-    await d.stop()
+    stopping = asyncio.create_task(d.stop())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not stopping.done()  # waiting for the batch, not cutting it short
+    adapter.hang.set()  # the backend answers
+    await asyncio.wait_for(stopping, BOUND)
     assert await state_of(store, "a") == ("confirmed", 1)
 
 
-async def test_stop_sends_a_lingering_batch_at_once(store: SQLiteStore) -> None:
+async def test_stop_sends_a_lingering_batch_at_once(store: SQLiteStore, clock: FakeClock) -> None:
     adapter = ScriptedAdapter()
-    d = await run(Dispatcher(store, {"omneo": adapter}, settings(batch_linger=30), Metrics()))
+    config = settings(batch_linger=30)
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
+    await settle(d)
     await write(store, "a")
     d.notify(["omneo"])
-    await until(store, "a", "in_flight")  # claimed, now lingering for company
-    started = time.monotonic()
-    await d.stop()
-    assert time.monotonic() - started < 5
+    await asyncio.wait_for(clock.blocked(1), BOUND)  # claimed, now lingering for company
+    assert await state_of(store, "a") == ("in_flight", 1)
+    await asyncio.wait_for(d.stop(), BOUND)  # well within the 10 s grace: no cut
+    assert clock.now() == START  # the linger was cut short, not waited out
+    assert adapter.calls == [["a"]]
     assert await state_of(store, "a") == ("confirmed", 1)
 
 
-async def test_stop_releases_a_send_that_outlasts_the_grace(store: SQLiteStore) -> None:
+async def test_stop_releases_a_send_that_outlasts_the_grace(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a", "b")
     adapter = ScriptedAdapter("hang")
     config = settings(shutdown_grace=0.2, lease_seconds=60)
     metrics = Metrics()
-    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics))
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics, clock=clock))
     await adapter.calls_reach(1)
     started = time.monotonic()
     await d.stop()
-    assert time.monotonic() - started < 2  # the grace, then a prompt release
+    assert time.monotonic() - started < 2  # the grace (real time), then a prompt release
     # Released at once, not left to its 60 s lease; the attempt counts, as the
     # backend may have taken the batch before the cut.
     assert await state_of(store, "a") == ("retrying", 1)
@@ -290,11 +396,11 @@ async def test_stop_releases_a_send_that_outlasts_the_grace(store: SQLiteStore) 
     assert metrics.deliveries.labels("omneo", "retry")._value.get() == 2
 
     healthy = ScriptedAdapter()
-    started = time.monotonic()
-    second = await run(Dispatcher(store, {"omneo": healthy}, settings(), Metrics()))
+    second = await run(Dispatcher(store, {"omneo": healthy}, settings(), Metrics(), clock=clock))
     try:
-        assert await until(store, "b", "confirmed") == 2
-        assert time.monotonic() - started < 5  # long before the old lease would end
+        await settle(second)
+        assert await state_of(store, "b") == ("confirmed", 2)
+        assert clock.now() == START  # due at once: no lease, no backoff waited out
         assert healthy.calls == [["a", "b"]]
     finally:
         await second.stop()
@@ -307,26 +413,33 @@ def circuit(d: Dispatcher, backend: Backend = "omneo") -> CircuitState:
     return d.breakers[backend].state
 
 
-async def eventually(check: Callable[[], bool], within: float = 5) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+def circuit_is(d: Dispatcher, state: CircuitState) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return circuit(d) is state
+
+    return check
 
 
-async def test_an_open_circuit_claims_nothing_and_spends_no_attempts(store: SQLiteStore) -> None:
+async def test_an_open_circuit_claims_nothing_and_spends_no_attempts(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a")
     adapter = ScriptedAdapter("down")
     metrics = Metrics()
     config = settings(breaker_failures=3, breaker_cooldown=60, max_attempts=3)
-    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics))
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics, clock=clock))
     try:
-        await eventually(lambda: circuit(d) is CircuitState.OPEN)
+        await drive(d, clock, circuit_is(d, CircuitState.OPEN))
         calls = len(adapter.calls)
         assert calls == 3
         await write(store, "b")
         d.notify(["omneo"])
-        await asyncio.sleep(0.5)  # dozens of retry delays and polls
+        probe_in = d.breakers["omneo"].wait_time()
+        assert probe_in is not None and probe_in >= 30  # between half and all of 60 s
+        for _ in range(int(probe_in) - 1):  # every retry delay and poll up to the probe
+            clock.advance(1.0)
+            d.notify(["omneo"])
+            await settle(d)
         assert len(adapter.calls) == calls  # neither the retry nor the new write went out
         # Two failures counted; the one that tripped the breaker did not, so
         # the third attempt is still there and nothing went dead.
@@ -334,12 +447,15 @@ async def test_an_open_circuit_claims_nothing_and_spends_no_attempts(store: SQLi
         assert await state_of(store, "b") == ("pending", 0)
         assert metrics.circuit_state.labels("omneo")._value.get() == 2
         assert metrics.circuit_transitions.labels("omneo", "open")._value.get() == 1
+        clock.advance(1.0)  # the probe's time
+        await drive(d, clock, calls_reach(adapter, calls + 1))
+        assert circuit(d) is CircuitState.OPEN  # the probe found it still down
     finally:
         await d.stop()
 
 
 async def test_failed_probes_spend_no_attempts_and_a_good_one_drains_the_queue(
-    store: SQLiteStore,
+    store: SQLiteStore, clock: FakeClock
 ) -> None:
     await write(store, "a")
     adapter = ScriptedAdapter("down")
@@ -347,17 +463,16 @@ async def test_failed_probes_spend_no_attempts_and_a_good_one_drains_the_queue(
     config = settings(
         breaker_failures=1, breaker_cooldown=0.05, breaker_max_cooldown=0.05, max_attempts=2
     )
-    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics))
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, metrics, clock=clock))
     try:
-        await adapter.calls_reach(8)  # the trip, then probes: far more than max_attempts
-        assert metrics.circuit_transitions.labels("omneo", "half_open")._value.get() >= 7
-        state, attempts = await state_of(store, "a")
-        assert state in ("retrying", "in_flight") and attempts <= 1
+        await drive(d, clock, calls_reach(adapter, 8))  # the trip, then probes
+        assert metrics.circuit_transitions.labels("omneo", "half_open")._value.get() == 7
+        assert await state_of(store, "a") == ("retrying", 0)  # far more than max_attempts
         adapter.behaviour = "ok"
         await write(store, "b")
-        await until(store, "b", "confirmed")
+        assert await until(store, "b", "confirmed", d, clock) == 1
         # "a" was held past the probe (see the poison test), then goes too.
-        assert await until(store, "a", "confirmed") == 1
+        assert await until(store, "a", "confirmed", d, clock) == 1
         assert circuit(d) is CircuitState.CLOSED
         assert metrics.circuit_state.labels("omneo")._value.get() == 0
         assert metrics.circuit_transitions.labels("omneo", "closed")._value.get() == 1
@@ -366,55 +481,63 @@ async def test_failed_probes_spend_no_attempts_and_a_good_one_drains_the_queue(
         await d.stop()
 
 
-async def test_a_poison_batch_is_not_every_probe(store: SQLiteStore) -> None:
+async def test_a_poison_batch_is_not_every_probe(store: SQLiteStore, clock: FakeClock) -> None:
     # A backend that 5xxs on one profile looks down to the breaker. The refunded
     # batch is held past the next probe, so the probe carries other deliveries,
     # succeeds, and closes the circuit instead of retrying the poison forever.
     await write(store, "poison")
     adapter = ScriptedAdapter("poison")
     config = settings(breaker_failures=1, breaker_cooldown=0.2, breaker_max_cooldown=0.2)
-    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics()))
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
     try:
-        await eventually(lambda: circuit(d) is CircuitState.OPEN)
+        await drive(d, clock, circuit_is(d, CircuitState.OPEN))
         await write(store, "good")
         d.notify(["omneo"])
-        await until(store, "good", "confirmed")
-        assert ["good"] in adapter.calls  # the probe went without the poison
-        assert (await state_of(store, "poison"))[0] in ("retrying", "in_flight")
+        await until(store, "good", "confirmed", d, clock)
+        assert adapter.calls == [["poison"], ["good"]]  # the probe went without the poison
+        assert circuit(d) is CircuitState.CLOSED
+        assert (await state_of(store, "poison"))[0] == "retrying"
     finally:
         await d.stop()
 
 
-async def test_other_backends_keep_flowing_while_one_circuit_is_open(store: SQLiteStore) -> None:
+async def test_other_backends_keep_flowing_while_one_circuit_is_open(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     down, up = ScriptedAdapter("down"), ScriptedAdapter()
     config = settings(breaker_failures=2, breaker_cooldown=60)
-    d = await run(Dispatcher(store, {"omneo": down, "import_batch": up}, config, Metrics()))
+    adapters: dict[Backend, ScriptedAdapter] = {"omneo": down, "import_batch": up}
+    d = await run(Dispatcher(store, adapters, config, Metrics(), clock=clock))
     try:
         await write(store, "a", targets=["omneo", "import_batch"])
         d.notify(["omneo", "import_batch"])
-        await eventually(lambda: circuit(d, "omneo") is CircuitState.OPEN)
+        await drive(d, clock, circuit_is(d, CircuitState.OPEN))
         calls = len(down.calls)
         for n in range(5):
             await write(store, f"b{n}", targets=["omneo", "import_batch"])
             d.notify(["omneo", "import_batch"])
-            await until(store, f"b{n}", "confirmed", backend="import_batch")
+            clock.advance(1.0)  # well inside omneo's cool-down (30 s at least)
+            await settle(d)
+            assert await state_of(store, f"b{n}", "import_batch") == ("confirmed", 1)
         assert circuit(d, "import_batch") is CircuitState.CLOSED
-        assert len(down.calls) == calls
+        assert len(down.calls) == calls == 2
         assert await state_of(store, "b4") == ("pending", 0)
     finally:
         await d.stop()
 
 
-async def test_a_rate_limited_backend_does_not_open_the_circuit(store: SQLiteStore) -> None:
+async def test_a_rate_limited_backend_does_not_open_the_circuit(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
     await write(store, "a")
     adapter = ScriptedAdapter("throttled")
     config = settings(breaker_failures=2, max_attempts=50)
-    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics()))
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
     try:
-        await adapter.calls_reach(6)
+        await drive(d, clock, calls_reach(adapter, 6))
         assert circuit(d) is CircuitState.CLOSED
         adapter.behaviour = "ok"
-        await until(store, "a", "confirmed")
+        await until(store, "a", "confirmed", d, clock)
     finally:
         await d.stop()
 
@@ -426,7 +549,9 @@ class FollowerStore(SQLiteStore):
         return backend != "ocamba"
 
 
-async def test_only_the_leader_sends_to_a_rate_limited_backend(tmp_path: Path) -> None:
+async def test_only_the_leader_sends_to_a_rate_limited_backend(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     follower = FollowerStore(tmp_path / "f.db")
     await follower.open()
     try:
@@ -436,15 +561,19 @@ async def test_only_the_leader_sends_to_a_rate_limited_backend(tmp_path: Path) -
                 app="t",
                 targets=["ocamba", "omneo"],
                 profiles=[NormalizedProfile(external_id="a")],
-                received_at=time.time(),
+                received_at=START,
             )
         )
         ocamba, omneo = ScriptedAdapter(), ScriptedAdapter()
         config = settings(ocamba_url="http://o", omneo_url="http://m")
-        d = await run(Dispatcher(follower, {"ocamba": ocamba, "omneo": omneo}, config, Metrics()))
+        adapters: dict[Backend, ScriptedAdapter] = {"ocamba": ocamba, "omneo": omneo}
+        d = await run(Dispatcher(follower, adapters, config, Metrics(), clock=clock))
         try:
-            await omneo.calls_reach(1)  # not rate limited: every replica sends
-            await asyncio.sleep(0.2)
+            await settle(d)
+            assert omneo.calls == [["a"]]  # not rate limited: every replica sends
+            for _ in range(10):  # ten tries to become the sender, all lost
+                clock.advance(LEADER_RETRY)
+                await settle(d)
             assert ocamba.calls == []  # rate limited: only the leader sends
             view = await follower.get_profile("a")
             assert view is not None and view.backends["ocamba"].state == "pending"
@@ -470,30 +599,40 @@ class TakeoverStore(SQLiteStore):
         return backend != "ocamba" or not self.leader_alive
 
 
-async def test_a_takeover_waits_for_the_next_rate_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("offset", "sends_at"),
+    [
+        # Takes over at +1.0 s: the 2 s window ends 1.0 s later; send then.
+        (0.0, 2.0),
+        # Takes over at +1.5 s: 0.5 s is too close to the dead leader's last
+        # requests (TAKEOVER_QUIET), so it waits out one more window.
+        (0.5, 4.0),
+    ],
+)
+async def test_a_takeover_waits_for_the_next_rate_window(
+    tmp_path: Path, clock: FakeClock, offset: float, sends_at: float
+) -> None:
+    clock.advance(offset)
     store = TakeoverStore(tmp_path / "t.db")
     await store.open()
     try:
-        await store.accept(
-            NewRequest(
-                request_id="r",
-                app="t",
-                targets=["ocamba"],
-                profiles=[NormalizedProfile(external_id="a")],
-                received_at=time.time(),
-            )
-        )
+        await write(store, "a", targets=["ocamba"])
         ocamba = ScriptedAdapter()
         config = settings(ocamba_url="http://o", ocamba_minute_window=2.0)
-        d = await run(Dispatcher(store, {"ocamba": ocamba}, config, Metrics()))
+        d = await run(Dispatcher(store, {"ocamba": ocamba}, config, Metrics(), clock=clock))
         try:
-            await asyncio.sleep(0.2)  # seen as a follower
+            await settle(d)  # seen as a follower
             store.leader_alive = False
-            took_over = time.time()
-            await ocamba.calls_reach(1)
-            sent = time.time()
-            # Not before the 2 s window the dead leader was counting in has ended.
-            assert sent >= took_over - took_over % 2.0 + 2.0 - 0.05
+            clock.advance(LEADER_RETRY)  # the next try wins: a takeover
+            await asyncio.wait_for(clock.blocked(1), BOUND)
+            due = clock.next_deadline()
+            assert due is not None and due == pytest.approx(START + sends_at)
+            clock.advance(due - clock.now() - 0.01)
+            await asyncio.wait_for(clock.blocked(1), BOUND)
+            assert ocamba.calls == []  # not before the dead leader's window has ended
+            clock.advance(due - clock.now())
+            await settle(d)
+            assert ocamba.calls == [["a"]]
         finally:
             await d.stop()
     finally:

@@ -4,14 +4,16 @@ sender per rate-limited backend (session advisory locks)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.schema import Backend, NormalizedProfile
+from gateway.clock import FakeClock
+from gateway.schema import BACKENDS, Backend, NormalizedProfile
 from gateway.store.base import NewRequest
-from gateway.store.postgres import PostgresStore
+from gateway.store.postgres import PostgresStore, signals
 from gateway.store.postgres.db import advisory_key
 from tests.store import pg
 
@@ -60,11 +62,13 @@ async def test_an_accept_on_one_replica_wakes_the_other(replicas: Replicas) -> N
     await a.accept(request("r1", ["omneo", "import_batch"], key="k"))
     await woken.got("omneo", "import_batch")
     assert "ocamba" not in woken.backends
-    # A replay stores nothing, so it wakes nobody.
+    # A replay stores nothing, so it wakes nobody. NOTIFYs arrive in commit
+    # order, so once a later write's wake-up is in, the replay's would be too.
     woken.backends.clear()
     await a.accept(request("r2", ["ocamba"], key="k"))
-    await asyncio.sleep(0.3)
-    assert woken.backends == []
+    await a.accept(request("r3", ["omneo"]))
+    await woken.got("omneo")
+    assert woken.backends == ["omneo"]
 
 
 async def test_the_listener_comes_back_after_its_connection_drops(
@@ -116,3 +120,98 @@ async def test_a_leader_whose_session_dies_stops_leading(replicas: Replicas, pg_
     await eventually(a_stopped)
     assert await b.lead("ocamba")  # the server freed the lock with the session
     assert not await a.lead("ocamba")
+
+
+# -- the listener's keeper on a clock stepped by hand (no database) ---------------
+
+
+class FakeConnection:
+    """Just what the keeper uses of an asyncpg connection."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.answers = True  # whether `SELECT 1` (the heartbeat) answers
+        self.heartbeats = 0
+        self._on_lost: list[Callable[[object], None]] = []
+
+    def add_termination_listener(self, callback: Callable[[object], None]) -> None:
+        self._on_lost.append(callback)
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def fetchval(self, query: str, **options: float) -> int:
+        self.heartbeats += 1
+        if not self.answers:
+            raise ConnectionResetError("no answer")
+        return 1
+
+    def terminate(self) -> None:
+        self.closed = True
+        for callback in self._on_lost:
+            callback(self)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FlakyListen:
+    """Stands in for Listener._listen: fails `failures` times, then connects."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.conns: list[FakeConnection] = []
+        self.tried_at: list[float] = []
+        self.clock: FakeClock | None = None
+
+    async def __call__(self) -> FakeConnection:
+        assert self.clock is not None
+        self.tried_at.append(self.clock.now())
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("database down")
+        self.conns.append(FakeConnection())
+        return self.conns[-1]
+
+
+async def test_the_listener_reconnects_with_backoff_and_then_wakes_everyone() -> None:
+    clock, listen = FakeClock(0.0), FlakyListen()
+    listen.clock = clock
+    listener = signals.Listener("postgresql://unused", clock=clock)
+    listener._listen = listen  # type: ignore[assignment, method-assign]
+    woken = Woken()
+    await listener.subscribe(woken)
+    idle = listener.worker.idle
+    try:
+        await asyncio.wait_for(clock.blocked(1), 5)  # holding the connection
+        clock.advance(signals.HEARTBEAT)  # an idle connection is checked now and then
+        await asyncio.wait_for(clock.blocked(1), 5)
+        assert listen.conns[0].heartbeats == 1 and woken.backends == []
+
+        listen.failures = 7
+        listen.tried_at.clear()
+        listen.conns[0].terminate()  # the connection drops
+        await asyncio.wait_for(idle(), 5)
+        while listen.failures:  # each failed try doubles the wait, up to RECONNECT_MAX
+            clock.advance((clock.next_deadline() or 0.0) - clock.now())
+            await asyncio.wait_for(idle(), 5)
+        tried = listen.tried_at
+        assert tried[0] == signals.HEARTBEAT + signals.RECONNECT_MIN
+        waits = [b - a for a, b in itertools.pairwise(tried)]
+        assert waits == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 5.0])
+        assert woken.backends == []
+        clock.advance(signals.RECONNECT_MAX)  # the eighth try connects
+        await asyncio.wait_for(clock.blocked(1), 5)
+        assert len(listen.conns) == 2
+        assert sorted(woken.backends) == sorted(BACKENDS)  # what was missed is unknown
+
+        listen.conns[1].answers = False  # a cut network: no word, no answer
+        clock.advance(signals.HEARTBEAT)
+        await asyncio.wait_for(idle(), 5)
+        assert listen.conns[1].closed
+        clock.advance(signals.RECONNECT_MIN)  # the backoff started again from the least
+        await asyncio.wait_for(clock.blocked(1), 5)
+        assert len(listen.conns) == 3
+    finally:
+        await listener.close()
+    assert listen.conns[2].closed and not listener.worker.running

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 import asyncpg
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.schema import BACKENDS, Backend
 from gateway.store.postgres.db import CHANNEL, DB_ERRORS, advisory_key, connect, store_errors
+from gateway.worker import BackgroundWorker
 
 log = logging.getLogger("gateway.store")
 
@@ -62,29 +63,39 @@ async def _drop(conn: asyncpg.Connection) -> None:
 
 
 class Listener:
-    """LISTENs on `CHANNEL` and calls every subscriber's wake with the backend."""
+    """LISTENs on `CHANNEL` and calls every subscriber's wake with the backend.
+    A background worker holds the connection and opens it again when it drops."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._dsn = dsn
+        self._clock = clock
         self._wakes: list[Wake] = []
-        self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._delay = RECONNECT_MIN  # the next reconnect's backoff
         self.connects = 0  # how many times the connection was opened, for tests
+        self.worker = BackgroundWorker(
+            "pg-listener",
+            self._step,
+            interval=RECONNECT_MIN,
+            clock=clock,
+            logger=log,
+            failure="LISTEN keeper failed",
+        )
 
     async def subscribe(self, wake: Wake) -> None:
         """Returns once LISTEN is in place, so a commit after it wakes `wake`."""
         self._wakes.append(wake)
-        if self._task is None:
+        if not self.worker.running:
             with store_errors("LISTEN"):
-                conn = await self._listen()
-            self._task = asyncio.create_task(self._keep(conn), name="pg-listener")
+                self._conn = await self._listen()
+            self.worker.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.worker.stop()
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(*DB_ERRORS):
+                await _drop(conn)
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         for backend in BACKENDS:
@@ -109,37 +120,28 @@ class Listener:
         self.connects += 1
         return conn
 
-    async def _keep(self, conn: asyncpg.Connection) -> None:
-        """Hold the connection; open it again whenever it drops."""
-        delay = RECONNECT_MIN
-        try:
-            while True:
-                self._conn = conn
-                await self._until_lost(conn)
-                log.warning("LISTEN connection lost; reconnecting")
-                while True:
-                    await asyncio.sleep(delay)
-                    try:
-                        conn = await self._listen()
-                        break
-                    except DB_ERRORS as exc:
-                        delay = min(delay * 2, RECONNECT_MAX)
-                        log.warning("LISTEN reconnect failed: %s", exc)
-                delay = RECONNECT_MIN
-                self._wake_all(list(BACKENDS))  # what was notified meanwhile is lost
-        finally:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                if not conn.is_closed():
-                    with contextlib.suppress(*DB_ERRORS):
-                        await _drop(conn)
+    async def _step(self) -> float:
+        """Hold the connection until it drops (one step lasts that long); then
+        open it again, backing off from RECONNECT_MIN to RECONNECT_MAX."""
+        if self._conn is None:
+            try:
+                self._conn = await self._listen()
+            except DB_ERRORS as exc:
+                self._delay = min(self._delay * 2, RECONNECT_MAX)
+                log.warning("LISTEN reconnect failed: %s", exc)
+                return self._delay
+            self._delay = RECONNECT_MIN
+            self._wake_all(list(BACKENDS))  # what was notified meanwhile is lost
+        await self._until_lost(self._conn)
+        self._conn = None
+        log.warning("LISTEN connection lost; reconnecting")
+        return self._delay
 
     async def _until_lost(self, conn: asyncpg.Connection) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
         while not conn.is_closed():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), HEARTBEAT)
+            if await self._clock.wait(lost, HEARTBEAT):
                 return
             if not await _alive(conn):
                 conn.terminate()
@@ -149,8 +151,9 @@ class Listener:
 class Leadership:
     """One session-level advisory lock per backend, each on its own connection."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._dsn = dsn
+        self._clock = clock
         self._conns: dict[Backend, asyncpg.Connection] = {}
         self._held: dict[Backend, float] = {}  # backend -> when the session last answered
         self._locks = {b: asyncio.Lock() for b in BACKENDS}
@@ -174,17 +177,17 @@ class Leadership:
                     "SELECT pg_try_advisory_lock($1)", advisory_key(f"lead:{backend}")
                 )
             if won:
-                self._held[backend] = time.monotonic()
+                self._held[backend] = self._clock.monotonic()
                 log.info("leading %s", backend)
             # A loser keeps its connection, to try again cheaply next time.
             return bool(won)
 
     async def _still_held(self, backend: Backend) -> bool:
-        if time.monotonic() - self._held[backend] < HEARTBEAT:
+        if self._clock.monotonic() - self._held[backend] < HEARTBEAT:
             return True
         conn = self._conns[backend]
         if await _alive(conn):
-            self._held[backend] = time.monotonic()
+            self._held[backend] = self._clock.monotonic()
             return True
         conn.terminate()  # the server ends the session, and so the lock, when it notices
         self._forget(backend)
