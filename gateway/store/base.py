@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 import msgspec
 
 # Re-exported: callers import the state type from the protocol they use.
+from gateway.clock import Clock
 from gateway.lifecycle import DeliveryState as DeliveryState
 from gateway.schema import Backend, NormalizedProfile
 
@@ -213,6 +214,10 @@ SealedTable = Literal["profile_writes", "webhook_events", "deliveries"]
 
 
 class Store(Protocol):
+    # Every time the store stamps or compares (due, lease, accepted) comes
+    # from it; a test hands the store and the dispatcher one FakeClock.
+    clock: Clock
+
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         ...

@@ -9,10 +9,10 @@ and the signals between processes.
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Callable
 from typing import Literal
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import Sealer
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import (
@@ -49,6 +49,9 @@ transaction: writes that commit together (PostgreSQL: one transaction).
 
 class StoreCore(abc.ABC):
     sealer: Sealer
+    # Where every time the store stamps or compares comes from; tests give
+    # the dispatcher and the store one FakeClock.
+    clock: Clock = SYSTEM_CLOCK
 
     @abc.abstractmethod
     async def _plan(self, what: str, plan: Plan[T], access: Access) -> T:
@@ -77,10 +80,10 @@ class StoreCore(abc.ABC):
     # -- the queue's read side (ops/deliveries.py) ---------------------------------
 
     async def expand(self) -> int:
-        return await self._plan("expand", expand(time.time()), "transaction")
+        return await self._plan("expand", expand(self.clock.now()), "transaction")
 
     async def queue_stats(self) -> list[QueueStats]:
-        return await self._plan("queue stats", _with_backlog(), "snapshot")
+        return await self._plan("queue stats", _with_backlog(self.clock.now()), "snapshot")
 
     async def list_deliveries(
         self, states: list[DeliveryState], backend: Backend | None = None, limit: int = 100
@@ -116,12 +119,16 @@ class StoreCore(abc.ABC):
 
     async def apply_webhooks(self, source: Backend, limit: int = 100) -> list[AppliedEvent]:
         return await self._plan(
-            "applying webhooks", webhooks.apply_webhooks(source, limit), "transaction"
+            "applying webhooks",
+            webhooks.apply_webhooks(source, limit, self.clock.now()),
+            "transaction",
         )
 
     async def mark_unconfirmed(self, backend: Backend, accepted_before: float) -> int:
         return await self._plan(
-            "marking unconfirmed", webhooks.mark_unconfirmed(backend, accepted_before), "write"
+            "marking unconfirmed",
+            webhooks.mark_unconfirmed(backend, accepted_before, self.clock.now()),
+            "write",
         )
 
     # -- the operator page's sessions (ops/sessions.py) --------------------------
@@ -169,7 +176,9 @@ class StoreCore(abc.ABC):
 
     async def erase_profile(self, external_id: str) -> Erasure | None:
         erased = await self._plan(
-            "erasing a profile", erasure.erase(external_id, self.sealer), "transaction"
+            "erasing a profile",
+            erasure.erase(external_id, self.sealer, self.clock.now()),
+            "transaction",
         )
         await self._payloads_removed()
         return erased
@@ -182,7 +191,7 @@ class StoreCore(abc.ABC):
         while write_after is not None or event_after is not None:
             step, write_after, event_after = await self._plan(
                 "purging payloads",
-                retention.purge_step(cutoff, write_after, event_after, SPAN),
+                retention.purge_step(cutoff, write_after, event_after, SPAN, self.clock.now()),
                 "transaction",
             )
             writes += step.writes
@@ -204,8 +213,8 @@ def _ping() -> Plan[None]:
     yield FetchValue("ping")
 
 
-def _with_backlog() -> Plan[list[QueueStats]]:
+def _with_backlog(now: float) -> Plan[list[QueueStats]]:
     """Open deliveries, plus those expand has not made yet, in one snapshot."""
-    stats = yield from deliveries.queue_stats()
+    stats = yield from deliveries.queue_stats(now)
     waiting = yield from backlog()
-    return with_backlog(stats, waiting, time.time())
+    return with_backlog(stats, waiting, now)

@@ -15,7 +15,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import cast
 
 import pytest
@@ -28,11 +27,7 @@ from gateway.dispatch.dispatcher import LEADER_RETRY, Dispatcher
 from gateway.metrics import Metrics
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store
-from gateway.store.postgres import accept as pg_accept
-from gateway.store.postgres import queue as pg_queue
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.sqlite import accept as sqlite_accept
-from gateway.store.sqlite import queue as sqlite_queue
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +37,13 @@ _ids = itertools.count()
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """The test's clock, also the one the store stamps and compares times with."""
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """The test's clock, also the one the store stamps and compares times with
+    (the store takes a clock as the dispatcher does)."""
     clock = FakeClock(START)
-    for module in (sqlite_queue, sqlite_accept, pg_queue, pg_accept):
-        monkeypatch.setattr(module, "time", SimpleNamespace(time=clock.now))
+    if "store" in request.fixturenames:
+        store: Store = request.getfixturevalue("store")
+        store.clock = clock
     return clock
 
 
@@ -552,7 +549,7 @@ class FollowerStore(SQLiteStore):
 async def test_only_the_leader_sends_to_a_rate_limited_backend(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    follower = FollowerStore(tmp_path / "f.db")
+    follower = FollowerStore(tmp_path / "f.db", clock=clock)
     await follower.open()
     try:
         await follower.accept(
@@ -613,7 +610,7 @@ async def test_a_takeover_waits_for_the_next_rate_window(
     tmp_path: Path, clock: FakeClock, offset: float, sends_at: float
 ) -> None:
     clock.advance(offset)
-    store = TakeoverStore(tmp_path / "t.db")
+    store = TakeoverStore(tmp_path / "t.db", clock=clock)
     await store.open()
     try:
         await write(store, "a", targets=["ocamba"])

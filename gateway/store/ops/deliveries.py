@@ -5,7 +5,6 @@ gateway.store.pii.open_claims, shared by both.)"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from gateway.crypto import Sealer
@@ -16,8 +15,7 @@ from gateway.store.pii import open_error
 from gateway.store.plans import Fetch, FetchValue, Plan
 
 
-def queue_stats() -> Plan[list[QueueStats]]:
-    now = time.time()
+def queue_stats(now: float) -> Plan[list[QueueStats]]:
     rows = yield Fetch("queue_depths")
     return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
 

@@ -10,7 +10,6 @@ versions are reclaimed by vacuum, and hold ciphertext only with a key set.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -28,8 +27,7 @@ _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 _EXPAND_LOCK = lock_key("expand")
 
 
-def erase(external_id: str, sealer: Sealer) -> Plan[Erasure | None]:
-    now = time.time()
+def erase(external_id: str, sealer: Sealer, now: float) -> Plan[Erasure | None]:
     yield Lock("lock_expand", (_EXPAND_LOCK,))
     # Found through their deliveries and the requests not expanded yet (the
     # accept path keeps no index by person).

@@ -11,8 +11,6 @@ query is the whole test and the Lock step is not defined.
 
 from __future__ import annotations
 
-import time
-
 from gateway.store.base import PurgeResult
 from gateway.store.pii import REMOVED
 from gateway.store.plans import Execute, Fetch, FetchValue, Lock, Plan
@@ -22,11 +20,10 @@ PURGED_ERROR = "removed by retention"
 
 
 def purge_step(
-    cutoff: float, write_after: int | None, event_after: int | None, span: int
+    cutoff: float, write_after: int | None, event_after: int | None, span: int, now: float
 ) -> Plan[tuple[PurgeResult, int | None, int | None]]:
     """One span of each table not done yet (None: done); returns what it
     removed and where each table goes on (None: past its last row or the cutoff)."""
-    now = time.time()
     writes = events = 0
     if write_after is not None:
         ids = [r[0] for r in (yield Fetch("purge_candidates", (write_after, span, cutoff)))]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from gateway.crypto import Sealer
 from gateway.schema import Backend
 from gateway.store.base import (
@@ -43,7 +41,7 @@ def save_webhook(ev: WebhookEvent, sealer: Sealer) -> Plan[SavedEvent]:
     return SavedEvent(event_id=existing, duplicate=True)
 
 
-def apply_webhooks(source: Backend, limit: int) -> Plan[list[AppliedEvent]]:
+def apply_webhooks(source: Backend, limit: int, now: float) -> Plan[list[AppliedEvent]]:
     """In one transaction. Every PostgreSQL replica runs an applier: applying
     is serialised per source (the lock ends with the transaction), since the
     staleness of an event depends on the events applied before it, and two
@@ -52,7 +50,6 @@ def apply_webhooks(source: Backend, limit: int) -> Plan[list[AppliedEvent]]:
     everything committed by the applier that held it before. SQLite's one
     writer already serialises."""
     yield Lock("lock_webhook_applier", (lock_key(f"apply:{source}"),))
-    now = time.time()
     events = yield Fetch("webhooks_to_apply", (source, limit))
     applied = []
     for event_id, event, backend_id, match_key, event_time, received_at in events:
@@ -90,6 +87,6 @@ def apply_webhooks(source: Backend, limit: int) -> Plan[list[AppliedEvent]]:
     return applied
 
 
-def mark_unconfirmed(backend: Backend, accepted_before: float) -> Plan[int]:
-    changed = yield Execute("mark_unconfirmed", (time.time(), backend, accepted_before))
+def mark_unconfirmed(backend: Backend, accepted_before: float, now: float) -> Plan[int]:
+    changed = yield Execute("mark_unconfirmed", (now, backend, accepted_before))
     return int(changed)

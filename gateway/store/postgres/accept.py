@@ -14,10 +14,9 @@ time, gives the deliveries their ids in queue order.
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest, StoreError
 from gateway.store.pii import write_aad
@@ -55,10 +54,12 @@ SELECT pg_notify($7, t.backend) FROM unnest($4::text[]) AS t(backend)
 """
 
 
-async def accept(conn: Conn, req: NewRequest, sealer: Sealer = PLAINTEXT) -> AcceptResult:
+async def accept(
+    conn: Conn, req: NewRequest, sealer: Sealer = PLAINTEXT, clock: Clock = SYSTEM_CLOCK
+) -> AcceptResult:
     """Store `req` with its writes (expand makes the deliveries), or answer from an earlier
     request with the same Idempotency-Key. Raises IdempotencyConflict."""
-    now = time.time()
+    now = clock.now()
     async with conn.transaction():
         if req.idempotency_key is not None:
             args = (req.app, req.idempotency_key, req.body_hash, req.request_id, now)

@@ -31,8 +31,7 @@ later write overtake an earlier one, under READ COMMITTED:
 
 from __future__ import annotations
 
-import time
-
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.lifecycle import DELIVERED_SQL, DUE_SQL, OPEN_SQL, state_is
 from gateway.schema import Backend
@@ -108,12 +107,13 @@ async def claim(
     owner: str,
     lease_seconds: float,
     sealer: Sealer = PLAINTEXT,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[Claim]:
     # Accepted requests get their deliveries first, in a transaction of their
     # own (its advisory lock is held only that long); the claim then sees them.
     async with conn.transaction():
-        await plans.run(conn, expand(time.time()))
-    rows = await conn.fetch(_CLAIM, backend, time.time(), limit, owner, lease_seconds)
+        await plans.run(conn, expand(clock.now()))
+    rows = await conn.fetch(_CLAIM, backend, clock.now(), limit, owner, lease_seconds)
     claims, unsendable = open_claims(list(rows), sealer)
     if unsendable:
         # Rare, so a statement of its own; still leased to us, so ours to settle.
@@ -169,13 +169,17 @@ SELECT count(*) FROM applied
 
 
 async def record(
-    conn: Conn, owner: str, results: list[DeliveryResult], sealer: Sealer = PLAINTEXT
+    conn: Conn,
+    owner: str,
+    results: list[DeliveryResult],
+    sealer: Sealer = PLAINTEXT,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> int:
     if not results:
         return 0
     applied = await conn.fetchval(
         _RECORD,
-        time.time(),
+        clock.now(),
         owner,
         [r.delivery_id for r in results],
         [r.state for r in results],
@@ -218,6 +222,7 @@ async def replay(
     states: list[DeliveryState],
     delivery_id: int | None,
     backend: Backend | None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ReplayResult:
     where = " AND ".join(
         [
@@ -226,7 +231,7 @@ async def replay(
             "d.backend = $3" if backend is not None else "$3::text IS NULL",
         ]
     )
-    rows = await conn.fetch(_REPLAY.format(where=where), time.time(), delivery_id, backend)
+    rows = await conn.fetch(_REPLAY.format(where=where), clock.now(), delivery_id, backend)
     return ReplayResult(
         requeued=[r["id"] for r in rows if not r["superseded"]],
         superseded=[r["id"] for r in rows if r["superseded"]],

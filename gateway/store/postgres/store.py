@@ -21,6 +21,7 @@ from typing import Literal, TypeVar
 
 import asyncpg
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend
 from gateway.store import migrations
@@ -68,11 +69,13 @@ class PostgresStore(StoreCore):
         max_size: int = 10,
         timeout: float = 30.0,
         sealer: Sealer = PLAINTEXT,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`migrate`: apply pending migrations in open(); when False, open()
         refuses a schema that is behind (`gateway migrate` applies it)."""
         self.dsn = dsn
         self.sealer = sealer
+        self.clock = clock
         self._migrate = migrate
         self._min_size, self._max_size = min_size, max_size
         self._timeout = timeout  # for a pooled connection and for each statement
@@ -164,7 +167,7 @@ class PostgresStore(StoreCore):
             raise StoreError("store is not open")
         with store_errors("store write"):
             async with self._pool.acquire(timeout=self._timeout) as conn:
-                return await accept.accept(conn, request, self.sealer)
+                return await accept.accept(conn, request, self.sealer, self.clock)
 
     # -- the dispatcher's queue (see postgres/queue.py) ----------------------
 
@@ -173,12 +176,14 @@ class PostgresStore(StoreCore):
     ) -> list[Claim]:
         return await self._run(
             "claim",
-            lambda conn: queue.claim(conn, backend, limit, owner, lease_seconds, self.sealer),
+            lambda conn: queue.claim(
+                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock
+            ),
         )
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
         return await self._run(
-            "record", lambda conn: queue.record(conn, owner, results, self.sealer)
+            "record", lambda conn: queue.record(conn, owner, results, self.sealer, self.clock)
         )
 
     async def replay(
@@ -189,7 +194,7 @@ class PostgresStore(StoreCore):
         backend: Backend | None = None,
     ) -> ReplayResult:
         return await self._run(
-            "replay", lambda conn: queue.replay(conn, states, delivery_id, backend)
+            "replay", lambda conn: queue.replay(conn, states, delivery_id, backend, self.clock)
         )
 
     # -- several replicas (see postgres_signals) ---------------------------------

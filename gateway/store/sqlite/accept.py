@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest
 from gateway.store.pii import write_aad
@@ -80,13 +80,16 @@ def _check_keys(conn: sqlite3.Connection, reqs: Sequence[NewRequest]) -> list[Ou
 
 
 def accept_many(
-    conn: sqlite3.Connection, reqs: Sequence[NewRequest], sealer: Sealer = PLAINTEXT
+    conn: sqlite3.Connection,
+    reqs: Sequence[NewRequest],
+    sealer: Sealer = PLAINTEXT,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[Outcome]:
     """Store every request that is not a replay or conflict; one outcome each.
     Runs inside the caller's transaction."""
     outcomes = _check_keys(conn, reqs)
     fresh = [r for r, o in zip(reqs, outcomes, strict=True) if o is None]
-    now = time.time()
+    now = clock.now()
     # Ids are assigned here rather than read back row by row: the transaction
     # holds SQLite's write lock, so nobody else can take them.
     (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM profile_writes").fetchone()

@@ -7,9 +7,9 @@ writes) or a reader thread (for reads), so each runs inside one transaction.
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.lifecycle import DELIVERED_SQL, DUE_SQL, OPEN_SQL, state_is
 from gateway.schema import Backend
@@ -68,8 +68,9 @@ def claim(
     owner: str,
     lease_seconds: float,
     sealer: Sealer = PLAINTEXT,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[Claim]:
-    now = time.time()
+    now = clock.now()
     # Accepted requests get their deliveries first (gateway/store/expand.py).
     plans.run(conn, expand(now))
     params = {"backend": backend, "now": now, "limit": limit}
@@ -125,11 +126,12 @@ def record(
     owner: str,
     results: list[DeliveryResult],
     sealer: Sealer = PLAINTEXT,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> int:
     """One UPDATE for a whole batch of outcomes (see sqlite_accept on why
     statements, not rows, are what count); a lease that expired and passed to
     another worker is left alone."""
-    now = time.time()
+    now = clock.now()
     backend_ids = {r.delivery_id: r.backend_id for r in results if r.backend_id is not None}
     applied: list[tuple[int, str, str]] = []
     for start in range(0, len(results), _RECORD_CHUNK):
@@ -184,6 +186,7 @@ def replay(
     states: list[DeliveryState],
     delivery_id: int | None,
     backend: Backend | None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ReplayResult:
     where, params = _filters(states, delivery_id, backend)
     # A delivery whose payload was purged or erased has nothing left to send.
@@ -195,7 +198,7 @@ def replay(
         "   WHERE w.id = d.write_id AND w.removed IS NULL)",
         params,
     ).fetchall()
-    now = time.time()
+    now = clock.now()
     requeued = [r[0] for r in rows if not r[1]]
     conn.executemany(
         "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import Backend
 from gateway.store import migrations
@@ -95,10 +96,13 @@ def _resolve(fut: asyncio.Future[Any], exc: BaseException | None, result: Any) -
 class _Writer:
     """The one thread that writes; see the module docstring."""
 
-    def __init__(self, conn: sqlite3.Connection, max_batch: int, sealer: Sealer) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, max_batch: int, sealer: Sealer, clock: Clock
+    ) -> None:
         self._conn = conn
         self._max_batch = max_batch
         self._sealer = sealer
+        self._clock = clock
         self._queue: queue.SimpleQueue[
             tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
@@ -146,7 +150,9 @@ class _Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if accepts:
-                stored = accept.accept_many(conn, [job for job, _, _ in accepts], self._sealer)
+                stored = accept.accept_many(
+                    conn, [job for job, _, _ in accepts], self._sealer, self._clock
+                )
                 for (_, fut, loop), outcome in zip(accepts, stored, strict=True):
                     failed = isinstance(outcome, Exception)
                     results.append((fut, loop, outcome if failed else None, outcome))
@@ -183,8 +189,10 @@ class SQLiteStore(StoreCore):
         max_batch: int = 256,
         readers: int = 4,
         sealer: Sealer = PLAINTEXT,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.path = Path(path)
+        self.clock = clock
         self._max_batch = max_batch
         self.sealer = sealer
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
@@ -219,7 +227,7 @@ class SQLiteStore(StoreCore):
             return conn
 
         conn = await asyncio.to_thread(setup)
-        self._writer = _Writer(conn, self._max_batch, self.sealer)
+        self._writer = _Writer(conn, self._max_batch, self.sealer, self.clock)
         self._writer.start()
 
     async def close(self) -> None:
@@ -284,11 +292,15 @@ class SQLiteStore(StoreCore):
         self, backend: Backend, limit: int, owner: str, lease_seconds: float
     ) -> list[Claim]:
         return await self._write(
-            lambda conn: dq.claim(conn, backend, limit, owner, lease_seconds, self.sealer)
+            lambda conn: dq.claim(
+                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock
+            )
         )
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:
-        return await self._write(lambda conn: dq.record(conn, owner, results, self.sealer))
+        return await self._write(
+            lambda conn: dq.record(conn, owner, results, self.sealer, self.clock)
+        )
 
     async def replay(
         self,
@@ -297,7 +309,9 @@ class SQLiteStore(StoreCore):
         delivery_id: int | None = None,
         backend: Backend | None = None,
     ) -> ReplayResult:
-        return await self._write(lambda conn: dq.replay(conn, states, delivery_id, backend))
+        return await self._write(
+            lambda conn: dq.replay(conn, states, delivery_id, backend, self.clock)
+        )
 
     # -- several processes -----------------------------------------------------
 
