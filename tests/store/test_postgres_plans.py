@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from gateway.schema import NormalizedProfile
+from gateway.store import queries
 from gateway.store.base import NewRequest
 from gateway.store.postgres import PostgresStore
-from gateway.store.postgres import queue as postgres_queue
 from tests.store import pg
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +43,9 @@ async def test_a_claim_walks_the_due_index_and_probes_each_candidate(plan_cache_
         try:
             await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
             args = ("omneo", time.time(), 500, "w", 60.0)
-            explained = await conn.fetchval("EXPLAIN (FORMAT JSON) " + postgres_queue._CLAIM, *args)
+            explained = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) " + queries.get("postgres", "claim"), *args
+            )
         finally:
             await conn.close()
     plan = list(nodes(json.loads(explained)[0]["Plan"]))
