@@ -17,7 +17,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rows name their part with its number first ("2 single POST").
-PARTS = ("accept", "single_post", "drain", "rate_use", "call_efficiency", "memory")
+PARTS = (
+    "accept",
+    "single_post",
+    "drain",
+    "rate_use",
+    "call_efficiency",
+    "memory",
+    "end_to_end",
+    "confirm",
+)
 
 
 def test_quick_run_fills_every_part(tmp_path: Path) -> None:
