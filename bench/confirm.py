@@ -188,7 +188,8 @@ def measure(webhooks: int, within: float = 600) -> list[Row]:
             met=all_ok and rate >= TARGET,
             note=f"{confirmed:,} of {webhooks:,} Omneo deliveries confirmed {seconds:.1f} s after"
             f" the first post; posts answered in {posted.seconds:.1f} s"
-            f" ({webhooks / posted.seconds:,.0f}/s), statuses {posted.statuses}",
+            f" ({webhooks / posted.seconds:,.0f}/s), statuses {posted.statuses}"
+            + ("" if all_ok else "; NOT all answered 200 and confirmed"),
         ),
         Row(
             part=PART,
