@@ -14,7 +14,8 @@ does not run against the profiles and request logs another left behind.
 - ceiling, direct post: a bare httpx loop posting each 500-profile batch
   straight to Omneo (`POST /api/v3/profiles/batch`, one call) and to
   import_batch (one `import_batch` call), in each vendor's format, bodies
-  encoded before the clock starts.
+  encoded before the clock starts. It runs before each gateway run and once
+  after the last, and its best run counts.
 
 The gateway's clock runs from its first post until its last delivery left the
 queue delivered (Omneo `accepted`: queued by Omneo, whose webhooks are off;
@@ -266,7 +267,9 @@ def through_gateway(
     )
 
 
-def rows(direct: Timed, runs: Sequence[Timed]) -> list[Row]:
+def rows(directs: Sequence[Timed], runs: Sequence[Timed]) -> list[Row]:
+    direct = max(directs, key=lambda d: d.rate)
+    spread = ", ".join(f"{d.rate:.0f}" for d in directs)
     shape = f"{direct.profiles:,} profiles, {PER_REQUEST} a request, {IN_FLIGHT} in flight"
     out = [
         Row(
@@ -275,7 +278,8 @@ def rows(direct: Timed, runs: Sequence[Timed]) -> list[Row]:
             value=direct.rate,
             unit="profiles/s",
             note=f"{shape}; a bare httpx loop, one Omneo and one import_batch call a batch;"
-            f" {direct.seconds:.1f} s",
+            f" {direct.seconds:.1f} s; best of {len(directs)}, one before each gateway run"
+            f" and one after: {spread}",
         )
     ]
     for run in runs:
@@ -305,16 +309,20 @@ def rows(direct: Timed, runs: Sequence[Timed]) -> list[Row]:
 
 
 def measure(profiles: int, replicas: Sequence[int] = (1,)) -> list[Row]:
-    _progress(f"direct post of {profiles:,} profiles")
-    direct = direct_post(profiles, "d")
-    _progress(f"  {direct.rate:,.0f} profiles/s; gateway on SQLite")
-    runs = [through_gateway("sqlite", profiles, "s")]
-    _progress(f"  {runs[-1].rate:,.0f} profiles/s")
-    for n in replicas:
-        _progress(f"gateway on PostgreSQL, {n} replica(s)")
-        runs.append(through_gateway("postgres", profiles, f"p{n}x", replicas=n))
-        _progress(f"  {runs[-1].rate:,.0f} profiles/s")
-    return rows(direct, runs)
+    """The direct post runs before each gateway run and once after the last:
+    load from other work on a shared machine comes and goes, and its best
+    counts, so the ceiling is not the one caught in a busy moment."""
+    contenders = [("sqlite", 1), *(("postgres", n) for n in replicas)]
+    directs: list[Timed] = []
+    runs: list[Timed] = []
+    for i, (engine, n) in enumerate(contenders):
+        directs.append(direct_post(profiles, f"d{i}x"))
+        _progress(f"direct post of {profiles:,} profiles: {directs[-1].rate:,.0f} profiles/s")
+        runs.append(through_gateway(engine, profiles, f"{engine[0]}{n}x", replicas=n))
+        _progress(f"gateway on {runs[-1].label}: {runs[-1].rate:,.0f} profiles/s")
+    directs.append(direct_post(profiles, "dz"))
+    _progress(f"direct post of {profiles:,} profiles: {directs[-1].rate:,.0f} profiles/s")
+    return rows(directs, runs)
 
 
 def run(quick: bool) -> list[Row]:
