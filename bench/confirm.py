@@ -15,7 +15,8 @@ keep-alive connections by a minimal HTTP/1.1 client (it writes the bytes and
 reads the answer itself, as bench/loadgen.py does), while the store is polled;
 confirmations/s is N / (first post to the last delivery's `confirmed_at`).
 The ceiling is what the same client gets from `bench/bare_app.py`, which
-checks the signature, decodes the body and answers 200, storing nothing.
+checks the signature, decodes the body and answers 200, storing nothing; it
+runs before and after the gateway, and its better run counts.
 
     .venv/bin/python bench/confirm.py [--quick] [--webhooks 10000]
 """
@@ -167,16 +168,24 @@ def measure(webhooks: int, within: float = 600) -> list[Row]:
         contexts = httpx.get(f"{omneo}/_sim/profiles", timeout=120).json()
         assert len(contexts) == webhooks, (len(contexts), webhooks)
 
+        # The bare app gets the same posts before and after the gateway, and
+        # its better run counts: load from other work comes and goes.
+        bare_port = free_port()
+        stack.enter_context(bare_app_process(bare_port, WEBHOOK_SECRET))
+        bare_requests = webhook_requests(bare_port, contexts)
+        bares = [asyncio.run(blast(bare_port, bare_requests))]
+        _progress(f"  bare app: {webhooks / bares[-1].seconds:,.0f} webhooks/s")
         _progress(f"{webhooks:,} signed webhooks to the gateway, {CONNECTIONS} connections")
         requests = webhook_requests(port, contexts)
         posted, seconds, confirmed = asyncio.run(_confirm(port, requests, database, within))
         _progress(f"  confirmed {confirmed:,} in {seconds:.1f} s; the same posts to the bare app")
-        bare_port = free_port()
-        stack.enter_context(bare_app_process(bare_port, WEBHOOK_SECRET))
-        bare = asyncio.run(blast(bare_port, webhook_requests(bare_port, contexts)))
+        bares.append(asyncio.run(blast(bare_port, bare_requests)))
+        _progress(f"  bare app: {webhooks / bares[-1].seconds:,.0f} webhooks/s")
 
     rate = confirmed / seconds if seconds == seconds and seconds > 0 else 0.0
+    bare = min(bares, key=lambda b: b.seconds)
     bare_rate = webhooks / bare.seconds
+    spread = ", ".join(f"{webhooks / b.seconds:.0f}" for b in bares)
     all_ok = confirmed == webhooks and posted.statuses == {"200": webhooks}
     return [
         Row(
@@ -197,7 +206,7 @@ def measure(webhooks: int, within: float = 600) -> list[Row]:
             value=bare_rate,
             unit="webhooks/s",
             note=f"checks the signature, decodes, answers 200; {bare.seconds:.1f} s,"
-            f" statuses {bare.statuses}",
+            f" statuses {bare.statuses}; best of 2, before and after the gateway: {spread}",
         ),
         Row(
             part=PART,
