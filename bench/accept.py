@@ -11,9 +11,10 @@ beside two ceilings measured in the same run.
   same job: a bare sqlite3 loop, one transaction per batch, WAL and
   synchronous=FULL, a profile row and one delivery row per target (3) each,
   with one index on deliveries (backend, state, due);
-- beside it, not a ceiling: `raw_insert.py --schema gateway`, the gateway's
-  rows (its schema, built from its migration files, and its indexes) from the
-  same kind of loop: what the gateway's schema alone costs;
+- beside it, not a ceiling: `raw_insert.py --schema gateway`, the rows the
+  gateway's accept writes (its schema, built from its migration files, and its
+  indexes; the deliveries come later, at the first claim) from the same kind of
+  loop: what the gateway's schema alone costs;
 - and what one durable commit costs on this disk (`raw_insert.py --fsync`:
   commits/s of a one-row update), so a claim about fsync cost is measured.
 
@@ -294,8 +295,8 @@ def run(quick: bool) -> list[Row]:
             metric="gateway's own schema, SQLite loop",
             value=own_rate,
             unit="profiles/s",
-            note="not a ceiling: the gateway's rows and indexes (schema from its migration"
-            f" files) from the same bare loop; gateway / it: {over_own:.2f};"
+            note="not a ceiling: the rows the gateway's accept writes (schema from its"
+            f" migration files) from the same bare loop; gateway / it: {over_own:.2f};"
             f" {spread(own_rates)}",
         ),
         Row(

@@ -7,9 +7,11 @@ loop, no server, one transaction per batch, WAL and synchronous=FULL.
   target (backend, state, due), with ONE index, on deliveries (backend, state,
   due), for a dispatcher to claim from.
 - `--schema gateway`: the gateway's own schema, built from its migration files
-  (so it follows schema changes) and opened with its connection settings: one
-  `requests` row, one `profile_writes` row per profile and one `deliveries`
-  row per profile and target, with plain `executemany`.
+  (so it follows schema changes) and opened with its connection settings, and
+  the rows its accept writes (gateway/store/sqlite/accept.py): one `requests`
+  row, one `profile_writes` row per profile and one `expand_queue` row, with
+  plain `executemany`. The deliveries are made later, off the request path,
+  by the dispatcher's first claim (gateway/store/expand.py), as in the gateway.
 - `--fsync`: what one durable commit costs on this disk, commits/s of a
   transaction that updates one small row (WAL, synchronous=FULL).
 
@@ -128,10 +130,8 @@ def gateway_schema(database: Path, size: int, seconds: float) -> dict[str, float
         now = time.time()
         request_id = uuid.uuid4().hex
         writes = []
-        deliveries = []
         for position, (external_id, body) in enumerate(stored):
             writes.append((next_id, request_id, position, external_id, body, now))
-            deliveries += [(next_id, external_id, b, now, now, now) for b in TARGETS]
             next_id += 1
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
@@ -144,12 +144,7 @@ def gateway_schema(database: Path, size: int, seconds: float) -> dict[str, float
             " VALUES (?, ?, ?, ?, ?, ?)",
             writes,
         )
-        conn.executemany(
-            "INSERT INTO deliveries"
-            " (write_id, external_id, backend, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            deliveries,
-        )
+        conn.execute("INSERT INTO expand_queue (request_id) VALUES (?)", (request_id,))
         conn.execute("COMMIT")
 
     batches, elapsed = _timed(seconds, batch)
