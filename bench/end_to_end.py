@@ -71,7 +71,7 @@ class Timed(msgspec.Struct, kw_only=True):
 
     @property
     def rate(self) -> float:
-        return self.profiles / self.seconds if self.seconds == self.seconds else 0.0
+        return self.profiles / self.seconds if self.seconds > 0 else 0.0  # nan > 0 is False
 
 
 def _progress(message: str) -> None:
@@ -192,7 +192,7 @@ class _Store:
 
 
 async def _through_gateway(
-    gateways: list[GatewayProcess], bodies: list[bytes], store: _Store, within: float
+    gateways: list[GatewayProcess], bodies: list[bytes], profiles: int, store: _Store, within: float
 ) -> tuple[float, float, dict[str, int]]:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(timeout=120, headers=headers) as client:
@@ -205,11 +205,13 @@ async def _through_gateway(
         started = time.time()
         await _in_flight(len(bodies), post)
         posted = time.time() - started
-    # Every delivery is in the store once its post was answered: the queue is
-    # drained when nothing is open any more.
+    # The deliveries are made after the answer, at the dispatcher's first
+    # claim (expand): drained once all of them exist and none is open.
+    expected = len(TARGETS) * profiles
     deadline = time.monotonic() + within
+    made_sql = "SELECT count(*) FROM deliveries"
     open_sql = f"SELECT count(*) FROM deliveries WHERE state IN {OPEN_STATES!r}"
-    while (await store.fetch(open_sql))[0][0]:
+    while (await store.fetch(made_sql))[0][0] < expected or (await store.fetch(open_sql))[0][0]:
         if time.monotonic() > deadline:
             _progress(f"NOT drained within {within:.0f} s")
             break
@@ -219,7 +221,8 @@ async def _through_gateway(
         " FROM deliveries GROUP BY backend, state"
     )
     states = {f"{b} {s}": int(n) for b, s, n, _ in rows}
-    delivered = all(s in DELIVERED for _, s, _, _ in rows)
+    made = sum(int(n) for _, _, n, _ in rows)
+    delivered = made == expected and all(s in DELIVERED for _, s, _, _ in rows)
     last = max((float(at) for _, _, _, at in rows), default=started)
     return (last - started if delivered else float("nan")), posted, states
 
@@ -256,7 +259,7 @@ def through_gateway(
 
         async def go() -> tuple[float, float, dict[str, int]]:
             try:
-                return await _through_gateway(gateways, bodies, store, timeout)
+                return await _through_gateway(gateways, bodies, profiles, store, timeout)
             finally:
                 await store.close()
 
