@@ -245,12 +245,22 @@ def read_only(database: Path) -> sqlite3.Connection:
 
 def open_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Deliveries still to be sent, per backend (walks the partial index of open
-    deliveries, so it gets cheaper as the queue drains)."""
+    deliveries, so it gets cheaper as the queue drains), and under "unexpanded"
+    those of accepted requests whose deliveries are not made yet: expand makes
+    them at the dispatcher's claims, about 1,000 profiles at a time
+    (gateway/store/expand.py), so an empty delivery queue is not a drained one."""
     rows = conn.execute(
         "SELECT backend, count(*) FROM deliveries"
         " WHERE state IN ('pending', 'retrying', 'in_flight') GROUP BY backend"
     ).fetchall()
-    return {str(b): int(n) for b, n in rows}
+    counts = {str(b): int(n) for b, n in rows}
+    (unexpanded,) = conn.execute(
+        "SELECT COALESCE(sum(r.profile_count * json_array_length(r.targets)), 0)"
+        " FROM expand_queue q JOIN requests r ON r.id = q.request_id"
+    ).fetchone()
+    if unexpanded:
+        counts["unexpanded"] = int(unexpanded)
+    return counts
 
 
 def awaiting_confirmation(conn: sqlite3.Connection) -> int:
