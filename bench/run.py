@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--quick] [--only PART ...] [--json PATH]
 
 Parts, in order: accept, single_post, drain, rate_use, call_efficiency,
-memory (also by number: --only 1 2). Each is `bench/<part>.py` with
+memory, end_to_end, confirm (also by number: --only 1 2). Each is
+`bench/<part>.py` with
 `run(quick: bool) -> list[Row]`. Progress goes to stderr, the table to stdout,
 and the rows with the machine they ran on to bench/results.json (or --json).
 --quick runs each part for a few seconds on tiny loads: it proves the parts
@@ -41,7 +42,28 @@ if str(ROOT) not in sys.path:
 
 from common import Row  # noqa: E402  (needs the path above)
 
-PARTS = ("accept", "single_post", "drain", "rate_use", "call_efficiency", "memory")
+PARTS = (
+    "accept",
+    "single_post",
+    "drain",
+    "rate_use",
+    "call_efficiency",
+    "memory",
+    "end_to_end",
+    "confirm",
+)
+# What each part measures, for --help.
+ABOUT = {
+    "accept": "profiles/s stored durably over HTTP, beside a bare app and a minimal SQLite loop",
+    "single_post": "one-profile POST latency at fixed rates, and the highest rate within 25 ms",
+    "drain": "a 100,000-profile backlog delivered to the three simulators",
+    "rate_use": "Ocamba's documented limits: share of the budget used, 429s",
+    "call_efficiency": "backend calls per profile, beside a naive forwarder",
+    "memory": "peak RSS holding and draining 1,000,000 profiles",
+    "end_to_end": "50,000 profiles posted until delivered (SQLite, PostgreSQL) beside a direct"
+    " post to the same fakes",
+    "confirm": "signed Omneo webhooks posted until every delivery is confirmed, beside a bare app",
+}
 
 
 class Meta(msgspec.Struct, kw_only=True):
@@ -183,7 +205,12 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parts_help = "\n".join(f"  {i} {p}: {ABOUT[p]}" for i, p in enumerate(PARTS, 1))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=f"parts:\n{parts_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds a part, tiny loads")
     parser.add_argument("--only", nargs="+", metavar="PART", help=f"some of: {', '.join(PARTS)}")
     parser.add_argument(

@@ -14,10 +14,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 from common import free_port, stop_process
@@ -34,6 +36,9 @@ from gateway.store.base import NewRequest
 from gateway.store.sqlite import SQLiteStore
 
 WEBHOOK_SECRET = "bench-webhook-secret"
+# The PostgreSQL server on 127.0.0.1:5432 (trust auth); `test` exists and is
+# used only to create and drop the benchmark's own databases.
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/"
 # "Limits off" for Ocamba: far above anything one machine can send, in the
 # simulator and in the gateway's own pacer alike.
 NO_LIMIT = 1_000_000_000
@@ -240,12 +245,22 @@ def read_only(database: Path) -> sqlite3.Connection:
 
 def open_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Deliveries still to be sent, per backend (walks the partial index of open
-    deliveries, so it gets cheaper as the queue drains)."""
+    deliveries, so it gets cheaper as the queue drains), and under "unexpanded"
+    those of accepted requests whose deliveries are not made yet: expand makes
+    them at the dispatcher's claims, about 1,000 profiles at a time
+    (gateway/store/expand.py), so an empty delivery queue is not a drained one."""
     rows = conn.execute(
         "SELECT backend, count(*) FROM deliveries"
         " WHERE state IN ('pending', 'retrying', 'in_flight') GROUP BY backend"
     ).fetchall()
-    return {str(b): int(n) for b, n in rows}
+    counts = {str(b): int(n) for b, n in rows}
+    (unexpanded,) = conn.execute(
+        "SELECT COALESCE(sum(r.profile_count * json_array_length(r.targets)), 0)"
+        " FROM expand_queue q JOIN requests r ON r.id = q.request_id"
+    ).fetchone()
+    if unexpanded:
+        counts["unexpanded"] = int(unexpanded)
+    return counts
 
 
 def awaiting_confirmation(conn: sqlite3.Connection) -> int:
@@ -282,3 +297,22 @@ def backend_calls(base_url: str) -> dict[tuple[str, str, str], int]:
             d = dict(labels)
             calls[(d["backend"], d["endpoint"], d["status"])] = int(value)
     return calls
+
+
+async def _postgres_admin(sql: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_SERVER + "test")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_postgres(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_SERVER + name
+    finally:
+        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

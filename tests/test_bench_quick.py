@@ -17,7 +17,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rows name their part with its number first ("2 single POST").
-PARTS = ("accept", "single_post", "drain", "rate_use", "call_efficiency", "memory")
+PARTS = (
+    "accept",
+    "single_post",
+    "drain",
+    "rate_use",
+    "call_efficiency",
+    "memory",
+    "end_to_end",
+    "confirm",
+)
 
 
 def test_quick_run_fills_every_part(tmp_path: Path) -> None:
@@ -47,3 +56,37 @@ def test_quick_run_fills_every_part(tmp_path: Path) -> None:
             assert isinstance(value, int | float) and not isinstance(value, bool), row
     # The table went to stdout, one line per row.
     assert all(r["metric"] in proc.stdout for r in rows)
+
+
+@pytest.mark.parametrize("part", ["end_to_end", "confirm"])
+def test_part_runs_alone_and_prints_its_figures(part: str) -> None:
+    """`bench/<part>.py --quick` on its own prints one JSON row per figure."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{part}.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-5000:]}"
+    rows = [msgspec.json.decode(line) for line in proc.stdout.splitlines()]
+    metrics = {r["metric"] for r in rows}
+    expected = {
+        "end_to_end": {
+            "ceiling: direct post to the fakes",
+            "gateway on sqlite, delivered",
+            "gateway on sqlite / direct post",
+            "gateway on postgres, delivered",
+            "gateway on postgres / direct post",
+        },
+        "confirm": {
+            "gateway, webhooks confirmed",
+            "ceiling: bare Starlette answering the same posts",
+            "gateway / ceiling",
+        },
+    }[part]
+    assert expected <= metrics, metrics
+    for row in rows:
+        value = row["value"]
+        assert isinstance(value, int | float) and not isinstance(value, bool), row
+    # Every delivery got where it was going (no timing: only that the run finished).
+    assert "NOT" not in proc.stdout, proc.stdout
