@@ -6,7 +6,9 @@ retried with the same Idempotency-Key and stored once."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -153,6 +155,67 @@ def test_a_write_retried_after_a_timeout_is_stored_once(gateway: Gateway) -> Non
     assert second_status == 202 and second_headers["idempotent-replayed"] == "true"
     assert accepted.request_id == first["request_id"]
     assert gateway.stored("client-lost") == 1
+
+
+class SwallowFirstAnswer:
+    """A TCP proxy on 127.0.0.1 in front of the gateway. On the first connection
+    it passes the request on and keeps the gateway's answer to itself (in
+    `swallowed`), holding the connection open, so the client's own read timeout
+    fires on a write the gateway did store; later connections pass both ways."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.removeprefix("http://").partition(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.swallowed = b""
+        self.connections = 0
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            self.connections += 1
+            swallow = self.connections == 1
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, swallow), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, swallow: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if swallow:
+                    self.swallowed += data
+                else:
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_write_whose_answer_never_came_is_retried_and_stored_once(gateway: Gateway) -> None:
+    proxy = SwallowFirstAnswer(gateway.url)
+    try:
+        with GatewayClient(proxy.url, TOKEN, retry=FAST, timeout=1.0) as gw:
+            started = time.monotonic()
+            accepted = gw.write(Profile(external_id="client-held", email="held@example.com"))
+            assert time.monotonic() - started >= 1.0  # the first try waited out its timeout
+    finally:
+        proxy.close()
+    assert proxy.connections == 2
+    # The gateway had answered the first try (202): it stored the write then.
+    head, _, body = proxy.swallowed.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 202")
+    assert msgspec.json.decode(body)["request_id"] == accepted.request_id
+    assert gateway.stored("client-held") == 1
 
 
 class AsyncLoseFirstAnswer(httpx.AsyncBaseTransport):
