@@ -3,6 +3,7 @@ again, and what it raises. Waits go to a list, never to the clock."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -300,3 +301,23 @@ async def test_the_async_client_retries_and_splits_alike(jane: Profile) -> None:
         answers = await gw.write_many([Profile(external_id=f"c{i}") for i in range(2500)])
     assert [a.profiles for a in answers] == [1000, 1000, 500]
     assert len(set(script.keys)) == 3
+
+
+def test_the_two_clients_offer_the_same_calls() -> None:
+    """The async client mirrors the sync one call for call (only I/O differs)."""
+
+    def calls(cls: type) -> dict[str, list[str]]:
+        return {
+            name: list(inspect.signature(member).parameters)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_") and name not in ("close", "aclose")
+        }
+
+    assert calls(GatewayClient) == calls(AsyncGatewayClient)
+    assert set(calls(GatewayClient)) == {
+        "send",
+        "write",
+        "write_many",
+        "request_status",
+        "profile_status",
+    }
