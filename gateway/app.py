@@ -16,6 +16,7 @@ from starlette.routing import Match, Route
 from gateway.api import dead_letters, erasure, health, openapi, profiles, requests
 from gateway.api.common import ApiError, Context, error_response
 from gateway.api.observe import ObserveMiddleware
+from gateway.apidocs import routes as docs_routes
 from gateway.backends import registry
 from gateway.backends.base import BackendAdapter
 from gateway.config import Settings
@@ -184,6 +185,7 @@ def create_app(
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         *ui_routes.routes(),
+        *docs_routes.routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -46,6 +46,12 @@ RULES = (
     Rule("gateway.backends.transport", only=("gateway.backends.base",)),
     Rule("gateway.store", forbidden=("gateway.api", "gateway.dispatch", "gateway.ui")),
     Rule("gateway.dispatch", forbidden=("gateway.api", "gateway.ui")),
+    # The calling apps' client: the schema and the status views' structs, never
+    # the server (no starlette, no store, no settings in an app that imports it).
+    Rule(
+        "gateway.client",
+        only=("gateway.schema", "gateway.store.base", "gateway.ui.profile_view"),
+    ),
 )
 
 

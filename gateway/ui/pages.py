@@ -65,21 +65,34 @@ button {{ padding: .5rem; font: inherit; background: #2456c7; color: #fff;
          border: 0; border-radius: 4px; cursor: pointer; }}
 .error {{ color: #b3261e; margin: 0 0 1rem; }}
 </style></head>
-<body><form method="post" action="/ui/session" id="sign-in">
-<h1>Profile gateway: operator page</h1>
-{message}<label for="token">API token with the operate scope (GATEWAY_API_TOKENS)</label>
+<body><form method="post" action="{action}" id="sign-in">
+<h1>Profile gateway: {heading}</h1>
+{message}<label for="token">{label} (GATEWAY_API_TOKENS)</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
 <button type="submit">Sign in</button>
 </form></body></html>
 """
 
 
-def sign_in(status: int = 401, message: str | None = None) -> Response:
+def sign_in(
+    status: int = 401,
+    message: str | None = None,
+    *,
+    action: str = "/ui/session",
+    heading: str = "operator page",
+    label: str = "API token with the operate scope",
+) -> Response:
     shown = f'<p class="error" role="alert">{html.escape(message)}</p>\n' if message else ""
     headers = security_headers(SIGN_IN_CSP)
     headers["WWW-Authenticate"] = "Bearer"
+    page = _SIGN_IN.format(
+        message=shown,
+        action=html.escape(action),
+        heading=html.escape(heading),
+        label=html.escape(label),
+    )
     return Response(
-        _SIGN_IN.format(message=shown).encode(),
+        page.encode(),
         status,
         headers=headers,
         media_type="text/html; charset=utf-8",

@@ -21,6 +21,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -38,12 +39,29 @@ CSRF_HEADER = "x-gateway-ui"
 SCOPE: Scope = "operate"
 
 
-def _key(token: str) -> bytes:
-    return hashlib.sha256(b"gateway-ui-session\0" + token.encode()).digest()
+@dataclass(frozen=True)
+class Kind:
+    """Where a session cookie is good: its name, path, signing purpose and the
+    scope it needs (None: any valid token). Each kind signs with its own key,
+    so a cookie of one kind is no cookie of another."""
+
+    cookie: str
+    path: str
+    purpose: bytes
+    scope: Scope | None
 
 
-def _sign(token: str, payload: str) -> str:
-    return hmac.new(_key(token), payload.encode(), hashlib.sha256).hexdigest()
+UI = Kind(COOKIE, COOKIE_PATH, b"gateway-ui-session", SCOPE)
+# `/docs`: the API's reference, open to any valid token, as `/openapi.json` is.
+DOCS = Kind("gateway_docs", "/docs", b"gateway-docs-session", None)
+
+
+def _key(token: str, kind: Kind = UI) -> bytes:
+    return hashlib.sha256(kind.purpose + b"\0" + token.encode()).digest()
+
+
+def _sign(token: str, payload: str, kind: Kind = UI) -> str:
+    return hmac.new(_key(token, kind), payload.encode(), hashlib.sha256).hexdigest()
 
 
 def id_hash(session_id: str) -> str:
@@ -52,14 +70,14 @@ def id_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def new_session(token: str, app: str, session_id: str, expires: int) -> str:
+def new_session(token: str, app: str, session_id: str, expires: int, kind: Kind = UI) -> str:
     name = base64.urlsafe_b64encode(app.encode()).decode().rstrip("=")
     payload = f"{name}.{expires}.{session_id}"
-    return f"{payload}.{_sign(token, payload)}"
+    return f"{payload}.{_sign(token, payload, kind)}"
 
 
 def read_cookie(
-    value: str, tokens: Mapping[str, Caller], now: float | None = None
+    value: str, tokens: Mapping[str, Caller], now: float | None = None, kind: Kind = UI
 ) -> tuple[Caller, str] | None:
     """(the caller of the token that signed the cookie, its session id), or
     None: forged, expired, or its token gone. The store is not asked here."""
@@ -78,7 +96,7 @@ def read_cookie(
     payload = f"{name}.{expires}.{session_id}"
     found: Caller | None = None
     for token, caller in tokens.items():
-        if caller.app == app and hmac.compare_digest(_sign(token, payload), signature):
+        if caller.app == app and hmac.compare_digest(_sign(token, payload, kind), signature):
             found = caller
     return (found, session_id) if found is not None else None
 
@@ -92,28 +110,29 @@ def caller_for_token(token: str, tokens: Mapping[str, Caller]) -> Caller | None:
     return found
 
 
-def unauthorized() -> ApiError:
+def unauthorized(kind: Kind = UI) -> ApiError:
     return ApiError(
         401,
         "unauthorized",
-        "sign in at /ui or send a bearer token",
+        f"sign in at {kind.path} or send a bearer token",
         headers={"WWW-Authenticate": "Bearer"},
     )
 
 
-async def ui_caller(request: Request) -> Caller:
+async def ui_caller(request: Request, kind: Kind = UI) -> Caller:
     """The calling app (bearer token or a live session cookie) with the
-    `operate` scope; else 401, or 403 for a token without it."""
+    kind's scope (`operate` for the UI); else 401, or 403 for a token without it."""
+    scopes = (kind.scope,) if kind.scope else ()
     if "authorization" in request.headers:
-        return authenticate(request, SCOPE)
-    value = request.cookies.get(COOKIE)
-    found = read_cookie(value, context(request).tokens) if value else None
+        return authenticate(request, *scopes)
+    value = request.cookies.get(kind.cookie)
+    found = read_cookie(value, context(request).tokens, kind=kind) if value else None
     if found is None:
-        raise unauthorized()
+        raise unauthorized(kind)
     caller, session_id = found
     if not await context(request).store.ui_session_alive(id_hash(session_id), time.time()):
-        raise unauthorized()
-    require_scope(caller, SCOPE)
+        raise unauthorized(kind)
+    require_scope(caller, *scopes)
     request.state.app_name = caller.app
     request.state.by_cookie = True
     request.state.session_id = session_id
@@ -134,17 +153,19 @@ def require_csrf_header(request: Request) -> None:
     check_same_origin(request)
 
 
-async def start_session(response: Response, request: Request, token: str, app: str) -> None:
+async def start_session(
+    response: Response, request: Request, token: str, app: str, kind: Kind = UI
+) -> None:
     """Record a new session in the store and set its cookie."""
     now = time.time()
     expires = int(now + SESSION_SECONDS)
     session_id = secrets.token_urlsafe(32)
     await context(request).store.add_ui_session(id_hash(session_id), app, expires, now)
     response.set_cookie(
-        COOKIE,
-        new_session(token, app, session_id, expires),
+        kind.cookie,
+        new_session(token, app, session_id, expires, kind),
         max_age=SESSION_SECONDS,
-        path=COOKIE_PATH,
+        path=kind.path,
         secure=request.url.scheme == "https",
         httponly=True,
         samesite="strict",

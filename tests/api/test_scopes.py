@@ -51,6 +51,11 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/ui/api/profiles/{external_id:path}"): frozenset({"operate"}),
     ("GET", "/ui/api/mapping"): frozenset({"operate"}),
     ("POST", "/ui/api/replay"): frozenset({"operate"}),
+    # The API's reference: any valid token, as /openapi.json.
+    ("GET", "/docs"): "any",
+    ("POST", "/docs/session"): "any",
+    ("GET", "/docs/openapi.json"): "any",
+    ("GET", "/docs/assets/{name}"): "any",
 }
 # One app per scope, each token holding that scope alone.
 ONLY = {scope: api_token(f"only-{scope}") for scope in SCOPES}
