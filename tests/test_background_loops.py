@@ -37,7 +37,7 @@ class Calls:
             self.fail -= 1
             raise StoreError("database unavailable")
 
-    async def apply_webhooks(self, backend: str) -> list[AppliedEvent]:
+    async def apply_webhooks(self, backend: str, limit: int = 100) -> list[AppliedEvent]:
         self.applies.append(self.clock.now())
         self._call()
         return []
@@ -83,9 +83,15 @@ async def test_the_applier_polls_every_interval_and_at_once_when_notified(
         applier.notify()  # a webhook was stored: no waiting out the poll
         await idle(applier)
         assert calls.applies == [START, START + 1.9]
+        # ...but the timeout sweep runs once per interval, not once per event.
+        for _ in range(5):
+            applier.notify()
+            await idle(applier)
+        assert len(calls.applies) == 7 and calls.cutoffs == [START - 900]
         clock.advance(2.0)
         await idle(applier)
-        assert calls.applies == [START, START + 1.9, START + 3.9]
+        assert calls.applies[-1] == START + 3.9
+        assert calls.cutoffs == [START - 900, START + 3.9 - 900]
     finally:
         await applier.stop()
     assert not applier.worker.running
