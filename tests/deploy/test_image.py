@@ -63,7 +63,10 @@ def test_image_holds_the_virtualenv_and_no_build_tools(built: img.BuiltImage) ->
         venv = root / "opt/gateway"
         assert (venv / "bin/gateway").exists()
         site = next((venv / "lib").glob("python3*/site-packages"))
-        assert list((site / "gateway/store/sql").rglob("*.sql")), "migrations missing"
+        for engine in ("sqlite", "postgres"):
+            store = site / "gateway/store" / engine
+            assert list((store / "migrations").glob("*.sql")), f"{engine} migrations missing"
+            assert list((store / "queries").glob("*.sql")), f"{engine} queries missing"
         for absent in ("bin/pip", "bin/pip3"):
             assert not (venv / absent).exists(), absent
         assert not list(site.glob("pip")) and not list(site.glob("setuptools"))
