@@ -13,13 +13,15 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import Settings, describe
+from gateway.config import SECRET_SETTINGS, Settings, describe
 from gateway.mapping.load import mappings_for
 from tests.deploy import chart
 from tests.deploy.chart import Manifest, only, render
 from tests.tokens import api_token, entry
 
 SETTINGS = {name for name, _ in describe()}
+SECRET_NAMES = {"GATEWAY_" + name.upper() for name in SECRET_SETTINGS}
+SECRETS_DIR = "/var/run/secrets/gateway"
 CRM = entry("crm", api_token("crm"), "")
 SCOPED = f"{CRM},{entry('ops', api_token('ops'), 'read+operate+erase')}"
 GIVEN_METRICS_TOKEN = api_token("metrics")
@@ -58,6 +60,12 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+# With the image by digest and the NetworkPolicy on, nothing checkov checks fails.
+HARDENED_POSTGRESQL = "PostgreSQL, hardened: image digest, NetworkPolicy"
+HARDENED_SQLITE = "SQLite, hardened: image digest, NetworkPolicy"
+
+
 # Every value set the suite validates: the two documented settings and the
 # switches that change which objects render or how.
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -81,6 +89,21 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}},
         "grafana": {"dashboard": {"enabled": False}},
     },
+    HARDENED_POSTGRESQL: merged(
+        chart.postgresql_values(),
+        {
+            "image": {"digest": DIGEST},
+            "networkPolicy": {
+                "enabled": True,
+                "ingress": {"namespaces": ["crm", "monitoring"]},
+                "egress": {"database": {"namespace": "db", "podLabels": {"cnpg.io/cluster": "pg"}}},
+            },
+        },
+    ),
+    HARDENED_SQLITE: {
+        "image": {"digest": DIGEST},
+        "networkPolicy": {"enabled": True, "ingress": {"namespaces": ["crm"]}},
+    },
 }
 
 
@@ -100,6 +123,15 @@ def container(manifests: list[Manifest], kind: str = "Deployment") -> dict[str, 
 
 def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def secret_sources(m: Manifest) -> dict[str, list[dict[str, str]]]:
+    """Secret name -> its items, in the pod's projected `secrets` volume."""
+    volumes = {v["name"]: v for v in m.doc["spec"]["template"]["spec"]["volumes"]}
+    if "secrets" not in volumes:
+        return {}
+    sources = volumes["secrets"]["projected"]["sources"]
+    return {src["secret"]["name"]: src["secret"]["items"] for src in sources}
 
 
 def schema_error(values: dict[str, Any]) -> str:
@@ -149,8 +181,17 @@ def test_postgresql_values_render_the_multi_replica_setting() -> None:
     c = container(manifests)
     env = env_of(c)
     pg = values["database"]["postgresql"]
-    url_ref = {"secretKeyRef": {"name": pg["existingSecret"], "key": pg["secretKey"]}}
-    assert env["GATEWAY_DATABASE_URL"] == url_ref
+    # The URL (it holds a password) is a file from its Secret, not a variable.
+    url_file = f"{SECRETS_DIR}/GATEWAY_DATABASE_URL"
+    url_item = {"key": pg["secretKey"], "path": "GATEWAY_DATABASE_URL"}
+    assert env["GATEWAY_DATABASE_URL_FILE"] == url_file
+    assert "GATEWAY_DATABASE_URL" not in env
+    sources = secret_sources(only(manifests, "Deployment"))
+    assert sources[pg["existingSecret"]] == [url_item]
+    # The tokens Secret: the keys values-postgresql.yaml names, each a file.
+    tokens = values["secrets"]["existingSecret"]
+    assert [i["key"] for i in sources[tokens]] == sorted(values["secrets"]["existingSecretKeys"])
+    assert {"secretRef": {"name": tokens}} not in c["envFrom"]
     assert env["GATEWAY_MIGRATE_ON_START"] == "false"
     assert "data" not in {m["name"] for m in c["volumeMounts"]}
     # `gateway migrate` runs first, as a hook, with the same URL and image.
@@ -160,7 +201,10 @@ def test_postgresql_values_render_the_multi_replica_setting() -> None:
     assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
     jc = container(manifests, "Job")
     assert jc["args"] == ["migrate"] and jc["image"] == c["image"]
-    assert env_of(jc)["GATEWAY_DATABASE_URL"] == url_ref
+    assert env_of(jc)["GATEWAY_DATABASE_URL_FILE"] == url_file
+    # Its volume holds the URL alone: the tokens are not the migration's business.
+    assert secret_sources(job) == {pg["existingSecret"]: [url_item]}
+    assert {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True} in jc["volumeMounts"]
     # A hook runs before the chart's own ConfigMap and Secret exist.
     assert "envFrom" not in jc
     # The migrate pod must not be taken for a gateway pod by the Service or the PDB.
@@ -307,11 +351,18 @@ def test_config_and_secrets_reach_the_container() -> None:
     assert config.doc["data"]["GATEWAY_MAX_ATTEMPTS"] == "5"  # ConfigMap values are strings
     secret = only(manifests, "Secret")
     assert secret.doc["stringData"]["GATEWAY_API_TOKENS"] == CRM
-    env_from = container(manifests)["envFrom"]
-    assert env_from == [
-        {"configMapRef": {"name": config.name}},
-        {"secretRef": {"name": secret.name}},
-    ]
+    c = container(manifests)
+    # The Secret is mounted read-only, one file per key, and each GATEWAY_*_FILE
+    # points at its file: no credential is an environment variable.
+    assert c["envFrom"] == [{"configMapRef": {"name": config.name}}]
+    keys = sorted(secret.doc["stringData"])
+    assert secret_sources(only(manifests, "Deployment")) == {
+        secret.name: [{"key": k, "path": k} for k in keys]
+    }
+    assert {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True} in c["volumeMounts"]
+    env = env_of(c)
+    assert {k: env[k + "_FILE"] for k in keys} == {k: f"{SECRETS_DIR}/{k}" for k in keys}
+    assert not set(keys) & set(env)
     # A changed setting or secret changes the pod template, so the pods roll.
     annotations = only(manifests, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
     other = render(merged(values, {"secrets": {"values": {"GATEWAY_API_TOKENS": SCOPED}}}))
@@ -420,11 +471,19 @@ def test_every_setting_the_chart_names_is_a_gateway_setting() -> None:
     defaults = yaml.safe_load((chart.CHART / "values.yaml").read_text())
     named |= set(defaults["config"]) | set(defaults["secrets"]["values"])
     named |= set(chart.postgresql_values()["config"])
-    for values in ({}, chart.postgresql_values()):
+    named |= {
+        n.removesuffix("_FILE") for n in schema["definitions"]["secretFileSettingName"]["enum"]
+    }
+    for values in ({}, chart.postgresql_values(), {"secrets": {"asFiles": False}}):
         manifests = render(values)
         for _, spec in pod_specs(manifests):
             for c in spec["containers"]:
-                named |= {e["name"] for e in c.get("env", [])}
+                for e in c.get("env", []):
+                    name = e["name"]
+                    # GATEWAY_<NAME>_FILE: a credential the gateway reads from a file.
+                    if name.endswith("_FILE") and name.removesuffix("_FILE") in SECRET_NAMES:
+                        name = name.removesuffix("_FILE")
+                    named.add(name)
     assert named - SETTINGS == set()
     assert named >= {"GATEWAY_API_TOKENS", "GATEWAY_DATABASE_URL", "GATEWAY_SHUTDOWN_GRACE"}
 
