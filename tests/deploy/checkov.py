@@ -82,7 +82,7 @@ def scan(directory: Path) -> Report:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
     )
     # checkov exits 1 when a check fails; anything else is checkov failing.
     assert done.returncode in (0, 1), done.stderr[-2000:]
