@@ -12,13 +12,19 @@ import msgspec
 
 from gateway import cli_auth, cli_dead_letters, cli_keys, cli_mapping, logs
 from gateway.bulk_import import cli as cli_import
-from gateway.config import ConfigError, Settings, describe
+from gateway.config import SECRET_SETTINGS, ConfigError, Settings, describe
 from gateway.mapping.load import MappingError, mappings_for
 
 
 def _env_help() -> str:
     rows = "\n".join(f"  {var:<44} default {default}" for var, default in describe())
-    return "settings (environment variables):\n" + rows
+    files = ", ".join("GATEWAY_" + name.upper() for name in SECRET_SETTINGS)
+    return (
+        "settings (environment variables):\n"
+        + rows
+        + "\n\nEach of these may instead be read from a file named by the variable + _FILE"
+        + f" (one trailing newline stripped): {files}"
+    )
 
 
 def _field_list(text: str) -> tuple[str, ...]:

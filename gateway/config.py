@@ -1,7 +1,9 @@
 """Every setting, its environment variable and its default, in one place.
 
 `Settings.from_env()` is the only reader of `os.environ`; everything else gets a
-`Settings`. A setting's env variable is `GATEWAY_` + its name upper-cased.
+`Settings`. A setting's env variable is `GATEWAY_` + its name upper-cased. A
+credential (SECRET_SETTINGS: tokens, keys, the database URL) may instead be in a
+file that `GATEWAY_<NAME>_FILE` names, such as a mounted Kubernetes Secret.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from pathlib import Path
 import msgspec
 
 from gateway.auth.tokens import Caller, TokenSpecError, parse_tokens
-from gateway.config_checks import ConfigError, check_settings, convert_env
+from gateway.config_checks import (
+    SECRET_SETTINGS,
+    ConfigError,
+    check_settings,
+    convert_env,
+    secret_files,
+)
 from gateway.crypto import KeyringError, Sealer
 from gateway.schema import BACKENDS, Backend
 
 # ConfigError lives beside the checks that raise it; callers import it from here.
-__all__ = ["ConfigError", "Settings", "describe"]
+__all__ = ["SECRET_SETTINGS", "ConfigError", "Settings", "describe"]
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -134,8 +142,9 @@ class Settings(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings, or ConfigError naming the variable and what is wrong."""
-        env = os.environ if environ is None else environ
+        """The settings, or ConfigError naming the variable and what is wrong.
+        A credential (SECRET_SETTINGS) may come from the file GATEWAY_<NAME>_FILE names."""
+        env = secret_files(os.environ if environ is None else environ)
         settings = cls(**convert_env(msgspec.structs.fields(cls), env))
         check_settings(settings)
         settings.api_token_map()  # fail at start, not on the first request

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -52,6 +53,19 @@ BACKEND_CREDENTIALS = {
     "import_batch_url": "import_batch_token",
 }
 DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+# Settings that hold a credential: each may instead be read from a file named by
+# GATEWAY_<NAME>_FILE (a mounted Secret), so it need not be an environment variable.
+SECRET_SETTINGS = (
+    "api_tokens",
+    "metrics_token",
+    "encryption_keys",
+    "database_url",
+    "ocamba_token",
+    "omneo_token",
+    "omneo_webhook_secret",
+    "import_batch_token",
+)
+FILE_SUFFIX = "_FILE"
 MIN_SECRET_LENGTH = 32
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -62,6 +76,36 @@ class ConfigError(ValueError):
 
 def var(name: str) -> str:
     return "GATEWAY_" + name.upper()
+
+
+def secret_files(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with each GATEWAY_<SECRET>_FILE replaced by GATEWAY_<SECRET> holding
+    the file's contents (one trailing newline stripped). Both set, or a file that
+    cannot be read, is a ConfigError naming the variable, never the contents."""
+    out = dict(env)
+    for name in SECRET_SETTINGS:
+        file_var = var(name) + FILE_SUFFIX
+        if file_var not in env:
+            continue
+        if var(name) in env:
+            raise ConfigError(f"{var(name)} and {file_var} are both set; set one of them")
+        path = env[file_var]
+        if not path:
+            raise ConfigError(f"{file_var} is empty; it must name a file")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file_var}: {path} is not UTF-8 text") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"{file_var}: cannot read {path} ({reason})") from None
+        if text.endswith("\r\n"):
+            text = text[:-2]
+        elif text.endswith("\n"):
+            text = text[:-1]
+        del out[file_var]
+        out[var(name)] = text
+    return out
 
 
 def convert_env(

@@ -3,6 +3,7 @@ what is wrong: no traceback, a non-zero exit, nothing secret echoed."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.tokens import parse_tokens
-from gateway.config import ConfigError, Settings
+from gateway.config import SECRET_SETTINGS, ConfigError, Settings
 from tests.tokens import api_token
 
 GOOD = api_token("crm")
@@ -52,6 +53,14 @@ CASES: dict[str, tuple[dict[str, str], str]] = {
     "a token used twice": (
         {"GATEWAY_API_TOKENS": f"crm:{GOOD},shop:{GOOD}"},
         "GATEWAY_API_TOKENS: app 'shop' has a token that another entry already uses",
+    ),
+    "a secret both as a variable and as a file": (
+        {"GATEWAY_OMNEO_TOKEN": SECRET_IN_URL, "GATEWAY_OMNEO_TOKEN_FILE": "/run/omneo"},
+        "GATEWAY_OMNEO_TOKEN and GATEWAY_OMNEO_TOKEN_FILE are both set; set one of them",
+    ),
+    "a secret file that cannot be read": (
+        {"GATEWAY_METRICS_TOKEN_FILE": "/nonexistent/metrics-token"},
+        "GATEWAY_METRICS_TOKEN_FILE: cannot read /nonexistent/metrics-token (No such file",
     ),
     "a short metrics token": (
         {"GATEWAY_METRICS_TOKEN": SECRET_IN_URL},
@@ -94,3 +103,77 @@ def test_the_token_syntax() -> None:
     # The form deployments used before scopes still loads, as a writer.
     loaded = Settings.from_env({"GATEWAY_API_TOKENS": f"crm:{GOOD}"})
     assert loaded.api_token_map() == {GOOD: tokens[GOOD]}
+
+
+def test_every_secret_setting_can_be_read_from_a_file(tmp_path: Path) -> None:
+    """GATEWAY_<NAME>_FILE for each credential: the file's contents, one trailing
+    newline stripped (as `kubectl create secret --from-file` and editors leave it)."""
+    values = {
+        "api_tokens": f"crm:{GOOD}",
+        "metrics_token": "m" * 32,
+        "encryption_keys": "k1:" + base64.b64encode(b"k" * 32).decode(),
+        "database_url": f"sqlite:///{tmp_path / 'g.db'}",
+        "ocamba_token": "o-token",
+        "omneo_token": "omneo token with spaces ",
+        "omneo_webhook_secret": "hook",
+        "import_batch_token": "ib",
+    }
+    assert set(values) == set(SECRET_SETTINGS)
+    env = {}
+    for name, value in values.items():
+        path = tmp_path / name
+        path.write_text(value + ("\r\n" if name == "ocamba_token" else "\n"))
+        env[f"GATEWAY_{name.upper()}_FILE"] = str(path)
+    settings = Settings.from_env(env)
+    assert {name: getattr(settings, name) for name in values} == values
+    # Only the last newline goes; a file without one is taken as it is.
+    (tmp_path / "two").write_text(GOOD + "\n\n")
+    (tmp_path / "none").write_text(f"crm:{GOOD}")
+    assert Settings.from_env({"GATEWAY_OMNEO_TOKEN_FILE": str(tmp_path / "two")}).omneo_token == (
+        GOOD + "\n"
+    )
+    assert Settings.from_env({"GATEWAY_API_TOKENS_FILE": str(tmp_path / "none")}).api_tokens == (
+        f"crm:{GOOD}"
+    )
+    # What is read is checked as the variable would be.
+    (tmp_path / "short").write_text("short\n")
+    with pytest.raises(ConfigError, match="GATEWAY_METRICS_TOKEN is 5 characters"):
+        Settings.from_env({"GATEWAY_METRICS_TOKEN_FILE": str(tmp_path / "short")})
+    # Settings that are no credential have no _FILE form.
+    assert Settings.from_env({"GATEWAY_LOG_LEVEL_FILE": str(tmp_path / "short")}).log_level == (
+        "INFO"
+    )
+
+
+def test_a_secret_file_error_names_the_variable_not_the_contents(tmp_path: Path) -> None:
+    secret = tmp_path / "tokens"
+    secret.write_text(f"crm:{GOOD}\n")
+    both = {"GATEWAY_API_TOKENS": f"crm:{GOOD}", "GATEWAY_API_TOKENS_FILE": str(secret)}
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env(both)
+    assert str(error.value) == (
+        "GATEWAY_API_TOKENS and GATEWAY_API_TOKENS_FILE are both set; set one of them"
+    )
+    # An empty variable is set too: which of the two was meant cannot be told.
+    with pytest.raises(ConfigError, match="both set"):
+        Settings.from_env({"GATEWAY_API_TOKENS": "", "GATEWAY_API_TOKENS_FILE": str(secret)})
+    cases = {
+        str(tmp_path / "missing"): "(No such file or directory)",
+        str(tmp_path): "(Is a directory)",
+        "": "GATEWAY_API_TOKENS_FILE is empty; it must name a file",
+    }
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe" + GOOD.encode())
+    cases[str(binary)] = "is not UTF-8 text"
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text(GOOD)
+    unreadable.chmod(0)
+    if os.geteuid() != 0:  # root reads it anyway
+        cases[str(unreadable)] = "(Permission denied)"
+    for path, expected in cases.items():
+        with pytest.raises(ConfigError) as error:
+            Settings.from_env({"GATEWAY_API_TOKENS_FILE": path})
+        message = str(error.value)
+        assert message.startswith("GATEWAY_API_TOKENS_FILE"), message
+        assert expected in message, message
+        assert "\n" not in message and GOOD not in message, message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -13,13 +14,15 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import Settings, describe
+from gateway.config import SECRET_SETTINGS, Settings, describe
 from gateway.mapping.load import mappings_for
 from tests.deploy import chart
 from tests.deploy.chart import Manifest, only, render
 from tests.tokens import api_token, entry
 
 SETTINGS = {name for name, _ in describe()}
+SECRET_NAMES = {"GATEWAY_" + name.upper() for name in SECRET_SETTINGS}
+SECRETS_DIR = "/var/run/secrets/gateway"
 CRM = entry("crm", api_token("crm"), "")
 SCOPED = f"{CRM},{entry('ops', api_token('ops'), 'read+operate+erase')}"
 GIVEN_METRICS_TOKEN = api_token("metrics")
@@ -58,6 +61,12 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+# With the image by digest and the NetworkPolicy on, nothing checkov checks fails.
+HARDENED_POSTGRESQL = "PostgreSQL, hardened: image digest, NetworkPolicy"
+HARDENED_SQLITE = "SQLite, hardened: image digest, NetworkPolicy"
+
+
 # Every value set the suite validates: the two documented settings and the
 # switches that change which objects render or how.
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -81,6 +90,21 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}},
         "grafana": {"dashboard": {"enabled": False}},
     },
+    HARDENED_POSTGRESQL: merged(
+        chart.postgresql_values(),
+        {
+            "image": {"digest": DIGEST},
+            "networkPolicy": {
+                "enabled": True,
+                "ingress": {"namespaces": ["crm", "monitoring"]},
+                "egress": {"database": {"namespace": "db", "podLabels": {"cnpg.io/cluster": "pg"}}},
+            },
+        },
+    ),
+    HARDENED_SQLITE: {
+        "image": {"digest": DIGEST},
+        "networkPolicy": {"enabled": True, "ingress": {"namespaces": ["crm"]}},
+    },
 }
 
 
@@ -102,6 +126,15 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
 
 
+def secret_sources(m: Manifest) -> dict[str, list[dict[str, str]]]:
+    """Secret name -> its items, in the pod's projected `secrets` volume."""
+    volumes = {v["name"]: v for v in m.doc["spec"]["template"]["spec"]["volumes"]}
+    if "secrets" not in volumes:
+        return {}
+    sources = volumes["secrets"]["projected"]["sources"]
+    return {src["secret"]["name"]: src["secret"]["items"] for src in sources}
+
+
 def schema_error(values: dict[str, Any]) -> str:
     with pytest.raises((helm_python.HelmValuesError, helm_python.HelmRenderError)) as info:
         chart.render_raw(values)
@@ -112,7 +145,7 @@ def schema_error(values: dict[str, Any]) -> str:
 
 
 def test_helm_lint_strict_finds_nothing_above_info() -> None:
-    for values in ({}, chart.postgresql_values()):
+    for values in ({}, chart.postgresql_values(), VALUE_SETS[HARDENED_POSTGRESQL]):
         report = helm_python.lint(str(chart.CHART), chart.with_keys(values), strict=True)
         assert report["errors"] == [], report
         above_info = [m for m in report["messages"] if m["severity"] >= 2]
@@ -149,8 +182,17 @@ def test_postgresql_values_render_the_multi_replica_setting() -> None:
     c = container(manifests)
     env = env_of(c)
     pg = values["database"]["postgresql"]
-    url_ref = {"secretKeyRef": {"name": pg["existingSecret"], "key": pg["secretKey"]}}
-    assert env["GATEWAY_DATABASE_URL"] == url_ref
+    # The URL (it holds a password) is a file from its Secret, not a variable.
+    url_file = f"{SECRETS_DIR}/GATEWAY_DATABASE_URL"
+    url_item = {"key": pg["secretKey"], "path": "GATEWAY_DATABASE_URL"}
+    assert env["GATEWAY_DATABASE_URL_FILE"] == url_file
+    assert "GATEWAY_DATABASE_URL" not in env
+    sources = secret_sources(only(manifests, "Deployment"))
+    assert sources[pg["existingSecret"]] == [url_item]
+    # The tokens Secret: the keys values-postgresql.yaml names, each a file.
+    tokens = values["secrets"]["existingSecret"]
+    assert [i["key"] for i in sources[tokens]] == sorted(values["secrets"]["existingSecretKeys"])
+    assert {"secretRef": {"name": tokens}} not in c["envFrom"]
     assert env["GATEWAY_MIGRATE_ON_START"] == "false"
     assert "data" not in {m["name"] for m in c["volumeMounts"]}
     # `gateway migrate` runs first, as a hook, with the same URL and image.
@@ -160,7 +202,10 @@ def test_postgresql_values_render_the_multi_replica_setting() -> None:
     assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
     jc = container(manifests, "Job")
     assert jc["args"] == ["migrate"] and jc["image"] == c["image"]
-    assert env_of(jc)["GATEWAY_DATABASE_URL"] == url_ref
+    assert env_of(jc)["GATEWAY_DATABASE_URL_FILE"] == url_file
+    # Its volume holds the URL alone: the tokens are not the migration's business.
+    assert secret_sources(job) == {pg["existingSecret"]: [url_item]}
+    assert {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True} in jc["volumeMounts"]
     # A hook runs before the chart's own ConfigMap and Secret exist.
     assert "envFrom" not in jc
     # The migrate pod must not be taken for a gateway pod by the Service or the PDB.
@@ -307,11 +352,18 @@ def test_config_and_secrets_reach_the_container() -> None:
     assert config.doc["data"]["GATEWAY_MAX_ATTEMPTS"] == "5"  # ConfigMap values are strings
     secret = only(manifests, "Secret")
     assert secret.doc["stringData"]["GATEWAY_API_TOKENS"] == CRM
-    env_from = container(manifests)["envFrom"]
-    assert env_from == [
-        {"configMapRef": {"name": config.name}},
-        {"secretRef": {"name": secret.name}},
-    ]
+    c = container(manifests)
+    # The Secret is mounted read-only, one file per key, and each GATEWAY_*_FILE
+    # points at its file: no credential is an environment variable.
+    assert c["envFrom"] == [{"configMapRef": {"name": config.name}}]
+    keys = sorted(secret.doc["stringData"])
+    assert secret_sources(only(manifests, "Deployment")) == {
+        secret.name: [{"key": k, "path": k} for k in keys]
+    }
+    assert {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True} in c["volumeMounts"]
+    env = env_of(c)
+    assert {k: env[k + "_FILE"] for k in keys} == {k: f"{SECRETS_DIR}/{k}" for k in keys}
+    assert not set(keys) & set(env)
     # A changed setting or secret changes the pod template, so the pods roll.
     annotations = only(manifests, "Deployment").doc["spec"]["template"]["metadata"]["annotations"]
     other = render(merged(values, {"secrets": {"values": {"GATEWAY_API_TOKENS": SCOPED}}}))
@@ -395,6 +447,11 @@ def test_an_existing_secret_replaces_the_charts() -> None:
         ({"replicas": 3}, "replicas"),
         ({"mapping": {"ocamba": {}}}, "/mapping"),
         ({"config": {"GATEWAY_MAPPING_FILE": "/x.toml"}}, "GATEWAY_MAPPING_FILE"),
+        ({"config": {"GATEWAY_API_TOKENS_FILE": "/x"}}, "GATEWAY_API_TOKENS_FILE"),
+        ({"secrets": {"existingSecretKeys": ["GATEWAY_TOKENS"]}}, "existingSecretKeys"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"networkPolicy": {"egress": {"backends": [{"cidr": "api.example.com"}]}}}, "backends"),
+        ({"networkPolicy": {"ingress": {"namespaces": ["Bad_Name"]}}}, "namespaces"),
     ],
 )
 def test_values_schema_refuses_settings_that_cannot_work(
@@ -420,11 +477,19 @@ def test_every_setting_the_chart_names_is_a_gateway_setting() -> None:
     defaults = yaml.safe_load((chart.CHART / "values.yaml").read_text())
     named |= set(defaults["config"]) | set(defaults["secrets"]["values"])
     named |= set(chart.postgresql_values()["config"])
-    for values in ({}, chart.postgresql_values()):
+    named |= {
+        n.removesuffix("_FILE") for n in schema["definitions"]["secretFileSettingName"]["enum"]
+    }
+    for values in ({}, chart.postgresql_values(), {"secrets": {"asFiles": False}}):
         manifests = render(values)
         for _, spec in pod_specs(manifests):
             for c in spec["containers"]:
-                named |= {e["name"] for e in c.get("env", [])}
+                for e in c.get("env", []):
+                    name = e["name"]
+                    # GATEWAY_<NAME>_FILE: a credential the gateway reads from a file.
+                    if name.endswith("_FILE") and name.removesuffix("_FILE") in SECRET_NAMES:
+                        name = name.removesuffix("_FILE")
+                    named.add(name)
     assert named - SETTINGS == set()
     assert named >= {"GATEWAY_API_TOKENS", "GATEWAY_DATABASE_URL", "GATEWAY_SHUTDOWN_GRACE"}
 
@@ -582,3 +647,252 @@ def test_notes_tell_how_to_reach_the_gateway_and_warn_about_missing_tokens() -> 
     pg_notes = chart.render_raw(chart.postgresql_values())["profile-gateway/templates/NOTES.txt"]
     assert "PostgreSQL" in pg_notes and "migrate" in pg_notes
     assert "GATEWAY_API_TOKENS is empty" not in pg_notes
+
+
+# --- Credentials as files ------------------------------------------------------
+
+
+def kubelet_files(
+    manifests: list[Manifest], secrets: dict[str, dict[str, str]], root: Path
+) -> None:
+    """What the kubelet would put in the Deployment's `secrets` volume, under
+    `root`: each item of each projected Secret (`secrets`: name -> its data)."""
+    for name, items in secret_sources(only(manifests, "Deployment")).items():
+        for item in items:
+            (root / item["path"]).write_text(secrets[name][item["key"]])
+
+
+def test_the_mounted_files_are_what_the_gateway_reads(tmp_path: Path) -> None:
+    """The chart's Secret as the kubelet mounts it, the container's environment
+    as the chart sets it: Settings.from_env gets every credential."""
+    values: dict[str, Any] = {
+        "secrets": {
+            "values": {
+                "GATEWAY_API_TOKENS": SCOPED,
+                "GATEWAY_OMNEO_TOKEN": "omneo-token",
+                "GATEWAY_METRICS_TOKEN": GIVEN_METRICS_TOKEN,
+            }
+        },
+        "config": {"GATEWAY_OMNEO_URL": "https://omneo.example/api"},
+    }
+    manifests = render(values)
+    secret = only(manifests, "Secret")
+    kubelet_files(manifests, {secret.name: secret.doc["stringData"]}, tmp_path)
+    env = {
+        k: str(v).replace(SECRETS_DIR, str(tmp_path))
+        for k, v in env_of(container(manifests)).items()
+    }
+    env["GATEWAY_DATABASE_URL"] = f"sqlite:///{tmp_path / 'g.db'}"
+    settings = Settings.from_env(env | values["config"])
+    assert settings.api_tokens == SCOPED
+    assert settings.omneo_token == "omneo-token"
+    assert settings.metrics_token == GIVEN_METRICS_TOKEN
+    assert settings.encryption_keys == chart.TEST_ENCRYPTION_KEYS
+    assert settings.ocamba_token == ""
+
+
+def test_postgresql_reads_its_url_and_the_existing_secrets_keys_as_files(tmp_path: Path) -> None:
+    values = chart.postgresql_values()
+    manifests = render(values)
+    url = "postgresql://gateway:pw@postgres.db.svc:5432/gateway"
+    tokens = {k: "" for k in values["secrets"]["existingSecretKeys"]}
+    tokens |= {"GATEWAY_API_TOKENS": CRM, "GATEWAY_METRICS_TOKEN": GIVEN_METRICS_TOKEN}
+    tokens |= {
+        "GATEWAY_ENCRYPTION_KEYS": chart.TEST_ENCRYPTION_KEYS,
+        "GATEWAY_OCAMBA_TOKEN": "o",
+        "GATEWAY_OMNEO_TOKEN": "o",
+        "GATEWAY_IMPORT_BATCH_TOKEN": "i",
+    }
+    kubelet_files(
+        manifests,
+        {"profile-gateway-db": {"uri": url + "\n"}, "profile-gateway-tokens": tokens},
+        tmp_path,
+    )
+    env = {
+        k: str(v).replace(SECRETS_DIR, str(tmp_path))
+        for k, v in env_of(container(manifests)).items()
+    }
+    settings = Settings.from_env(env | {k: str(v) for k, v in values["config"].items()})
+    assert settings.database_url == url  # the trailing newline stripped
+    assert settings.api_tokens == CRM and settings.metrics_token == GIVEN_METRICS_TOKEN
+
+
+def test_an_existing_secret_gets_the_required_keys_mounted_too() -> None:
+    keys = ["GATEWAY_API_TOKENS"]
+    values = {"secrets": {"existingSecret": "tokens", "existingSecretKeys": keys}}
+    manifests = render(values)
+    mounted = [i["key"] for i in secret_sources(only(manifests, "Deployment"))["tokens"]]
+    # Required: a key missing from the Secret keeps the pod from starting, as
+    # the secretKeyRef entries do when the Secret goes in as variables.
+    assert mounted == ["GATEWAY_API_TOKENS", "GATEWAY_ENCRYPTION_KEYS", "GATEWAY_METRICS_TOKEN"]
+    env = env_of(container(manifests))
+    assert "GATEWAY_ENCRYPTION_KEYS" not in env and "GATEWAY_METRICS_TOKEN" not in env
+    assert container(manifests)["envFrom"] == [{"configMapRef": {"name": "gw-profile-gateway"}}]
+    relaxed = merged(values, {"allowPlaintext": True, "metrics": {"requireToken": False}})
+    relaxed_manifests = render(relaxed, keys=False)
+    mounted = [i["key"] for i in secret_sources(only(relaxed_manifests, "Deployment"))["tokens"]]
+    assert mounted == ["GATEWAY_API_TOKENS"]
+
+
+def test_credentials_go_in_as_variables_when_asked_or_when_the_keys_are_unknown() -> None:
+    for values in (
+        {"secrets": {"asFiles": False}},
+        merged(chart.postgresql_values(), {"secrets": {"asFiles": False}}),
+        {"secrets": {"existingSecret": "tokens"}},  # keys not named: the chart cannot see them
+    ):
+        manifests = render(values)
+        c = container(manifests)
+        secret_name = values["secrets"].get("existingSecret") or "gw-profile-gateway"
+        assert {"secretRef": {"name": secret_name}} in c["envFrom"]
+        assert not [n for n in env_of(c) if n.endswith("_FILE") and n != "GATEWAY_MAPPING_FILE"]
+        if values["secrets"].get("asFiles") is False:
+            assert secret_sources(only(manifests, "Deployment")) == {}
+    pg = render(merged(chart.postgresql_values(), {"secrets": {"asFiles": False}}))
+    assert env_of(container(pg))["GATEWAY_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "profile-gateway-db", "key": "uri"}
+    }
+    assert "volumes" not in only(pg, "Job").doc["spec"]["template"]["spec"] or all(
+        v["name"] != "secrets" for v in only(pg, "Job").doc["spec"]["template"]["spec"]["volumes"]
+    )
+
+
+def test_the_secret_files_are_readable_by_the_pods_group_only() -> None:
+    def mode(values: dict[str, Any]) -> int:
+        spec = only(render(values), "Deployment").doc["spec"]["template"]["spec"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "secrets"]
+        return int(volume["projected"]["defaultMode"])
+
+    assert mode({}) == 0o440  # group-readable: the files' group is the pod's fsGroup
+    no_fs_group = {"podSecurityContext": {"fsGroup": None, "fsGroupChangePolicy": None}}
+    assert mode(no_fs_group) == 0o444  # else root's files, unreadable to user 10001
+
+
+# --- NetworkPolicy, image digest, namespace ------------------------------------
+
+
+def test_no_network_policy_unless_enabled() -> None:
+    assert "NetworkPolicy" not in chart.kinds(render())
+    assert "NetworkPolicy" not in chart.kinds(render(chart.postgresql_values()))
+
+
+def test_the_network_policy_admits_the_named_namespaces_and_reaches_what_the_gateway_needs() -> (
+    None
+):
+    manifests = render(VALUE_SETS[HARDENED_POSTGRESQL])
+    policies = {m.name: m.doc["spec"] for m in manifests if m.kind == "NetworkPolicy"}
+    gateway, migrate = policies["gw-profile-gateway"], policies["gw-profile-gateway-migrate"]
+    deploy = only(manifests, "Deployment").doc
+    job = only(manifests, "Job").doc
+    assert gateway["podSelector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert migrate["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert not gateway["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    for spec in (gateway, migrate):
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+    # In: the named namespaces, on the gateway's port only; nothing to the migration.
+    (rule,) = gateway["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in ("crm", "monitoring")
+    ]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "ingress" not in migrate
+    # Out: DNS, the database, and (the gateway only) the backends on 443.
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+    database = {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "db"}},
+                "podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}},
+            }
+        ],
+        "ports": [{"port": 5432, "protocol": "TCP"}],
+    }
+    backends = {
+        "to": [
+            {
+                "ipBlock": {
+                    "cidr": "0.0.0.0/0",
+                    "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                }
+            }
+        ],
+        "ports": [{"port": 443, "protocol": "TCP"}],
+    }
+    assert gateway["egress"] == [dns, database, backends]
+    assert migrate["egress"] == [dns, database]
+
+
+def test_the_network_policy_takes_cidrs_ports_and_extra_rules() -> None:
+    values = merged(
+        chart.postgresql_values(),
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "ingress": {"from": [{"podSelector": {"matchLabels": {"app": "ingress"}}}]},
+                "egress": {
+                    "dns": {"namespace": "", "podLabels": None},
+                    "backends": [{"cidr": "203.0.113.0/24", "ports": [443, 8443]}],
+                    "database": {"cidrs": ["10.1.2.3/32"], "port": 6432},
+                    "extra": [{"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]}],
+                },
+            }
+        },
+    )
+    manifests = render(values)
+    (gateway,) = [
+        m.doc["spec"]
+        for m in manifests
+        if m.name == "gw-profile-gateway" and m.kind == "NetworkPolicy"
+    ]
+    assert gateway["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app": "ingress"}}}]
+    dns, database, backend, extra = gateway["egress"]
+    assert "to" not in dns and dns["ports"][0]["port"] == 53  # port 53 anywhere
+    assert database == {
+        "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+        "ports": [{"port": 6432, "protocol": "TCP"}],
+    }
+    assert backend == {
+        "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 8443, "protocol": "TCP"}],
+    }
+    assert extra == {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}]}
+    assert all(e == [] for m in manifests for e in [list(chart.validation_errors(m))])
+
+
+def test_the_network_policy_refuses_to_shut_everything_out() -> None:
+    err = schema_error({"networkPolicy": {"enabled": True}})
+    assert "networkPolicy.ingress.namespaces" in err and "nothing could reach" in err
+    err = schema_error(
+        merged(
+            chart.postgresql_values(),
+            {"networkPolicy": {"enabled": True, "ingress": {"namespaces": ["crm"]}}},
+        )
+    )
+    assert "networkPolicy.egress.database" in err and "PostgreSQL" in err
+
+
+def test_the_image_by_digest() -> None:
+    digest = "sha256:" + "a" * 64
+    manifests = render(merged(chart.postgresql_values(), {"image": {"digest": digest, "tag": "x"}}))
+    assert container(manifests)["image"] == f"profile-gateway@{digest}"
+    assert container(manifests, "Job")["image"] == f"profile-gateway@{digest}"
+    assert container(render())["image"] == "profile-gateway:0.1.0"
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_object_is_in_the_release_namespace(name: str) -> None:
+    for m in render(VALUE_SETS[name]):
+        assert m.doc["metadata"]["namespace"] == chart.NAMESPACE, f"{m.kind}/{m.name}"
+    other = render(VALUE_SETS[name], namespace="elsewhere")
+    assert {m.doc["metadata"]["namespace"] for m in other} == {"elsewhere"}

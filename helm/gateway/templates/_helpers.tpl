@@ -22,6 +22,62 @@ app.kubernetes.io/name: {{ include "gateway.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The migrate Job's pod: not the Deployment's selector labels, so the Service does not route to it. */}}
+{{- define "gateway.migrateSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "gateway.name" . }}-migrate
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: migrate
+{{- end -}}
+
+{{/* NetworkPolicy egress rules to the cluster DNS and, with PostgreSQL, the database. */}}
+{{- define "gateway.egressDnsAndDatabase" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- $dns := $np.egress.dns -}}
+# DNS
+- {{- if or $dns.namespace $dns.podLabels }}
+  to:
+    - {{- if $dns.namespace }}
+      namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ $dns.namespace | quote }}
+      {{- end }}
+      {{- with $dns.podLabels }}
+      podSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
+  {{- end }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- if include "gateway.postgresql" . }}
+{{- $db := $np.egress.database }}
+# PostgreSQL
+- to:
+    {{- if or $db.namespace $db.podLabels }}
+    - {{- if $db.namespace }}
+      namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ $db.namespace | quote }}
+      {{- end }}
+      {{- with $db.podLabels }}
+      podSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
+    {{- end }}
+    {{- range $db.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: {{ $db.port }}
+      protocol: TCP
+{{- end }}
+{{- end -}}
+
 {{- define "gateway.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "gateway.selectorLabels" . }}
@@ -38,8 +94,13 @@ app.kubernetes.io/part-of: profile-gateway
 {{- end -}}
 {{- end -}}
 
+{{/* repository:tag, or repository@digest when image.digest is set (the tag is then ignored). */}}
 {{- define "gateway.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The Secret the GATEWAY_* tokens come from: an existing one, or the chart's. */}}
@@ -78,10 +139,75 @@ keeps it), or a new random one. */}}
 {{- $token -}}
 {{- end -}}
 
+{{/* Where the credentials are mounted as files (secrets.asFiles). */}}
+{{- define "gateway.secretsDir" -}}/var/run/secrets/gateway{{- end -}}
+
+{{/* The tokens Secret's keys mounted as files, comma-separated; empty when the
+Secret goes in as environment variables instead: secrets.asFiles off, or an
+existing Secret whose keys secrets.existingSecretKeys does not name (the chart
+cannot see them). The keys the gateway must have are always among them: a key
+missing from the Secret keeps the pod from starting. */}}
+{{- define "gateway.secretFileKeys" -}}
+{{- $s := .Values.secrets -}}
+{{- $keys := list -}}
+{{- if and $s.asFiles (not $s.existingSecret) -}}
+{{- $keys = append (keys (default (dict) $s.values)) "GATEWAY_METRICS_TOKEN" -}}
+{{- else if and $s.asFiles $s.existingSecretKeys -}}
+{{- $keys = $s.existingSecretKeys -}}
+{{- if not .Values.allowPlaintext -}}{{- $keys = append $keys "GATEWAY_ENCRYPTION_KEYS" -}}{{- end -}}
+{{- if .Values.metrics.requireToken -}}{{- $keys = append $keys "GATEWAY_METRICS_TOKEN" -}}{{- end -}}
+{{- end -}}
+{{- $keys | uniq | sortAlpha | join "," -}}
+{{- end -}}
+
+{{/* A GATEWAY_<KEY>_FILE entry for each key of the tokens Secret mounted as a file. */}}
+{{- define "gateway.secretFileEnv" -}}
+{{- $dir := include "gateway.secretsDir" . -}}
+{{- $keys := include "gateway.secretFileKeys" . -}}
+{{- if $keys }}
+{{- range splitList "," $keys }}
+- name: {{ . }}_FILE
+  value: {{ printf "%s/%s" $dir . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The projected volume of credentials (secrets.asFiles); `.database` only: the
+migrate Job's, which runs before the chart's Secret exists. */}}
+{{- define "gateway.secretVolume" -}}
+{{- $root := .root -}}
+{{- $keys := ternary "" (include "gateway.secretFileKeys" $root) (default false .databaseOnly) -}}
+{{- $pg := include "gateway.postgresql" $root -}}
+{{- if and $root.Values.secrets.asFiles (or $keys $pg) }}
+- name: secrets
+  projected:
+    # 0440 (readable by podSecurityContext.fsGroup, the pod's group) or,
+    # without an fsGroup, 0444: the files would be root's otherwise.
+    defaultMode: {{ ternary 288 292 (not (empty ($root.Values.podSecurityContext).fsGroup)) }}
+    sources:
+      {{- if $pg }}
+      - secret:
+          name: {{ $root.Values.database.postgresql.existingSecret }}
+          items:
+            - key: {{ $root.Values.database.postgresql.secretKey }}
+              path: GATEWAY_DATABASE_URL
+      {{- end }}
+      {{- if $keys }}
+      - secret:
+          name: {{ include "gateway.secretName" $root }}
+          items:
+            {{- range splitList "," $keys }}
+            - key: {{ . }}
+              path: {{ . }}
+            {{- end }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* With secrets.existingSecret the chart cannot see what the Secret holds:
 these entries (required keys) keep the pod from starting without them. */}}
 {{- define "gateway.requiredSecretEnv" -}}
-{{- if .Values.secrets.existingSecret }}
+{{- if and .Values.secrets.existingSecret (not (include "gateway.secretFileKeys" .)) }}
 {{- if not .Values.allowPlaintext }}
 - name: GATEWAY_ENCRYPTION_KEYS
   valueFrom:
@@ -99,9 +225,16 @@ these entries (required keys) keep the pod from starting without them. */}}
 {{- end }}
 {{- end -}}
 
-{{/* GATEWAY_DATABASE_URL: the SQLite file on the volume, or PostgreSQL's URL from its Secret. */}}
+{{/* GATEWAY_DATABASE_URL: the SQLite file on the volume, or PostgreSQL's URL from
+its Secret, as a file (secrets.asFiles, in the volume gateway.secretVolume makes)
+or as a variable. */}}
 {{- define "gateway.databaseEnv" -}}
-{{- if include "gateway.postgresql" . }}
+{{- if and (include "gateway.postgresql" .) .Values.secrets.asFiles }}
+{{- $_ := required "database.postgresql.existingSecret is required with database.type=postgresql" .Values.database.postgresql.existingSecret }}
+# The URL holds a password: read from the mounted Secret, not put in the environment.
+- name: GATEWAY_DATABASE_URL_FILE
+  value: {{ printf "%s/GATEWAY_DATABASE_URL" (include "gateway.secretsDir" .) }}
+{{- else if include "gateway.postgresql" . }}
 - name: GATEWAY_DATABASE_URL
   valueFrom:
     secretKeyRef:
