@@ -22,6 +22,9 @@ DeliveryState = Literal[
     "dead",
     "unconfirmed",
     "erased",  # cancelled by an erasure request before it was sent; never sent
+    "unchanged",  # the backend already has every field this write would send: no call
+    "merged",  # carried by a later claim of the same person (deliveries.merged_into)
+    "unsupported",  # the backend's API cannot apply this change (reason in last_error)
 ]
 STATES: tuple[DeliveryState, ...] = typing.get_args(DeliveryState)
 # Every delivery is written in this state (the column's default on both engines).
@@ -36,7 +39,11 @@ CREATED: frozenset[DeliveryState] = frozenset({INITIAL, "erased"})
 # confirmed: the backend's own synchronous answer says it is done.
 # failed:    permanent, `error` says why a person should care.
 # retry:     transient; the dispatcher schedules another attempt.
-OutcomeState = Literal["accepted", "confirmed", "failed", "retry"]
+# unsupported: the backend's API has no way to apply this change (Ocamba
+#            cannot update a known profile's email, phone or name).
+# unchanged: the backend already has every field this write would send; no
+#            call was made (the dispatcher's change detection).
+OutcomeState = Literal["accepted", "confirmed", "failed", "retry", "unsupported", "unchanged"]
 
 # The state each outcome records. `retry` becomes `retrying`, or `dead` once
 # the retry policy is exhausted: that choice is the dispatcher's, not the
@@ -46,6 +53,8 @@ OUTCOME_STATE: Mapping[OutcomeState, DeliveryState] = {
     "confirmed": "confirmed",
     "failed": "failed",
     "retry": "retrying",
+    "unsupported": "unsupported",
+    "unchanged": "unchanged",
 }
 RETRY_EXHAUSTED: DeliveryState = "dead"
 
@@ -53,16 +62,28 @@ RETRY_EXHAUSTED: DeliveryState = "dead"
 # write that leaves the state as it was (a lease taken over, `CASE ... ELSE
 # state`) is not a transition.
 TRANSITIONS: Mapping[DeliveryState, frozenset[DeliveryState]] = {
-    # claimed by a worker; or cancelled by an erasure request before sending.
-    "pending": frozenset({"in_flight", "erased"}),
+    # claimed by a worker; cancelled by an erasure request before sending; or
+    # carried by the claim of an earlier write of the same person (merged).
+    "pending": frozenset({"in_flight", "erased", "merged"}),
     # claimed again when due; erased as pending; an operator's replay pulls it
     # forward (attempts back to 0).
-    "retrying": frozenset({"in_flight", "erased", "pending"}),
+    "retrying": frozenset({"in_flight", "erased", "pending", "merged"}),
     # the recorded outcome (OUTCOME_STATE, `dead` when retries are exhausted,
     # `retrying` also when a claim is handed back unsent); `failed` also when
     # the claimed payload cannot be decoded; `erased` when an erasure request
     # lands while it is out (the outcome is then not recorded).
-    "in_flight": frozenset({"accepted", "confirmed", "failed", "dead", "retrying", "erased"}),
+    "in_flight": frozenset(
+        {
+            "accepted",
+            "confirmed",
+            "failed",
+            "dead",
+            "retrying",
+            "erased",
+            "unsupported",
+            "unchanged",
+        }
+    ),
     # Omneo's webhook confirms it, or the sweep gives up waiting for one.
     "accepted": frozenset({"confirmed", "unconfirmed"}),
     # a late webhook still confirms it; an operator may send it again.
@@ -72,6 +93,9 @@ TRANSITIONS: Mapping[DeliveryState, frozenset[DeliveryState]] = {
     "dead": frozenset({"pending"}),
     "confirmed": frozenset(),
     "erased": frozenset(),
+    "unchanged": frozenset(),
+    "merged": frozenset(),
+    "unsupported": frozenset(),
 }
 
 # Groups. Tuples keep the order the partial indexes' predicates were written

@@ -112,10 +112,19 @@ class NormalizedProfile(Profile, forbid_unknown_fields=True, omit_defaults=True)
     phone_country: CountryCode | None = None
 
 
+# The queue a write waits in: `realtime` (the default) is claimed before
+# `bulk` (backfills, `gateway import`), which still gets a bounded share.
+Lane = Literal["realtime", "bulk"]
+LANES: tuple[Lane, ...] = ("realtime", "bulk")
+
+
 class ProfileWrite(Profile, forbid_unknown_fields=True, omit_defaults=True):
-    """Body of `POST /v1/profiles`: the profile itself, optionally with `targets`."""
+    """Body of `POST /v1/profiles`: the profile itself, optionally with `targets`,
+    its lane (`priority`) and `resend` (send even what the backends already have)."""
 
     targets: list[Backend] | None = None
+    priority: Lane | None = None
+    resend: bool = False
 
 
 class BatchWrite(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,6 +132,8 @@ class BatchWrite(msgspec.Struct, forbid_unknown_fields=True):
 
     profiles: Annotated[list[Profile], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
     targets: list[Backend] | None = None
+    priority: Lane | None = None
+    resend: bool = False
 
 
 class Accepted(msgspec.Struct):

@@ -15,7 +15,7 @@ import msgspec
 # Re-exported: callers import the state type from the protocol they use.
 from gateway.clock import Clock
 from gateway.lifecycle import DeliveryState as DeliveryState
-from gateway.schema import Backend, NormalizedProfile
+from gateway.schema import Backend, Lane, NormalizedProfile
 
 
 class StoreError(Exception):
@@ -38,6 +38,8 @@ class NewRequest(msgspec.Struct, frozen=True):
     received_at: float
     idempotency_key: str | None = None
     body_hash: str | None = None
+    lane: Lane = "realtime"
+    resend: bool = False  # send every field, even those the backend has
 
 
 class AcceptResult(msgspec.Struct, frozen=True):

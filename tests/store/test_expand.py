@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from gateway.schema import NormalizedProfile
 from gateway.store.base import NewRequest, Store
 from gateway.store.expand import PROFILES_PER_STEP
+from tests.store import pg
 
 pytestmark = pytest.mark.anyio
 
@@ -51,3 +53,17 @@ async def test_a_write_erased_before_expand_is_never_claimed(store: Store) -> No
     assert [c.external_id for c in claims] == ["r-1"]
     view = await store.get_profile("r-0")
     assert view is not None and {d.state for d in view.backends.values()} == {"erased"}
+
+
+async def test_each_delivery_waits_in_its_requests_lane(store: Store, store_url: str) -> None:
+    profiles = [NormalizedProfile(external_id="a")]
+    await store.accept(NewRequest("rt", "crm", ["omneo"], profiles, time.time()))
+    await store.accept(NewRequest("bk", "crm", ["omneo"], profiles, time.time(), lane="bulk"))
+    assert await store.expand() == 2
+    query = "SELECT lane FROM deliveries ORDER BY id"
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            lanes = [lane for (lane,) in conn.execute(query)]
+    else:
+        lanes = [r["lane"] for r in await pg.execute(store_url, query)]
+    assert lanes == ["realtime", "bulk"]

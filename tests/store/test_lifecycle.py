@@ -68,7 +68,10 @@ REFUSED = ["retry", "Pending", "cancelled", ""]
 
 
 def insert_sqlite_delivery(conn: sqlite3.Connection) -> int:
-    conn.execute("INSERT INTO requests VALUES ('r1', 'crm', 0, '[\"omneo\"]', 1)")
+    conn.execute(
+        "INSERT INTO requests (id, app, received_at, targets, profile_count)"
+        " VALUES ('r1', 'crm', 0, '[\"omneo\"]', 1)"
+    )
     conn.execute(
         "INSERT INTO profile_writes (id, request_id, position, external_id, body, received_at)"
         " VALUES (1, 'r1', 0, 'a', x'7b7d', 0)"
@@ -134,7 +137,11 @@ def test_the_groups_sql_forms_are_the_partial_indexes_predicates(tmp_path: Path)
 
 def test_the_table_the_outcomes_and_the_groups_agree() -> None:
     assert set(lifecycle.TRANSITIONS) == set(lifecycle.STATES)
-    assert lifecycle.TERMINAL == ("confirmed", "erased")
+    assert lifecycle.TERMINAL == ("confirmed", "erased", "unchanged", "merged", "unsupported")
+    # A merge carries a write that was still waiting; nothing else is merged.
+    assert {s for s in lifecycle.STATES if "merged" in lifecycle.TRANSITIONS[s]} == set(
+        lifecycle.DUE
+    )
     # Every adapter outcome has a state, and a claimed delivery may move there.
     assert set(lifecycle.OUTCOME_STATE) == set(typing.get_args(lifecycle.OutcomeState))
     for state in [*lifecycle.OUTCOME_STATE.values(), lifecycle.RETRY_EXHAUSTED]:

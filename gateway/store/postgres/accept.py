@@ -40,8 +40,8 @@ WHERE k.app = $1 AND k.key = $2
 # only if and when the transaction commits.
 _STORE = """
 WITH request AS (
-    INSERT INTO requests (id, app, received_at, targets, profile_count)
-    VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]))
+    INSERT INTO requests (id, app, received_at, targets, profile_count, lane, resend)
+    VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]), $9, $10)
 ), writes AS (
     INSERT INTO profile_writes (request_id, position, external_id, body, key_id, received_at)
     SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $8, $3
@@ -82,6 +82,8 @@ async def accept(
             bodies,
             CHANNEL,
             sealer.current_id,
+            req.lane,
+            req.resend,
         )
     return AcceptResult(req.request_id, len(req.profiles), targets)
 

@@ -103,9 +103,17 @@ def accept_many(
             )
     insert_rows(
         conn,
-        "INSERT INTO requests (id, app, received_at, targets, profile_count)",
+        "INSERT INTO requests (id, app, received_at, targets, profile_count, lane, resend)",
         [
-            (r.request_id, r.app, r.received_at, json.dumps(r.targets), len(r.profiles))
+            (
+                r.request_id,
+                r.app,
+                r.received_at,
+                json.dumps(r.targets),
+                len(r.profiles),
+                r.lane,
+                int(r.resend),
+            )
             for r in fresh
         ],
     )

@@ -14,11 +14,13 @@ LIMIT ?1
 -- created_at and next_attempt_at are the arrival time, so a delivery's age
 -- includes its wait here and due order is arrival order. A write erased before
 -- it was expanded gets its deliveries already `erased` (lifecycle.CREATED).
+-- Each delivery waits in its request's lane.
 INSERT INTO deliveries (write_id, external_id, backend, next_attempt_at, created_at, updated_at,
-                        state, last_error)
+                        state, last_error, lane)
 SELECT w.id, w.external_id, t.value, w.received_at, w.received_at, ?2,
        CASE WHEN w.removed IS NULL THEN 'pending' ELSE 'erased' END,
-       CASE WHEN w.removed IS NULL THEN NULL ELSE 'erased on request' END
+       CASE WHEN w.removed IS NULL THEN NULL ELSE 'erased on request' END,
+       r.lane
 FROM expand_queue q
 JOIN requests r ON r.id = q.request_id
 JOIN profile_writes w ON w.request_id = q.request_id
