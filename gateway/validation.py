@@ -9,7 +9,6 @@ truth for what a field accepts.
 
 from __future__ import annotations
 
-import functools
 import re
 import typing
 import unicodedata
@@ -17,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-import phonenumbers
 
+from gateway import phone as phone_numbers
 from gateway.schema import (
     BACKENDS,
     MAX_BATCH,
@@ -122,23 +121,6 @@ def _id_is_safe(external_id: str) -> bool:
     )
 
 
-# A batch from one app often repeats a number (a shared switchboard, a household),
-# and parsing one costs more than the rest of a profile's checks together.
-@functools.lru_cache(maxsize=4096)
-def _normalize_phone(phone: str, country_code: str | None) -> tuple[str, str] | None:
-    """`phone` in E.164 with its region, or None when it is not a valid number."""
-    try:
-        number = phonenumbers.parse(phone, country_code)
-    except (phonenumbers.NumberParseException, ValueError):
-        return None
-    # What `is_valid_number` does, without looking the region up a second time
-    # for `phone_country`: that lookup walks every region sharing the calling code.
-    region = phonenumbers.region_code_for_number(number)
-    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region
-
-
 def _normalize(profile: Profile, prefix: str) -> tuple[NormalizedProfile | None, list[FieldError]]:
     errors: list[FieldError] = []
     fields = msgspec.structs.asdict(profile)
@@ -165,7 +147,7 @@ def _normalize(profile: Profile, prefix: str) -> tuple[NormalizedProfile | None,
             errors.append(FieldError(_join(prefix, "email"), "not a valid email address"))
         fields["email"] = email
     if profile.phone is not None:
-        phone = _normalize_phone(profile.phone, profile.country_code)
+        phone = phone_numbers.normalize(profile.phone, profile.country_code)
         if phone is None:
             hint = (
                 ""
