@@ -99,6 +99,13 @@ class Claim(msgspec.Struct, frozen=True):
     lane: Lane = "realtime"
 
 
+def lane_order(lanes: Sequence[Lane]) -> tuple[Lane, ...]:
+    """The lanes a claim takes, in order: one or both, each once."""
+    if not lanes or len(set(lanes)) != len(lanes) or not set(lanes) <= set(LANES):
+        raise ValueError(f"lanes: one or both of {LANES}, each once, not {tuple(lanes)!r}")
+    return tuple(lanes)
+
+
 class DeliveryResult(msgspec.Struct, frozen=True):
     """What became of one claimed delivery; the dispatcher decides the state."""
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 from gateway.schema import Backend, Lane, NormalizedProfile
+from gateway.store import migrations, queries
 from gateway.store.base import Claim, DeliveryResult, NewRequest, Store
 from gateway.store.postgres import PostgresStore
 
@@ -123,6 +126,27 @@ async def test_lanes_are_per_backend(store: Store) -> None:
     await store.accept(request("live", "realtime", "r1", targets=["ocamba"]))
     assert seen(await store.claim("omneo", 1, "w", 60)) == [("b1", "backfill", "bulk")]
     assert seen(await store.claim("ocamba", 1, "w", 60)) == [("r1", "live", "realtime")]
+
+
+async def test_a_claim_names_one_or_both_lanes_each_once(store: Store) -> None:
+    for bad in [(), ("bulk", "bulk"), ("realtime", "bulk", "realtime"), ("urgent",)]:
+        with pytest.raises(ValueError, match="lanes"):
+            await store.claim("omneo", 10, "w", 60, lanes=bad)  # type: ignore[arg-type]
+
+
+def test_sqlite_walks_each_lane_of_the_due_index_in_order(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    migrations.apply_sqlite(conn)
+    plan = " | ".join(
+        row[3]
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + queries.get("sqlite", "claim_due"),
+            ("omneo", 0.0, 10, "realtime"),
+        )
+    )
+    assert "deliveries_due_lane (backend=? AND lane=? AND next_attempt_at<?)" in plan, plan
+    assert "deliveries_open_person" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # in index order: it stops at the limit
 
 
 # -- PostgreSQL, two replicas --------------------------------------------------

@@ -45,6 +45,7 @@ from gateway.store.base import (
     DeliveryResult,
     DeliveryState,
     ReplayResult,
+    lane_order,
 )
 from gateway.store.expand import expand
 from gateway.store.pii import open_claims, seal_error
@@ -66,9 +67,8 @@ async def claim(
     clock: Clock = SYSTEM_CLOCK,
     lanes: Sequence[Lane] = LANES,
 ) -> list[Claim]:
-    if not 1 <= len(lanes) <= 2 or len(set(lanes)) != len(lanes):
-        raise ValueError(f"lanes: one or two distinct lanes, not {lanes!r}")
-    first, then = lanes[0], (lanes[1] if len(lanes) > 1 else None)
+    order = lane_order(lanes)
+    first, then = order[0], (order[1] if len(order) > 1 else None)
     # Accepted requests get their deliveries first, in a transaction of their
     # own (its advisory lock is held only that long); the claim then sees them.
     async with conn.transaction():

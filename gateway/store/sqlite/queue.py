@@ -17,7 +17,7 @@ from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.schema import LANES, Backend, Lane
 from gateway.store import queries
-from gateway.store.base import Claim, DeliveryResult, DeliveryState, ReplayResult
+from gateway.store.base import Claim, DeliveryResult, DeliveryState, ReplayResult, lane_order
 from gateway.store.expand import expand
 from gateway.store.pii import open_claims, seal_error
 from gateway.store.sqlite import plans
@@ -43,7 +43,7 @@ def claim(
     # Expired leases first, whatever their lane: those writes are the oldest.
     rows = conn.execute(_q("claim_expired"), (backend, now, limit)).fetchall()
     # Then lane by lane, the next filling what the one before left room for.
-    for lane in lanes:
+    for lane in lane_order(lanes):
         if len(rows) >= limit:
             break
         rows += conn.execute(_q("claim_due"), (backend, now, limit - len(rows), lane)).fetchall()
