@@ -6,6 +6,9 @@ is leased before it is sent; if this process dies mid-send the lease expires
 and another worker sends it again (at-least-once). A circuit breaker per
 backend (see breaker.py) stops the workers of a backend that is down from
 claiming at all, so its deliveries wait in the queue with their attempts intact.
+Each backend's claims take the `realtime` lane first and `bulk` first every
+`bulk_share`-th batch (see _lanes), so a backfill neither delays real-time
+writes behind it nor starves under them.
 """
 
 from __future__ import annotations
