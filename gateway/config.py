@@ -121,6 +121,11 @@ class Settings(msgspec.Struct, kw_only=True):
     # the poll only finds retries whose time has come and expired leases.
     poll_interval: float = 0.5
     batch_linger: float = 0.2  # seconds a partial batch waits for company
+    # Lanes (README "Delivery"): each backend's workers claim `realtime` before
+    # `bulk`, except every Nth batch, which takes `bulk` first, so a steady
+    # real-time stream cannot starve a backfill. 0: never bulk first (bulk
+    # waits until no real-time write is due); 1: always bulk first.
+    bulk_share: int = 5
     lease_seconds: float = 60.0
     max_attempts: int = 8
     retry_base: float = 1.0

@@ -76,6 +76,12 @@ class Metrics:
             ["backend", "outcome"],
             registry=r,
         )
+        self.claimed = Counter(
+            "gateway_deliveries_claimed",
+            "Deliveries claimed for sending, by backend and lane (realtime, bulk)",
+            ["backend", "lane"],
+            registry=r,
+        )
         self.backend_calls = Histogram(
             "gateway_backend_call_seconds",
             "Backend HTTP call latency, by backend, endpoint and status",

@@ -6,6 +6,9 @@ is leased before it is sent; if this process dies mid-send the lease expires
 and another worker sends it again (at-least-once). A circuit breaker per
 backend (see breaker.py) stops the workers of a backend that is down from
 claiming at all, so its deliveries wait in the queue with their attempts intact.
+Each backend's claims take the `realtime` lane first and `bulk` first every
+`bulk_share`-th batch (see _lanes), so a backfill neither delays real-time
+writes behind it nor starves under them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdi
 from gateway.dispatch.retry import RetryPolicy
 from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 from gateway.metrics import Metrics
-from gateway.schema import Backend
+from gateway.schema import Backend, Lane
 from gateway.store.base import Claim, DeliveryResult, Store, StoreError
 from gateway.worker import BackgroundWorker
 
@@ -44,6 +47,8 @@ TAKEOVER_QUIET = 1.0
 # hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
 RELEASE_TIMEOUT = 5.0
 RELEASED = "released at shutdown mid-send; the backend may have it, so it is sent again"
+REALTIME_FIRST: tuple[Lane, ...] = ("realtime", "bulk")
+BULK_FIRST: tuple[Lane, ...] = ("bulk", "realtime")
 
 
 class Dispatcher:
@@ -71,6 +76,9 @@ class Dispatcher:
         self._following: set[Backend] = set()  # rate-limited backends led elsewhere
         self._exclusive = set(settings.rate_limited_backends())  # sent by one replica only
         self.breakers = {b: self._new_breaker(b) for b in self.adapters}
+        # Batches claimed per backend (by all its workers here), for the lanes'
+        # turns: every `bulk_share`-th takes bulk first (see _lanes).
+        self._turns: dict[Backend, int] = dict.fromkeys(self.adapters, 0)
         self.workers: dict[Backend, list[BackgroundWorker]] = {
             backend: [
                 BackgroundWorker(
@@ -192,17 +200,40 @@ class Dispatcher:
             await self.clock.wait(self._stopping, wait)
         return leading
 
+    def _lanes(self, backend: Backend) -> tuple[Lane, ...]:
+        """The lane order of this backend's next claim, counted as one turn:
+        real-time first, except every `bulk_share`-th turn, which takes bulk
+        first (0: never; 1: always), so a steady real-time stream cannot starve
+        a backfill. No cheap way to know both lanes are waiting is needed: a
+        bulk-first claim that finds no bulk falls through to real-time, and a
+        real-time-first one that finds no real-time takes bulk."""
+        turn = self._turns[backend]
+        self._turns[backend] = turn + 1
+        share = self.settings.bulk_share
+        if share and turn % share == share - 1:
+            return BULK_FIRST
+        return REALTIME_FIRST
+
     async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
         lease = self.settings.lease_seconds
-        claims = await self.store.claim(backend, size, self.owner, lease)
-        if not claims or len(claims) >= size:
+        lanes = self._lanes(backend)
+        claims = await self.store.claim(backend, size, self.owner, lease, lanes)
+        if not claims:
+            # Nothing claimed is no turn: the share counts batches sent.
+            self._turns[backend] -= 1
             return claims
-        # A partial batch waits until its oldest write is `batch_linger` old, so a
-        # burst arriving over a few milliseconds still travels as one call.
-        wait = min(c.created_at for c in claims) + self.settings.batch_linger - self.clock.now()
-        if wait > 0 and not self._stopping.is_set():
-            await self.clock.wait(self._stopping, wait)  # stopping: send what we hold now
-            claims += await self.store.claim(backend, size - len(claims), self.owner, lease)
+        if len(claims) < size:
+            # A partial batch waits until its oldest write is `batch_linger` old,
+            # so a burst arriving over a few milliseconds still travels as one call.
+            wait = min(c.created_at for c in claims) + self.settings.batch_linger
+            wait -= self.clock.now()
+            if wait > 0 and not self._stopping.is_set():
+                await self.clock.wait(self._stopping, wait)  # stopping: send what we hold now
+                claims += await self.store.claim(
+                    backend, size - len(claims), self.owner, lease, lanes
+                )
+        for lane in {c.lane for c in claims}:
+            self.metrics.claimed.labels(backend, lane).inc(sum(c.lane == lane for c in claims))
         return claims
 
     async def _send(

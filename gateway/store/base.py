@@ -7,7 +7,7 @@ follow without touching its callers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -15,7 +15,7 @@ import msgspec
 # Re-exported: callers import the state type from the protocol they use.
 from gateway.clock import Clock
 from gateway.lifecycle import DeliveryState as DeliveryState
-from gateway.schema import Backend, Lane, NormalizedProfile
+from gateway.schema import LANES, Backend, Lane, NormalizedProfile
 
 
 class StoreError(Exception):
@@ -96,6 +96,14 @@ class Claim(msgspec.Struct, frozen=True):
     attempts: int  # including this one
     created_at: float
     backend_id: str | None = None
+    lane: Lane = "realtime"
+
+
+def lane_order(lanes: Sequence[Lane]) -> tuple[Lane, ...]:
+    """The lanes a claim takes, in order: one or both, each once."""
+    if not lanes or len(set(lanes)) != len(lanes) or not set(lanes) <= set(LANES):
+        raise ValueError(f"lanes: one or both of {LANES}, each once, not {tuple(lanes)!r}")
+    return tuple(lanes)
 
 
 class DeliveryResult(msgspec.Struct, frozen=True):
@@ -250,13 +258,22 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, backend: Backend, limit: int, owner: str, lease_seconds: float
+        self,
+        backend: Backend,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        lanes: Sequence[Lane] = LANES,
     ) -> list[Claim]:
         """Lease up to `limit` due deliveries of `backend`, oldest first. A
         delivery is due when pending or retrying and its time has come, or in
         flight with an expired lease (its worker died). A delivery is never due
         while an earlier write of the same person to the same backend is still
-        open, so two writes of one profile never overtake each other."""
+        open, whatever its lane, so two writes of one profile never overtake
+        each other. Expired leases come first, whatever their lane; then the
+        due deliveries of each lane in `lanes` in turn, oldest first within a
+        lane, the next lane filling what the one before left room for (a lane
+        not named is not claimed)."""
         ...
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:

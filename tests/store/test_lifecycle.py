@@ -129,7 +129,7 @@ def test_the_groups_sql_forms_are_the_partial_indexes_predicates(tmp_path: Path)
             " WHERE type = 'index' AND tbl_name = 'deliveries' AND sql LIKE '%WHERE state%'"
         ).fetchall()
     )
-    assert where["deliveries_due_at"] == f"IN {lifecycle.DUE_SQL}"
+    assert where["deliveries_due_lane"] == f"IN {lifecycle.DUE_SQL}"
     assert where["deliveries_open_person"] == f"IN {lifecycle.OPEN_SQL}"
     assert where["deliveries_match"] == f"IN {lifecycle.AWAITING_SQL}"
     assert lifecycle.DUE_SQL == "('pending', 'retrying')"

@@ -27,19 +27,25 @@ later write overtake an earlier one, under READ COMMITTED:
    sees all of that person's earlier ones (see gateway/store/expand.py).
 4. A delivery put back by replay() may be older than one already in flight;
    the rule holds back newer writes, not ones already sent (as on SQLite).
+5. Lanes only choose which due deliveries are candidates first; the rule in 2
+   looks at every open delivery of the person, whatever its lane, so a
+   real-time write never overtakes an earlier bulk one of the same person.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend
+from gateway.schema import LANES, Backend, Lane
 from gateway.store import queries
 from gateway.store.base import (
     Claim,
     DeliveryResult,
     DeliveryState,
     ReplayResult,
+    lane_order,
 )
 from gateway.store.expand import expand
 from gateway.store.pii import open_claims, seal_error
@@ -59,12 +65,17 @@ async def claim(
     lease_seconds: float,
     sealer: Sealer = PLAINTEXT,
     clock: Clock = SYSTEM_CLOCK,
+    lanes: Sequence[Lane] = LANES,
 ) -> list[Claim]:
+    order = lane_order(lanes)
+    first, then = order[0], (order[1] if len(order) > 1 else None)
     # Accepted requests get their deliveries first, in a transaction of their
     # own (its advisory lock is held only that long); the claim then sees them.
     async with conn.transaction():
         await plans.run(conn, expand(clock.now()))
-    rows = await conn.fetch(_q("claim"), backend, clock.now(), limit, owner, lease_seconds)
+    rows = await conn.fetch(
+        _q("claim"), backend, clock.now(), limit, owner, lease_seconds, first, then
+    )
     claims, unsendable = open_claims(list(rows), sealer)
     if unsendable:
         # Rare, so a statement of its own; still leased to us, so ours to settle.

@@ -16,14 +16,14 @@ migrations.apply_postgres.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar
 
 import asyncpg
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend
+from gateway.schema import LANES, Backend, Lane
 from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
@@ -172,12 +172,17 @@ class PostgresStore(StoreCore):
     # -- the dispatcher's queue (see postgres/queue.py) ----------------------
 
     async def claim(
-        self, backend: Backend, limit: int, owner: str, lease_seconds: float
+        self,
+        backend: Backend,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        lanes: Sequence[Lane] = LANES,
     ) -> list[Claim]:
         return await self._run(
             "claim",
             lambda conn: queue.claim(
-                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock
+                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock, lanes
             ),
         )
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend
+from gateway.schema import LANES, Backend, Lane
 from gateway.store import queries
-from gateway.store.base import Claim, DeliveryResult, DeliveryState, ReplayResult
+from gateway.store.base import Claim, DeliveryResult, DeliveryState, ReplayResult, lane_order
 from gateway.store.expand import expand
 from gateway.store.pii import open_claims, seal_error
 from gateway.store.sqlite import plans
@@ -34,14 +35,18 @@ def claim(
     lease_seconds: float,
     sealer: Sealer = PLAINTEXT,
     clock: Clock = SYSTEM_CLOCK,
+    lanes: Sequence[Lane] = LANES,
 ) -> list[Claim]:
     now = clock.now()
     # Accepted requests get their deliveries first (gateway/store/expand.py).
     plans.run(conn, expand(now))
-    # Expired leases first: those writes are the oldest.
+    # Expired leases first, whatever their lane: those writes are the oldest.
     rows = conn.execute(_q("claim_expired"), (backend, now, limit)).fetchall()
-    if len(rows) < limit:
-        rows += conn.execute(_q("claim_due"), (backend, now, limit - len(rows))).fetchall()
+    # Then lane by lane, the next filling what the one before left room for.
+    for lane in lane_order(lanes):
+        if len(rows) >= limit:
+            break
+        rows += conn.execute(_q("claim_due"), (backend, now, limit - len(rows), lane)).fetchall()
     if not rows:
         return []
     ids = json.dumps([r[0] for r in rows])

@@ -20,14 +20,14 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.schema import Backend
+from gateway.schema import LANES, Backend, Lane
 from gateway.store import migrations
 from gateway.store.base import (
     AcceptResult,
@@ -289,11 +289,16 @@ class SQLiteStore(StoreCore):
     # -- the dispatcher's queue (see sqlite/queue.py) ------------------------
 
     async def claim(
-        self, backend: Backend, limit: int, owner: str, lease_seconds: float
+        self,
+        backend: Backend,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        lanes: Sequence[Lane] = LANES,
     ) -> list[Claim]:
         return await self._write(
             lambda conn: dq.claim(
-                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock
+                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock, lanes
             )
         )
 

@@ -3,11 +3,15 @@
 -- delivery to two workers nor lets a person's later write overtake an earlier).
 
 -- name: claim
--- Each branch walks its partial index (deliveries_lease, deliveries_due_at) in
--- order and stops at the limit, probing deliveries_open_person per candidate,
--- so a claim costs about `limit` rows however long the queue is. Expired
--- leases come first: those writes are the oldest. The branches are read
--- lazily, so the second locks only as many rows as the first left room for.
+-- Expired leases first, whatever their lane: those writes are the oldest.
+-- Then the due deliveries of lane $6, then of lane $7 (NULL: none), each lane
+-- in due order. Each branch walks its partial index (deliveries_lease;
+-- deliveries_due_lane, which leads with the lane after the backend) in order
+-- and stops at the limit, probing deliveries_open_person per candidate, so a
+-- claim costs about `limit` rows however long the queue is. The ordering rule
+-- looks at every open delivery of the person, whatever its lane. The branches
+-- are read lazily, so a later one locks only as many rows as the ones before
+-- left room for.
 -- OFFSET 0 keeps the ordering rule a sub-plan run once per candidate, an index
 -- probe on (backend, external_id, id) as on SQLite. Without it the planner may
 -- turn it into an anti join, and on a table whose statistics lag behind a
@@ -24,9 +28,23 @@ WITH expired AS (
     ORDER BY c.lease_expires_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
-), due AS (
+), due_first AS (
     SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
-    WHERE c.backend = $1 AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
+    WHERE c.backend = $1 AND c.lane = $6::text
+      AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
+      AND c.next_attempt_at <= $2
+      AND NOT EXISTS (
+        SELECT 1 FROM deliveries e
+        WHERE e.backend = c.backend AND e.external_id = c.external_id
+          AND e.id < c.id AND e.state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
+        OFFSET 0)
+    ORDER BY c.next_attempt_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), due_then AS (
+    SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
+    WHERE c.backend = $1 AND c.lane = $7::text
+      AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
       AND c.next_attempt_at <= $2
       AND NOT EXISTS (
         SELECT 1 FROM deliveries e
@@ -39,7 +57,9 @@ WITH expired AS (
 ), picked AS (
     SELECT id, 0 AS branch, due_at FROM expired
     UNION ALL
-    SELECT id, 1 AS branch, due_at FROM due
+    SELECT id, 1 AS branch, due_at FROM due_first
+    UNION ALL
+    SELECT id, 2 AS branch, due_at FROM due_then
     LIMIT $3
 ), claimed AS (
     UPDATE deliveries d
@@ -47,11 +67,11 @@ WITH expired AS (
         attempts = d.attempts + 1, updated_at = $2
     FROM picked p
     WHERE d.id = p.id
-    RETURNING d.id, d.external_id, d.backend, d.write_id, d.attempts, d.created_at,
+    RETURNING d.id, d.external_id, d.backend, d.write_id, d.attempts, d.created_at, d.lane,
               p.branch, p.due_at
 )
 SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id,
-       w.request_id, w.position
+       w.request_id, w.position, c.lane
 FROM claimed c
 JOIN profile_writes w ON w.id = c.write_id
 LEFT JOIN backend_ids b ON b.external_id = c.external_id AND b.backend = c.backend

@@ -1,13 +1,13 @@
 -- The delivery queue's writes on SQLite: claim, record, replay
--- (gateway/store/sqlite/queue.py). Both claim branches walk a partial index in
--- order and stop at the limit, so a claim costs about `limit` rows (plus any
+-- (gateway/store/sqlite/queue.py). Every claim branch walks a partial index in
+-- order and stops at the limit, so a claim costs about `limit` rows (plus any
 -- held back by the ordering rule), however long the queue is.
 
 -- name: claim_expired
 -- Leases that ran out (their worker died), oldest first; no earlier write of
 -- the same person to the same backend may still be open.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
-       w.request_id, w.position
+       w.request_id, w.position, d.lane
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -21,16 +21,17 @@ WHERE d.id IN (
       AND e.id < d.id AND e.state IN ('pending', 'retrying', 'in_flight')) -- lifecycle.OPEN
 
 -- name: claim_due
--- Due deliveries in due order, each only if no earlier write of the same
--- person to the same backend is still open.
+-- Due deliveries of one lane in due order, each only if no earlier write of
+-- the same person to the same backend is still open, whatever its lane. The
+-- lane leads the index after the backend, so each lane is its own walk.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
-       w.request_id, w.position
+       w.request_id, w.position, d.lane
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
 WHERE d.rowid IN (
-    SELECT c.id FROM deliveries c INDEXED BY deliveries_due_at
-    WHERE c.backend = ?1 AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
+    SELECT c.id FROM deliveries c INDEXED BY deliveries_due_lane
+    WHERE c.backend = ?1 AND c.lane = ?4 AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
       AND c.next_attempt_at <= ?2
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
