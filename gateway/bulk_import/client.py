@@ -83,12 +83,14 @@ class Sender:
         http: httpx.AsyncClient,
         *,
         targets: list[str] | None,
+        priority: str | None = None,
         stop: asyncio.Event,
         retry: Retry | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http
         self._targets = targets
+        self._priority = priority
         self._stop = stop
         self._retry = retry or Retry()
         self._sleep = sleep
@@ -99,7 +101,7 @@ class Sender:
         refused: dict[int, list[FieldError]] = {}
         # Each pass removes at least one profile, so this ends.
         while keep:
-            response = await self._post(chunk.body(self._targets, keep), key)
+            response = await self._post(chunk.body(self._targets, keep, self._priority), key)
             if response.status_code == 202:
                 replayed = response.headers.get("idempotent-replayed") == "true"
                 return Outcome(len(keep), replayed, refused)
