@@ -32,7 +32,7 @@ log = logging.getLogger("gateway.api")
 Parser = Callable[[Any, Sequence[Backend]], ParsedWrite]
 # How many profiles a decoded body carries, for the app's quota: read before
 # the body is validated, so an app over its quota costs no validation.
-Counter = Callable[[Any], int]
+SizeOf = Callable[[Any], int]
 
 _OUTCOME_BY_STATUS = {
     400: "invalid",
@@ -83,7 +83,7 @@ def _outcome(exc: ApiError) -> str:
     return _OUTCOME_BY_STATUS.get(exc.status, "error")
 
 
-async def _write(request: Request, parse: Parser, size: Counter) -> Response:
+async def _write(request: Request, parse: Parser, size: SizeOf) -> Response:
     ctx = context(request)
     app = "unknown"
     try:
@@ -96,6 +96,11 @@ async def _write(request: Request, parse: Parser, size: Counter) -> Response:
     child(ctx.metrics.inbound_requests, app, outcome).inc()
     child(ctx.metrics.inbound_profiles, app, outcome).inc(count)
     return response
+
+
+def _number(value: float) -> str:
+    """1000.0 -> '1000', 0.5 -> '0.5': never exponent notation."""
+    return f"{value:f}".rstrip("0").rstrip(".")
 
 
 def _spend_quota(request: Request, app: str, count: int) -> int:
@@ -123,7 +128,7 @@ def _spend_quota(request: Request, app: str, count: int) -> int:
         raise ApiError(
             429,
             OVER_QUOTA,
-            f"app {app!r} is over its quota of {bucket.quota.rate:g} profiles a second"
+            f"app {app!r} is over its quota of {_number(bucket.quota.rate)} profiles a second"
             f" (GATEWAY_APP_QUOTAS); {count} profile(s) fit again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
@@ -131,7 +136,7 @@ def _spend_quota(request: Request, app: str, count: int) -> int:
 
 
 async def _accept(
-    request: Request, parse: Parser, size: Counter, app: str
+    request: Request, parse: Parser, size: SizeOf, app: str
 ) -> tuple[Response, str, int]:
     ctx = context(request)
     key = request.headers.get("idempotency-key")
