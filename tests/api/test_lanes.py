@@ -3,6 +3,7 @@ what a write asks for, or its app's default lane, is stored with the request."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import Settings
 from tests.conftest import AUTH, SHOP_TOKEN
+from tests.store import pg
 
 Rows = Callable[[str], list[tuple[Any, ...]]]
 SHOP = {"Authorization": f"Bearer {SHOP_TOKEN}"}
@@ -106,3 +108,34 @@ def test_the_idempotency_key_covers_priority_and_resend(client: TestClient, rows
         r = client.post("/v1/profiles", headers=key, json={"external_id": "p1", **other})
         assert r.status_code == 409, other
     assert rows("SELECT lane, resend FROM requests") == [("realtime", 0)]
+
+
+def test_both_engines_store_what_the_api_was_told(store_url: str, settings: Settings) -> None:
+    settings.database_url = store_url
+    settings.app_lanes = "shop:bulk"
+    writes: list[tuple[dict[str, str], dict[str, Any]]] = [
+        (AUTH, {}),
+        (AUTH, {"priority": "bulk", "resend": True}),
+        (SHOP, {}),
+        (SHOP, {"priority": "realtime"}),
+    ]
+    with TestClient(create_app(settings)) as client:
+        ids = []
+        for i, (headers, extra) in enumerate(writes):
+            r = client.post("/v1/profiles", headers=headers, json={"external_id": f"e{i}", **extra})
+            ids.append(r.json()["request_id"])
+    sql = "SELECT id, lane, resend FROM requests"
+    if store_url.startswith("sqlite:///"):
+        conn = sqlite3.connect(store_url[len("sqlite:///") :])
+        try:
+            found = {r[0]: (r[1], bool(r[2])) for r in conn.execute(sql)}
+        finally:
+            conn.close()
+    else:
+        found = {r[0]: (r[1], bool(r[2])) for r in pg.run(pg.execute(store_url, sql))}
+    assert [found[i] for i in ids] == [
+        ("realtime", False),
+        ("bulk", True),
+        ("bulk", False),
+        ("realtime", False),
+    ]
