@@ -65,7 +65,7 @@ def _stored(size: int) -> list[tuple[str, bytes]]:
     """The same profiles as the HTTP runs, normalized as the gateway stores them;
     prepared outside the timed loop because it is not the store's work."""
     configured: list[Backend] = ["ocamba", "omneo", "import_batch"]
-    profiles, _ = parse_batch(msgspec.json.decode(batch_body("bench", size)), configured)
+    profiles = parse_batch(msgspec.json.decode(batch_body("bench", size)), configured).profiles
     return [(p.external_id, msgspec.json.encode(p)) for p in profiles]
 
 

@@ -100,7 +100,7 @@ def _preview(
     err: TextIO,
 ) -> int:
     try:
-        (profile,), _ = parse_single(msgspec.json.decode(text), BACKENDS)
+        (profile,) = parse_single(msgspec.json.decode(text), BACKENDS).profiles
     except msgspec.DecodeError as exc:
         print(f"stdin: not JSON: {exc}", file=err)
         return 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.auth.tokens import Caller, TokenSpecError, parse_tokens
+from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config_checks import (
     SECRET_SETTINGS,
     ConfigError,
@@ -23,7 +24,8 @@ from gateway.config_checks import (
     secret_files,
 )
 from gateway.crypto import KeyringError, Sealer
-from gateway.schema import BACKENDS, Backend
+from gateway.quotas import UNLIMITED, AppQuotas, Quota, QuotaSpecError, parse_quotas
+from gateway.schema import BACKENDS, LANES, Backend, Lane
 
 # ConfigError lives beside the checks that raise it; callers import it from here.
 __all__ = ["SECRET_SETTINGS", "ConfigError", "Settings", "describe"]
@@ -43,6 +45,14 @@ class Settings(msgspec.Struct, kw_only=True):
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     max_body_bytes: int = 5 * 1024 * 1024
+    # Each app's default lane when a write names no `priority`:
+    # "importer:bulk,crm:realtime"; an app not listed: realtime.
+    app_lanes: str = ""
+    # Per-app quotas on profile writes (gateway/quotas.py): "crm:1000/5000,shop:200"
+    # (profiles per second / profiles at once; "app:unlimited" exempts one app);
+    # the default covers apps not listed; empty: unlimited.
+    app_quotas: str = ""
+    app_quota_default: str = ""
     # Webhook bodies are read before their signature can be checked, so anyone
     # may send one: a small bound keeps unauthenticated memory small. An Omneo
     # profile context is a few KiB.
@@ -153,6 +163,8 @@ class Settings(msgspec.Struct, kw_only=True):
         settings = cls(**convert_env(msgspec.structs.fields(cls), env))
         check_settings(settings)
         settings.api_token_map()  # fail at start, not on the first request
+        settings.app_lane_map()
+        settings.app_quotas_in_force()
         settings.sealer()
         return settings
 
@@ -169,6 +181,49 @@ class Settings(msgspec.Struct, kw_only=True):
             return parse_tokens(self.api_tokens)
         except TokenSpecError as exc:
             raise ConfigError(f"GATEWAY_API_TOKENS: {exc}") from None
+
+    def _apps(self) -> set[str]:
+        return {caller.app for caller in self.api_token_map().values()}
+
+    def app_lane_map(self) -> dict[str, Lane]:
+        """app -> its default lane, from GATEWAY_APP_LANES (apps not listed: realtime)."""
+        apps = self._apps()
+        lanes: dict[str, Lane] = {}
+        for position, item in enumerate((p.strip() for p in self.app_lanes.split(",")), 1):
+            if not item:
+                continue
+            app, _, lane = (part.strip() for part in item.partition(":"))
+            if not app or not lane:
+                raise ConfigError(f"GATEWAY_APP_LANES: entry {position} is not app:lane")
+            if app not in apps:
+                raise ConfigError(
+                    f"GATEWAY_APP_LANES: app {app!r} has no token in GATEWAY_API_TOKENS"
+                )
+            if app in lanes:
+                raise ConfigError(f"GATEWAY_APP_LANES: app {app!r} is listed twice")
+            if lane not in LANES:
+                raise ConfigError(
+                    f"GATEWAY_APP_LANES: app {app!r} has unknown lane {lane[:20]!r};"
+                    f" lanes are {', '.join(LANES)}"
+                )
+            lanes[app] = lane  # narrowed to Lane by the check above
+        return lanes
+
+    def app_quotas_in_force(self, clock: Clock = SYSTEM_CLOCK) -> AppQuotas:
+        """A token bucket per app with a quota (GATEWAY_APP_QUOTAS, else
+        GATEWAY_APP_QUOTA_DEFAULT); none for the others."""
+        apps = self._apps()
+        try:
+            quotas = parse_quotas(self.app_quotas, apps)
+        except QuotaSpecError as exc:
+            raise ConfigError(f"GATEWAY_APP_QUOTAS: {exc}") from None
+        default: Quota | None = None
+        if self.app_quota_default.strip() not in ("", UNLIMITED):
+            try:
+                default = Quota.parse(self.app_quota_default)
+            except QuotaSpecError as exc:
+                raise ConfigError(f"GATEWAY_APP_QUOTA_DEFAULT: {exc}") from None
+        return AppQuotas(quotas, default, apps, clock)
 
     def configured_backends(self) -> list[Backend]:
         urls = {

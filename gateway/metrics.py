@@ -51,13 +51,29 @@ class Metrics:
         self.inbound_requests = Counter(
             "gateway_inbound_requests",
             "Profile write requests, by calling app and outcome"
-            " (accepted, replayed, invalid, conflict, unauthorized, too_large, error)",
+            " (accepted, replayed, invalid, conflict, unauthorized, too_large, over_quota, error)",
             ["app", "outcome"],
             registry=r,
         )
         self.inbound_profiles = Counter(
             "gateway_inbound_profiles",
             "Profiles in write requests, by calling app and outcome",
+            ["app", "outcome"],
+            registry=r,
+        )
+        # Per-app quotas (gateway/quotas.py): only apps with a quota, and apps
+        # come from GATEWAY_API_TOKENS, so the label sets stay few.
+        self.app_quota_rejected = Counter(
+            "gateway_app_quota_rejected",
+            "Profile writes refused by the calling app's quota, by app and reason"
+            " (rate: 429 until enough tokens; burst: 413, more profiles than the burst)",
+            ["app", "reason"],
+            registry=r,
+        )
+        self.app_quota_profiles = Counter(
+            "gateway_app_quota_profiles",
+            "Profiles counted against the calling app's quota, by app and outcome"
+            " (admitted: stored; rejected: refused by the quota)",
             ["app", "outcome"],
             registry=r,
         )

@@ -142,6 +142,9 @@ class Accepted(msgspec.Struct):
     request_id: str
     profiles: int
     targets: list[Backend]
+    # The lane the write waits in: its `priority`, else the app's default
+    # (GATEWAY_APP_LANES), else realtime.
+    lane: Lane = "realtime"
 
 
 class FieldError(msgspec.Struct):

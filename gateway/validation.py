@@ -13,16 +13,18 @@ import re
 import typing
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from gateway import phone as phone_numbers
 from gateway.schema import (
     BACKENDS,
+    LANES,
     MAX_BATCH,
     Backend,
     FieldError,
+    Lane,
     NormalizedProfile,
     Profile,
 )
@@ -238,14 +240,40 @@ def _target_rules(
     return errors
 
 
-def parse_single(
-    body: Any, configured: Sequence[Backend]
-) -> tuple[list[NormalizedProfile], list[Backend]]:
-    """The body of `POST /v1/profiles`: a profile with an optional `targets` key."""
+class ParsedWrite(NamedTuple):
+    """A write body, validated: what `POST /v1/profiles` and `/batch` store."""
+
+    profiles: list[NormalizedProfile]
+    targets: list[Backend]
+    priority: Lane | None = None  # None: the app's default lane
+    resend: bool = False
+
+
+def _write_options(body: dict[str, Any]) -> tuple[Lane | None, bool, list[FieldError]]:
+    """`priority` and `resend` of a write body (absent: None and False)."""
+    errors: list[FieldError] = []
+    priority = body.get("priority")
+    if priority is not None and priority not in LANES:
+        errors.append(FieldError("priority", f"expected one of {', '.join(LANES)} or null"))
+        priority = None
+    resend = body.get("resend", False)
+    if not isinstance(resend, bool):
+        errors.append(FieldError("resend", "expected true or false"))
+        resend = False
+    return priority, resend, errors
+
+
+def parse_single(body: Any, configured: Sequence[Backend]) -> ParsedWrite:
+    """The body of `POST /v1/profiles`: a profile with optional `targets`,
+    `priority` and `resend` keys."""
     if not isinstance(body, dict):
         raise InvalidInput([FieldError("$", "expected a JSON object")])
     raw = dict(body)
     targets, errors = validate_targets(raw.pop("targets", None), configured)
+    priority, resend, option_errors = _write_options(raw)
+    errors += option_errors
+    raw.pop("priority", None)
+    raw.pop("resend", None)
     profile, profile_errors = normalize_profile(raw)
     errors += profile_errors
     if profile is not None:
@@ -253,18 +281,22 @@ def parse_single(
     if errors:
         raise InvalidInput(errors)
     assert profile is not None
-    return [profile], targets
+    return ParsedWrite([profile], targets, priority, resend)
 
 
-def parse_batch(
-    body: Any, configured: Sequence[Backend]
-) -> tuple[list[NormalizedProfile], list[Backend]]:
-    """The body of `POST /v1/profiles/batch`: `{"profiles": [...], "targets": [...]}`."""
+_BATCH_KEYS = ("profiles", "targets", "priority", "resend")
+
+
+def parse_batch(body: Any, configured: Sequence[Backend]) -> ParsedWrite:
+    """The body of `POST /v1/profiles/batch`:
+    `{"profiles": [...], "targets": [...], "priority": ..., "resend": ...}`."""
     if not isinstance(body, dict):
         raise InvalidInput([FieldError("$", "expected a JSON object")])
-    errors = [FieldError(k, "unknown field") for k in body if k not in ("profiles", "targets")]
+    errors = [FieldError(k, "unknown field") for k in body if k not in _BATCH_KEYS]
     targets, target_errors = validate_targets(body.get("targets"), configured)
     errors += target_errors
+    priority, resend, option_errors = _write_options(body)
+    errors += option_errors
     raw_profiles = body.get("profiles")
     if not isinstance(raw_profiles, list):
         errors.append(FieldError("profiles", "required: a list of 1 to 1000 profiles"))
@@ -295,4 +327,4 @@ def parse_batch(
         profiles.append(profile)
     if errors:
         raise InvalidInput(errors)
-    return profiles, targets
+    return ParsedWrite(profiles, targets, priority, resend)

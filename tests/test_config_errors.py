@@ -66,6 +66,38 @@ CASES: dict[str, tuple[dict[str, str], str]] = {
         {"GATEWAY_METRICS_TOKEN": SECRET_IN_URL},
         "GATEWAY_METRICS_TOKEN is 14 characters; use at least 32",
     ),
+    "a lane for an app without a token": (
+        {"GATEWAY_APP_LANES": "crm:bulk,importer:bulk"},
+        "GATEWAY_APP_LANES: app 'importer' has no token in GATEWAY_API_TOKENS",
+    ),
+    "an unknown lane": (
+        {"GATEWAY_APP_LANES": "crm:slow"},
+        "GATEWAY_APP_LANES: app 'crm' has unknown lane 'slow'; lanes are realtime, bulk",
+    ),
+    "a lane entry without a lane": (
+        {"GATEWAY_APP_LANES": "crm"},
+        "GATEWAY_APP_LANES: entry 1 is not app:lane",
+    ),
+    "a quota for an app without a token": (
+        {"GATEWAY_APP_QUOTAS": "crm:100,shop:10"},
+        "GATEWAY_APP_QUOTAS: app 'shop' has no token in GATEWAY_API_TOKENS",
+    ),
+    "a quota that is not a rate": (
+        {"GATEWAY_APP_QUOTAS": "crm:fast"},
+        "GATEWAY_APP_QUOTAS: app 'crm': 'fast' is not rate or rate/burst",
+    ),
+    "a quota of no profiles": (
+        {"GATEWAY_APP_QUOTAS": "crm:0"},
+        "GATEWAY_APP_QUOTAS: app 'crm': the rate must be a number more than 0, not '0'",
+    ),
+    "a quota with a fractional burst": (
+        {"GATEWAY_APP_QUOTAS": "crm:10/2.5"},
+        "GATEWAY_APP_QUOTAS: app 'crm': the burst must be a whole number of 1 or more",
+    ),
+    "a default quota that is not a rate": (
+        {"GATEWAY_APP_QUOTA_DEFAULT": "-5/10"},
+        "GATEWAY_APP_QUOTA_DEFAULT: the rate must be a number more than 0, not '-5'",
+    ),
 }
 
 

@@ -16,7 +16,8 @@ from gateway.auth.tokens import Caller, Scope
 from gateway.config import Settings
 from gateway.mapping.model import Mappings
 from gateway.metrics import Metrics
-from gateway.schema import Backend, ErrorBody, FieldError
+from gateway.quotas import AppQuotas
+from gateway.schema import Backend, ErrorBody, FieldError, Lane
 from gateway.store.base import Store
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class Context:
         self.metrics = metrics
         self.tokens = settings.api_token_map()
         self.throttle = AuthThrottle(settings.auth_failure_limit, settings.auth_failure_window)
+        # Each app's default lane, and its quota of profiles (gateway/quotas.py).
+        self.lanes: dict[str, Lane] = settings.app_lane_map()
+        self.quotas: AppQuotas = settings.app_quotas_in_force()
         self.configured: list[Backend] = settings.configured_backends()
         # Set when a dispatcher runs in this process: wakes it after a commit.
         self.notify: Callable[[Sequence[Backend]], None] | None = None

@@ -31,9 +31,14 @@ _ERRORS = {
     "408": "The body did not all arrive within GATEWAY_BODY_READ_TIMEOUT; nothing was stored",
     "409": "Idempotency-Key reused with another body",
     "413": "Body larger than GATEWAY_MAX_BODY_BYTES",
+    "413w": "Body larger than GATEWAY_MAX_BODY_BYTES, or (`batch_over_quota_burst`) more"
+    " profiles than the app's quota lets through at once (GATEWAY_APP_QUOTAS); split it",
     "415": "Content-Type is not application/json (UTF-8)",
     "422": "Schema errors; `errors` lists every offending field by path",
     "429": "Too many failed authentications from this address; retry after Retry-After",
+    "429w": "Too many failed authentications from this address, or (`over_quota`) the app is"
+    " over its quota of profiles a second (GATEWAY_APP_QUOTAS); nothing was stored; retry"
+    " after Retry-After",
     "503": "The store could not answer; nothing was stored; retry",
 }
 # The rules JSON Schema cannot state; they answer 422 naming the field.
@@ -67,8 +72,9 @@ def _ref(struct: type) -> dict[str, Any]:
 
 def _errors(*codes: str) -> dict[str, Any]:
     answers: dict[str, Any] = {}
-    for code in codes:
-        answers[code] = {"description": _ERRORS[code], **_json(_ref(ErrorBody))}
+    for key in codes:
+        code = key.rstrip("w")  # "429w": the write routes' own description of 429
+        answers[code] = {"description": _ERRORS[key], **_json(_ref(ErrorBody))}
         if code == "401":
             answers[code]["headers"] = _AUTHENTICATE
         if code in ("429", "503"):
@@ -114,7 +120,7 @@ def _write_op(op_id: str, summary: str, body: type, links: dict[str, Any]) -> di
                     "links": links,
                     **_json(_ref(Accepted)),
                 },
-                **_errors("400", "401", "403", "408", "409", "413", "415", "422", "429", "503"),
+                **_errors("400", "401", "403", "408", "409", "413w", "415", "422", "429w", "503"),
             },
         }
     }
@@ -274,6 +280,15 @@ def _tighten(components: dict[str, Any]) -> None:
         targets = components[name]["properties"]["targets"]
         targets["anyOf"][0]["minItems"] = 1
         targets["description"] = "Default: every configured backend; each must be configured."
+        props = components[name]["properties"]
+        props["priority"]["description"] = (
+            "The lane the write waits in: realtime is sent before bulk (backfills), which"
+            " still gets a bounded share. Default: the app's lane (GATEWAY_APP_LANES),"
+            " else realtime."
+        )
+        props["resend"]["description"] = (
+            "Send every field even if a backend already has it (no change detection)."
+        )
 
 
 def build_openapi(signature_header: str = "X-Omneo-Hmac-SHA256") -> dict[str, Any]:

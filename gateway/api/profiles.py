@@ -22,26 +22,31 @@ from gateway.api.common import (
     require_json,
 )
 from gateway.metrics import child
-from gateway.schema import Accepted, Backend, NormalizedProfile
-from gateway.store.base import IdempotencyConflict, NewRequest, StoreError
+from gateway.schema import MAX_BATCH, Accepted, Backend, Lane
+from gateway.store.base import AcceptResult, IdempotencyConflict, NewRequest, StoreError
 from gateway.ui.profile_view import summarize
-from gateway.validation import InvalidInput, parse_batch, parse_single, reject_nul
+from gateway.validation import InvalidInput, ParsedWrite, parse_batch, parse_single, reject_nul
 
 log = logging.getLogger("gateway.api")
 
-Parser = Callable[[Any, Sequence[Backend]], tuple[list[NormalizedProfile], list[Backend]]]
+Parser = Callable[[Any, Sequence[Backend]], ParsedWrite]
+# How many profiles a decoded body carries, for the app's quota: read before
+# the body is validated, so an app over its quota costs no validation.
+SizeOf = Callable[[Any], int]
 
 _OUTCOME_BY_STATUS = {
     400: "invalid",
     401: "unauthorized",
     403: "unauthorized",  # a token without the write scope
-    429: "unauthorized",  # throttled after failed attempts
+    429: "unauthorized",  # throttled after failed attempts (over quota: see _outcome)
     409: "conflict",
     413: "too_large",
     415: "invalid",
     422: "invalid",
 }
 MAX_IDEMPOTENCY_KEY = 255
+OVER_QUOTA = "over_quota"
+OVER_BURST = "batch_over_quota_burst"
 
 
 def new_request_id() -> str:
@@ -51,22 +56,41 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
+def _one(data: Any) -> int:
+    return 1
+
+
+def _batch_size(data: Any) -> int:
+    """The batch's profile count; 0 for a body validation refuses on its shape
+    alone (no list, or outside 1 to MAX_BATCH), which costs no quota."""
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    if isinstance(profiles, list) and 1 <= len(profiles) <= MAX_BATCH:
+        return len(profiles)
+    return 0
+
+
 async def post_profile(request: Request) -> Response:
-    return await _write(request, parse_single)
+    return await _write(request, parse_single, _one)
 
 
 async def post_batch(request: Request) -> Response:
-    return await _write(request, parse_batch)
+    return await _write(request, parse_batch, _batch_size)
 
 
-async def _write(request: Request, parse: Parser) -> Response:
+def _outcome(exc: ApiError) -> str:
+    if exc.body.error in (OVER_QUOTA, OVER_BURST):
+        return OVER_QUOTA
+    return _OUTCOME_BY_STATUS.get(exc.status, "error")
+
+
+async def _write(request: Request, parse: Parser, size: SizeOf) -> Response:
     ctx = context(request)
     app = "unknown"
     try:
         app = authenticate(request, "write").app
-        response, outcome, count = await _accept(request, parse, app)
+        response, outcome, count = await _accept(request, parse, size, app)
     except ApiError as exc:
-        outcome = _OUTCOME_BY_STATUS.get(exc.status, "error")
+        outcome = _outcome(exc)
         child(ctx.metrics.inbound_requests, app, outcome).inc()
         raise
     child(ctx.metrics.inbound_requests, app, outcome).inc()
@@ -74,7 +98,46 @@ async def _write(request: Request, parse: Parser) -> Response:
     return response
 
 
-async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, str, int]:
+def _number(value: float) -> str:
+    """1000.0 -> '1000', 0.5 -> '0.5': never exponent notation."""
+    return f"{value:f}".rstrip("0").rstrip(".")
+
+
+def _spend_quota(request: Request, app: str, count: int) -> int:
+    """Takes `count` profiles from the app's quota and returns how many it took
+    (0: the app has none), or raises 413 (more than the burst: never fits) or
+    429 with Retry-After (not enough yet), taking nothing."""
+    ctx = context(request)
+    bucket = ctx.quotas.bucket(app)
+    if bucket is None or count == 0:
+        return 0
+    burst = bucket.quota.burst
+    if count > burst:
+        child(ctx.metrics.app_quota_rejected, app, "burst").inc()
+        child(ctx.metrics.app_quota_profiles, app, "rejected").inc(count)
+        raise ApiError(
+            413,
+            OVER_BURST,
+            f"app {app!r} may send at most {burst} profiles at once (its quota's burst,"
+            f" GATEWAY_APP_QUOTAS); this batch has {count}: send smaller batches",
+        )
+    wait = bucket.take(count)
+    if wait is not None:
+        child(ctx.metrics.app_quota_rejected, app, "rate").inc()
+        child(ctx.metrics.app_quota_profiles, app, "rejected").inc(count)
+        raise ApiError(
+            429,
+            OVER_QUOTA,
+            f"app {app!r} is over its quota of {_number(bucket.quota.rate)} profiles a second"
+            f" (GATEWAY_APP_QUOTAS); {count} profile(s) fit again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    return count
+
+
+async def _accept(
+    request: Request, parse: Parser, size: SizeOf, app: str
+) -> tuple[Response, str, int]:
     ctx = context(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
@@ -84,22 +147,62 @@ async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, 
     require_json(request)
     body = await read_body(request, ctx.settings.max_body_bytes)
     data = decode_json(body)
+    taken = _spend_quota(request, app, size(data))
+    stored = False
     try:
-        # JSON can carry NUL only as the escape `\u0000`: most bodies skip the walk.
+        result, lane = await _store(request, app, key, body, data, parse)
+        stored = not result.replayed
+    finally:
+        bucket = ctx.quotas.bucket(app)
+        if taken and bucket is not None:
+            if stored:
+                child(ctx.metrics.app_quota_profiles, app, "admitted").inc(taken)
+            else:
+                # Nothing new was stored (refused, replayed, the store failed).
+                bucket.give_back(taken)
+
+    if ctx.notify is not None and not result.replayed:
+        ctx.notify(result.targets)
+    outcome = "replayed" if result.replayed else "accepted"
+    log.info(
+        "write %s",
+        outcome,
+        extra={"app": app, "request_id": result.request_id, "profiles": result.profiles},
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    answer = Accepted(
+        request_id=result.request_id, profiles=result.profiles, targets=result.targets, lane=lane
+    )
+    return json_response(answer, 202, headers), outcome, result.profiles
+
+
+async def _store(
+    request: Request, app: str, key: str | None, body: bytes, data: Any, parse: Parser
+) -> tuple[AcceptResult, Lane]:
+    """Validates the decoded body and commits it: the stored (or replayed) write
+    and the lane it waits in."""
+    ctx = context(request)
+    try:
+        # JSON can carry NUL only as the escape `\\u0000`: most bodies skip the walk.
         if b"\\u0000" in body:
             reject_nul(data)
-        profiles, targets = parse(data, ctx.configured)
+        parsed = parse(data, ctx.configured)
     except InvalidInput as exc:
         raise ApiError(422, "invalid", "the body does not match the schema", exc.errors) from None
-
+    profiles = parsed.profiles
+    lane: Lane = parsed.priority or ctx.lanes.get(app, "realtime")
     new = NewRequest(
         request_id=new_request_id(),
         app=app,
-        targets=targets,
+        targets=parsed.targets,
         profiles=profiles,
         received_at=time.time(),
         idempotency_key=key,
+        # Of the body as sent, so `priority` and `resend` are part of it: the
+        # same key with another lane is another body (409).
         body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
+        lane=lane,
+        resend=parsed.resend,
     )
     started = time.perf_counter()
     try:
@@ -120,20 +223,7 @@ async def _accept(request: Request, parse: Parser, app: str) -> tuple[Response, 
         ) from None
     finally:
         ctx.metrics.store_write_latency.observe(time.perf_counter() - started)
-
-    if ctx.notify is not None and not result.replayed:
-        ctx.notify(result.targets)
-    outcome = "replayed" if result.replayed else "accepted"
-    log.info(
-        "write %s",
-        outcome,
-        extra={"app": app, "request_id": result.request_id, "profiles": result.profiles},
-    )
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    answer = Accepted(
-        request_id=result.request_id, profiles=result.profiles, targets=result.targets
-    )
-    return json_response(answer, 202, headers), outcome, len(profiles)
+    return result, lane
 
 
 async def get_profile(request: Request) -> Response:

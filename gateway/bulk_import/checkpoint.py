@@ -46,6 +46,11 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     batch_size: int
     max_body_bytes: int
     targets: list[str] | None = None
+    # The lane every batch asks for ("bulk" unless --priority says otherwise).
+    # None: a checkpoint from before --priority, whose batches named none; a
+    # resumed run keeps sending none, so its batches' bodies (and their
+    # idempotency records) stay the same.
+    priority: str | None = None
     offset: int = 0  # every record before this byte offset is settled
     next_line: int = 1  # the file line at `offset`
     errors_bytes: int = 0  # the errors file's length that goes with `offset`

@@ -43,16 +43,24 @@ class Chunk:
     sources: list[Any] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
-    def body(self, targets: Sequence[str] | None, keep: Iterable[int] | None = None) -> bytes:
+    def body(
+        self,
+        targets: Sequence[str] | None,
+        keep: Iterable[int] | None = None,
+        priority: str | None = None,
+    ) -> bytes:
         """The batch body; `keep` leaves out profiles the gateway refused."""
         rows = self.profiles if keep is None else [self.profiles[i] for i in keep]
-        return _OPEN + b",".join(rows) + _close(targets)
+        return _OPEN + b",".join(rows) + _close(targets, priority)
 
 
-def _close(targets: Sequence[str] | None) -> bytes:
-    if not targets:
-        return b"]}"
-    return b'],"targets":' + msgspec.json.encode(list(targets)) + b"}"
+def _close(targets: Sequence[str] | None, priority: str | None = None) -> bytes:
+    tail = b"]"
+    if targets:
+        tail += b',"targets":' + msgspec.json.encode(list(targets))
+    if priority is not None:
+        tail += b',"priority":' + msgspec.json.encode(priority)
+    return tail + b"}"
 
 
 def idempotency_key(run_id: str, chunk: Chunk) -> str:
@@ -82,11 +90,12 @@ def make_chunks(
     batch_size: int,
     max_body_bytes: int,
     targets: Sequence[str] | None,
+    priority: str | None = None,
 ) -> Iterator[Chunk]:
     """Chunks of at most `batch_size` records (accepted or not) whose body stays
     under `max_body_bytes`; a second profile with one `external_id` starts the
     next chunk, because the gateway refuses a batch that names a person twice."""
-    overhead = len(_OPEN) + len(_close(targets))
+    overhead = len(_OPEN) + len(_close(targets, priority))
     seq = 0
     chunk: Chunk | None = None
     size = overhead

@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.bulk_import.csv_mapping import MAPPING_HELP
 from gateway.bulk_import.readers import FORMATS, ReadError, detect_format
 from gateway.bulk_import.runner import EXIT_ERROR, Options, run
-from gateway.schema import BACKENDS, MAX_BATCH
+from gateway.schema import BACKENDS, LANES, MAX_BATCH
 
 TOKEN_ENV = "GATEWAY_BACKFILL_TOKEN"
 
@@ -23,6 +23,9 @@ Stream an NDJSON or CSV file of profiles into a running gateway, in batches of
 POST /v1/profiles/batch. The file is read as a stream (any size, flat memory).
 Rows the gateway would refuse are checked locally with the gateway's own rules
 and written, with their field errors and file line, to the errors file.
+
+Lane: every batch says "priority": "bulk" unless --priority realtime, so the
+gateway sends the apps' real-time writes before the backfill.
 
 Resuming: after each batch the gateway acknowledges, a checkpoint beside the
 file records how far it got. Run the same command again after an interrupt
@@ -51,6 +54,7 @@ examples:
   gateway import customers.ndjson --url http://gw.internal:8080
   gateway import crm-export.csv --targets omneo,import_batch --concurrency 8
   gateway import crm-export.csv --validate-only     # check the file, send nothing
+  gateway import fixes.ndjson --priority realtime   # a small fix, ahead of backfills
 """
 
 
@@ -79,6 +83,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--targets",
         help=f"comma-separated backends ({', '.join(BACKENDS)}); default: every configured one",
+    )
+    p.add_argument(
+        "--priority",
+        choices=LANES,
+        default="bulk",
+        help="the lane every batch waits in: bulk (the default) lets real-time writes of "
+        "every app go first; realtime sends the import as if an app wrote it",
     )
     p.add_argument(
         "--batch-size",
@@ -156,6 +167,7 @@ def main(args: argparse.Namespace) -> int:
         url=args.url,
         token=token,
         targets=targets,
+        priority=args.priority,
         batch_size=args.batch_size,
         max_body_bytes=args.max_body_bytes,
         concurrency=args.concurrency,

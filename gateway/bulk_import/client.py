@@ -5,7 +5,10 @@ the same idempotency key, so a retry of a write that did land is answered as a
 replay. A 422 names the refused profiles by index: they are set aside and the
 rest is sent again under the same key (a refused request does not use up its
 key, and the reduced body is the same in every run). Any other refusal would
-refuse every chunk alike, so it stops the import.
+refuse every chunk alike, so it stops the import. A 429 for the app's quota
+(`over_quota`) is the gateway saying when there is room: the chunk waits its
+Retry-After (plus a little jitter) as often as it takes, without spending an
+attempt, so a quota slows an import down but does not stop it.
 """
 
 from __future__ import annotations
@@ -77,18 +80,29 @@ def _describe(response: httpx.Response) -> str:
     )
 
 
+def _over_quota(response: httpx.Response) -> bool:
+    if response.status_code != 429:
+        return False
+    try:
+        return msgspec.json.decode(response.content, type=ErrorBody).error == "over_quota"
+    except msgspec.MsgspecError:
+        return False
+
+
 class Sender:
     def __init__(
         self,
         http: httpx.AsyncClient,
         *,
         targets: list[str] | None,
+        priority: str | None = None,
         stop: asyncio.Event,
         retry: Retry | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http
         self._targets = targets
+        self._priority = priority
         self._stop = stop
         self._retry = retry or Retry()
         self._sleep = sleep
@@ -99,7 +113,7 @@ class Sender:
         refused: dict[int, list[FieldError]] = {}
         # Each pass removes at least one profile, so this ends.
         while keep:
-            response = await self._post(chunk.body(self._targets, keep), key)
+            response = await self._post(chunk.body(self._targets, keep, self._priority), key)
             if response.status_code == 202:
                 replayed = response.headers.get("idempotent-replayed") == "true"
                 return Outcome(len(keep), replayed, refused)
@@ -148,6 +162,9 @@ class Sender:
                     return response
                 problem = _describe(response)
                 retry_after = _retry_after(response)
+                if _over_quota(response):
+                    await self._wait((retry_after or 1.0) + random.uniform(0, 0.5))
+                    continue
             attempt += 1
             if attempt >= self._retry.attempts:
                 raise Fatal(f"gave up after {attempt} attempts: {problem}")

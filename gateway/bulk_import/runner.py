@@ -29,6 +29,7 @@ from gateway.bulk_import.progress import Progress
 from gateway.bulk_import.readers import Format, ReadError, open_records
 from gateway.bulk_import.send_loop import SendLoop
 from gateway.bulk_import.summary import render
+from gateway.schema import Lane
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -43,6 +44,7 @@ class Options:
     url: str = "http://127.0.0.1:8080"
     token: str = ""
     targets: list[str] | None = None
+    priority: Lane = "bulk"
     batch_size: int = 1000
     max_body_bytes: int = 4_000_000
     concurrency: int = 4
@@ -66,6 +68,8 @@ def _mismatch(cp: Checkpoint, identity: FileIdentity, opts: Options) -> str | No
         ("--batch-size", opts.batch_size, cp.batch_size),
         ("--max-body-bytes", opts.max_body_bytes, cp.max_body_bytes),
         ("--targets", opts.targets, cp.targets),
+        # A checkpoint from before --priority records none: it keeps sending none.
+        ("--priority", opts.priority, cp.priority or opts.priority),
     ):
         if ours != theirs:
             return f"{name} is {ours} but the checkpoint was made with {theirs}"
@@ -140,6 +144,7 @@ class Importer:
             batch_size=opts.batch_size,
             max_body_bytes=opts.max_body_bytes,
             targets=opts.targets,
+            priority=opts.priority,
         )
 
     async def _go(self, cp: Checkpoint, *, send: bool) -> int:
@@ -174,6 +179,7 @@ class Importer:
             batch_size=cp.batch_size,
             max_body_bytes=cp.max_body_bytes,
             targets=cp.targets,
+            priority=cp.priority,
         )
         started = time.monotonic()
         code = EXIT_ERROR

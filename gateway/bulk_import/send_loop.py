@@ -82,7 +82,9 @@ class SendLoop:
             limits=limits,
             transport=self.transport,
         ) as http:
-            sender = Sender(http, targets=cp.targets, stop=self.stop, retry=self.retry)
+            sender = Sender(
+                http, targets=cp.targets, priority=cp.priority, stop=self.stop, retry=self.retry
+            )
             with self._signals():
                 try:
                     finished = await self._feed(cp, chunks, sender, errors, progress, send=send)

@@ -10,7 +10,8 @@
   from a key you give), sent unchanged on each of its retries, so a retry after
   a lost answer is answered from the stored write, never stored twice.
   `write_many` splits the list into batches of at most 1000 (`MAX_BATCH`) and
-  returns one `Accepted` per batch.
+  returns one `Accepted` per batch. Both take `priority="bulk"` (a backfill's
+  lane) and `resend=True` (send what the backends already have).
 - Retries (`RetryPolicy`): 408, 429, 502, 503, 504, timeouts and connection
   errors, with exponential backoff and jitter, or `Retry-After` when the
   gateway sends it. Any other answer that is not 2xx raises `GatewayError` at

@@ -13,7 +13,7 @@ import httpx
 import msgspec
 
 from gateway.client._retry import RetryPolicy, should_retry
-from gateway.schema import MAX_BATCH, Accepted, Backend, ErrorBody, Profile
+from gateway.schema import MAX_BATCH, Accepted, Backend, ErrorBody, Lane, Profile
 from gateway.store.base import ProfileView
 from gateway.ui.profile_view import ProfileSummary
 
@@ -131,12 +131,29 @@ def profile_fields(profile: ProfileLike) -> dict[str, Any]:
     return fields
 
 
-def write_call(
-    profile: ProfileLike, targets: Sequence[Backend] | None, key: str | None = None
-) -> Call:
-    body = profile_fields(profile)
+def _options(
+    body: dict[str, Any], targets: Sequence[Backend] | None, priority: Lane | None, resend: bool
+) -> dict[str, Any]:
+    """`body` with the write's options; those left at their default are not
+    sent, so a body (and what its Idempotency-Key covers) stays as it was."""
     if targets is not None:
         body["targets"] = list(targets)
+    if priority is not None:
+        body["priority"] = priority
+    if resend:
+        body["resend"] = True
+    return body
+
+
+def write_call(
+    profile: ProfileLike,
+    targets: Sequence[Backend] | None,
+    key: str | None = None,
+    *,
+    priority: Lane | None = None,
+    resend: bool = False,
+) -> Call:
+    body = _options(profile_fields(profile), targets, priority, resend)
     return Call("POST", "/v1/profiles", _encode(body), _checked_key(key))
 
 
@@ -145,6 +162,9 @@ def batch_calls(
     targets: Sequence[Backend] | None,
     key: str | None = None,
     batch_size: int = MAX_BATCH,
+    *,
+    priority: Lane | None = None,
+    resend: bool = False,
 ) -> list[Call]:
     """One `POST /v1/profiles/batch` per `batch_size` profiles, in order, each
     with its own Idempotency-Key: `<key>-<n>` when the caller gave `key`."""
@@ -155,9 +175,7 @@ def batch_calls(
         _checked_key(f"{key}-{len(listed) // batch_size}")
     calls = []
     for n, start in enumerate(range(0, len(listed), batch_size)):
-        body: dict[str, Any] = {"profiles": listed[start : start + batch_size]}
-        if targets is not None:
-            body["targets"] = list(targets)
+        body = _options({"profiles": listed[start : start + batch_size]}, targets, priority, resend)
         batch_key = f"{key}-{n}" if key is not None else new_key()
         calls.append(Call("POST", "/v1/profiles/batch", _encode(body), batch_key))
     return calls

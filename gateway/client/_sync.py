@@ -11,7 +11,7 @@ import httpx
 from gateway.client import _core
 from gateway.client._core import Answer, Call, GatewayError, PartialWriteError, ProfileLike, Tries
 from gateway.client._retry import RETRY_ERRORS, RetryPolicy
-from gateway.schema import MAX_BATCH, Accepted, Backend
+from gateway.schema import MAX_BATCH, Accepted, Backend, Lane
 from gateway.store.base import ProfileView, RequestView
 from gateway.ui.profile_view import ProfileSummary
 
@@ -84,9 +84,11 @@ class GatewayClient:
         targets: Sequence[Backend] | None = None,
         *,
         idempotency_key: str | None = None,
+        priority: Lane | None = None,
+        resend: bool = False,
     ) -> Accepted:
         """`POST /v1/profiles`: accepted once the gateway stored it durably."""
-        call = _core.write_call(profile, targets, idempotency_key)
+        call = _core.write_call(profile, targets, idempotency_key, priority=priority, resend=resend)
         return _core.decoded(self.send(call), Accepted)
 
     def write_many(
@@ -95,11 +97,15 @@ class GatewayClient:
         targets: Sequence[Backend] | None = None,
         *,
         idempotency_key: str | None = None,
+        priority: Lane | None = None,
+        resend: bool = False,
     ) -> list[Accepted]:
         """`POST /v1/profiles/batch` per `batch_size` profiles, one after another:
         one `Accepted` per batch, in order. `PartialWriteError` says which were."""
         accepted: list[Accepted] = []
-        calls = _core.batch_calls(profiles, targets, idempotency_key, self.batch_size)
+        calls = _core.batch_calls(
+            profiles, targets, idempotency_key, self.batch_size, priority=priority, resend=resend
+        )
         for n, call in enumerate(calls):
             try:
                 accepted.append(_core.decoded(self.send(call), Accepted))

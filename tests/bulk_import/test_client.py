@@ -136,3 +136,20 @@ async def test_a_stop_abandons_a_chunk_waiting_to_be_retried() -> None:
 
     with pytest.raises(Abandoned):
         await _send(handler, _chunk(), stop=stop)
+
+
+@pytest.mark.anyio
+async def test_the_apps_quota_is_waited_out_without_spending_attempts() -> None:
+    seen: list[httpx.Request] = []
+    over = {"error": "over_quota", "message": "app 'crm' is over its quota"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) <= 12:
+            return httpx.Response(429, json=over, headers={"Retry-After": "3"})
+        return httpx.Response(202, json={})
+
+    outcome, slept = await _send(handler, _chunk(), attempts=2)
+    assert outcome.accepted == 3 and len(seen) == 13
+    assert len(slept) == 12 and all(3 <= s <= 3.5 for s in slept)
+    assert {r.headers["idempotency-key"] for r in seen} == {"key-1"}

@@ -321,3 +321,33 @@ def test_the_two_clients_offer_the_same_calls() -> None:
         "request_status",
         "profile_status",
     }
+
+
+def test_priority_and_resend_are_sent_only_when_asked_for(
+    waits: list[float], jane: Profile
+) -> None:
+    script = Script(accepted)
+    with client_for(script, waits) as gw:
+        gw.write(jane)
+        gw.write(jane, priority="bulk", resend=True)
+        gw.write_many([jane], priority="realtime")
+        gw.write_many([jane], resend=True)
+    bodies = [json.loads(r.content) for r in script.requests]
+    # Left at their defaults they are not sent: a body, and what its key covers, stays as it was.
+    assert "priority" not in bodies[0] and "resend" not in bodies[0]
+    assert (bodies[1]["priority"], bodies[1]["resend"]) == ("bulk", True)
+    assert bodies[2]["priority"] == "realtime" and "resend" not in bodies[2]
+    assert bodies[3]["resend"] is True and "priority" not in bodies[3]
+
+
+def test_the_accepted_answer_says_the_lane(waits: list[float], jane: Profile) -> None:
+    def bulk(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            202, json={"request_id": "r", "profiles": 1, "targets": [], "lane": "bulk"}
+        )
+
+    with client_for(Script(bulk), waits) as gw:
+        assert gw.write(jane, priority="bulk").lane == "bulk"
+    # An older gateway's answer has no lane: realtime is what it did.
+    with client_for(Script(accepted), waits) as gw:
+        assert gw.write(jane).lane == "realtime"
