@@ -70,6 +70,8 @@ class RequestView(msgspec.Struct):
     received_at: float
     targets: list[Backend]
     profiles: list[ProfileWriteView]
+    lane: Lane = "realtime"  # the queue its deliveries wait in
+    resend: bool = False  # sent whole, even what the backends had
 
 
 # What is left of a write's profile: `purged` after the retention period,

@@ -40,6 +40,8 @@ def test_a_write_is_realtime_without_resend_unless_it_says_otherwise(
     assert asked.status_code == 202, asked.text
     assert asked.json()["lane"] == "bulk"
     assert _stored(rows, asked.json()["request_id"]) == ("bulk", True)
+    status = client.get(f"/v1/requests/{asked.json()['request_id']}", headers=AUTH).json()
+    assert (status["lane"], status["resend"]) == ("bulk", True)
 
     batch = client.post(
         "/v1/profiles/batch",

@@ -54,6 +54,8 @@ def get_request(request_id: str, sealer: Sealer) -> Plan[RequestView | None]:
             ProfileWriteView(w[2], w[1], by_write[w[0]] or [waiting(t, since) for t in targets])
             for w in writes
         ],
+        lane=head[3],
+        resend=bool(head[4]),
     )
 
 

@@ -5,7 +5,7 @@
 SELECT 1
 
 -- name: request_head
-SELECT app, received_at, targets FROM requests WHERE id = ?1
+SELECT app, received_at, targets, lane, resend FROM requests WHERE id = ?1
 
 -- name: request_writes
 SELECT id, position, external_id FROM profile_writes WHERE request_id = ?1 ORDER BY position
