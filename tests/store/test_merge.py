@@ -173,3 +173,24 @@ async def test_erasure_leaves_merged_deliveries_pointing_at_the_erased_carrier(
         "erased",
     )
     assert await store.claim("omneo", 10, "w", 0.0) == []
+
+
+@pytest.mark.anyio
+async def test_a_write_merged_into_a_delivered_carrier_supersedes_an_older_dead_one(
+    store: Store,
+) -> None:
+    # w0 dies; w1 is sent and dies; w0 is replayed and, claimed, carries w2:
+    # w2's fields reached the backend, so w1 must not be sent again over them.
+    await write(store, "r0", version("p", 0))
+    [w0] = await store.claim("omneo", 10, "w", 60)
+    await store.record("w", [DeliveryResult(w0.delivery_id, "dead", "gave up")])
+    await write(store, "r1", version("p", 1))
+    [w1] = await store.claim("omneo", 10, "w", 60)
+    await store.record("w", [DeliveryResult(w1.delivery_id, "dead", "gave up")])
+    assert (await store.replay(["dead"], delivery_id=w0.delivery_id)).requeued == [w0.delivery_id]
+    await write(store, "r2", version("p", 2))
+    [carrier] = await store.claim("omneo", 10, "w", 60)
+    assert carrier.delivery_id == w0.delivery_id and len(carrier.carries) == 1
+    await store.record("w", [DeliveryResult(carrier.delivery_id, "accepted")])
+    replayed = await store.replay(["dead"], delivery_id=w1.delivery_id)
+    assert (replayed.requeued, replayed.superseded) == ([], [w1.delivery_id])

@@ -151,7 +151,10 @@ WITH target AS (
     SELECT d.id, EXISTS (
         SELECT 1 FROM deliveries n
         WHERE n.backend = d.backend AND n.external_id = d.external_id AND n.id > d.id
-          AND n.state IN ('accepted', 'confirmed')) -- lifecycle.DELIVERED
+          AND (n.state IN ('accepted', 'confirmed') -- lifecycle.DELIVERED
+               -- or carried (merged) by a delivery that was delivered
+               OR EXISTS (SELECT 1 FROM deliveries c WHERE c.id = n.merged_into
+                          AND c.state IN ('accepted', 'confirmed')))) -- lifecycle.DELIVERED
     AS superseded
     FROM deliveries d
     -- A delivery whose payload was purged or erased has nothing left to send.

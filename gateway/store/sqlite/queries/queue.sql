@@ -127,7 +127,10 @@ SET backend_id = excluded.backend_id, updated_at = excluded.updated_at
 SELECT d.id, EXISTS (
     SELECT 1 FROM deliveries n
     WHERE n.backend = d.backend AND n.external_id = d.external_id AND n.id > d.id
-      AND n.state IN ('accepted', 'confirmed')) -- lifecycle.DELIVERED
+      AND (n.state IN ('accepted', 'confirmed') -- lifecycle.DELIVERED
+           -- or carried (merged) by a delivery that was delivered
+           OR EXISTS (SELECT 1 FROM deliveries c WHERE c.id = n.merged_into
+                      AND c.state IN ('accepted', 'confirmed')))) -- lifecycle.DELIVERED
 FROM deliveries d
 WHERE d.state {in_states}
   AND (?1 IS NULL OR d.id = ?1) AND (?2 IS NULL OR d.backend = ?2)
