@@ -174,6 +174,9 @@ class Dispatcher:
         if not claims:
             breaker.release(permit)
             return None
+        # Writes a claim ended `merged` (they ride in its payload): counted once.
+        if merged := sum(c.merged_now for c in claims):
+            self.metrics.deliveries.labels(backend, "merged").inc(merged)
         await self._send(backend, adapter, claims, permit)
         return 0
 

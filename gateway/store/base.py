@@ -56,6 +56,10 @@ class DeliveryView(msgspec.Struct):
     last_error: str | None
     updated_at: float
     backend_id: str | None = None
+    # A `merged` delivery: the id of the delivery that carried its write, and
+    # that delivery's state (what became of this write too).
+    merged_into: int | None = None
+    carrier_state: DeliveryState | None = None
 
 
 class ProfileWriteView(msgspec.Struct):
@@ -99,6 +103,13 @@ class Claim(msgspec.Struct, frozen=True):
     created_at: float
     backend_id: str | None = None
     lane: Lane = "realtime"
+    # Later queued writes of the same person to the same backend that this
+    # delivery carries (`profile` is their merged payload, gateway/store/merge.py);
+    # they are `merged`, with `merged_into` this delivery, and share its outcome.
+    carries: tuple[int, ...] = ()
+    # How many of `carries` this claim ended `merged` (the rest were merged by
+    # an earlier claim of this delivery: a retry, a lease taken over, a replay).
+    merged_now: int = 0
 
 
 def lane_order(lanes: Sequence[Lane]) -> tuple[Lane, ...]:

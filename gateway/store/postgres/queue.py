@@ -73,10 +73,17 @@ async def claim(
     # own (its advisory lock is held only that long); the claim then sees them.
     async with conn.transaction():
         await plans.run(conn, expand(clock.now()))
-    rows = await conn.fetch(
-        _q("claim"), backend, clock.now(), limit, owner, lease_seconds, first, then
-    )
-    claims, unsendable = open_claims(list(rows), sealer)
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _q("claim"), backend, clock.now(), limit, owner, lease_seconds, first, then
+        )
+        carried = []
+        if rows:
+            # Merging (gateway/store/merge.py): the person's later queued
+            # writes ride along, merged in the transaction that leases them.
+            carried = await conn.fetch(_q("claim_merge"), [r[0] for r in rows], clock.now())
+    merged_now = {r[1] for r in carried if r[5]}
+    claims, unsendable = open_claims(list(rows), sealer, list(carried), merged_now)
     if unsendable:
         # Rare, so a statement of its own; still leased to us, so ours to settle.
         await conn.execute(

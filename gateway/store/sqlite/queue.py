@@ -51,7 +51,10 @@ def claim(
         return []
     ids = json.dumps([r[0] for r in rows])
     conn.execute(_q("claim_lease"), (owner, now + lease_seconds, now, ids))
-    claims, unsendable = open_claims(rows, sealer)
+    # Merging (gateway/store/merge.py): the person's later queued writes ride along.
+    merged_now = {r[0] for r in conn.execute(_q("claim_merge"), (ids, now)).fetchall()}
+    carried = conn.execute(_q("claim_carried"), (ids,)).fetchall()
+    claims, unsendable = open_claims(rows, sealer, carried, merged_now)
     conn.executemany(
         _q("claim_unsendable"), [(error, delivery_id) for delivery_id, error in unsendable]
     )

@@ -77,6 +77,47 @@ JOIN profile_writes w ON w.id = c.write_id
 LEFT JOIN backend_ids b ON b.external_id = c.external_id AND b.backend = c.backend
 ORDER BY c.branch, c.due_at, c.id
 
+-- name: claim_merge
+-- Merging (gateway/store/merge.py), a statement of its own after the lease,
+-- whatever chose the candidates: the later queued writes of each claimed
+-- delivery's person to the same backend end `merged`, carried by it; then
+-- every write it carries, merged now or by an earlier claim of it (a retry, a
+-- lease taken over, a replay), in write order: (carrier, id, body, request_id,
+-- position, merged now). Not past a delivery of the person in flight between
+-- the two (a replayed older write claimed while a newer one is out).
+-- Why no other replica holds one of them: a later write is never a claim
+-- candidate while the carrier, earlier, is open (pending or in flight) in
+-- any snapshot; the UPDATE re-checks the state of a row changed meanwhile
+-- (an erasure), and the last branch reads the snapshot, in which the rows
+-- merged here are still due, so none comes twice. Rows are locked in id order
+-- after the carrier's: erasure's lock_person_deliveries takes them in id order.
+WITH c AS (
+    SELECT d.id, d.external_id, d.backend FROM deliveries d WHERE d.id = ANY($1::bigint[])
+), pairs AS (
+    SELECT l.id AS lid, max(c.id) AS cid
+    FROM c JOIN deliveries l ON l.external_id = c.external_id AND l.backend = c.backend
+        AND l.id > c.id AND l.state IN ('pending', 'retrying') -- lifecycle.DUE
+    WHERE NOT EXISTS (
+        SELECT 1 FROM deliveries e
+        WHERE e.external_id = c.external_id AND e.backend = c.backend
+          AND e.id > c.id AND e.id < l.id AND e.state = 'in_flight')
+    GROUP BY l.id
+), merged AS (
+    UPDATE deliveries d SET state = 'merged', merged_into = p.cid, lease_owner = NULL,
+        lease_expires_at = NULL, updated_at = $2
+    FROM (SELECT * FROM pairs ORDER BY lid) p
+    WHERE d.id = p.lid AND d.state IN ('pending', 'retrying') -- lifecycle.DUE
+    RETURNING d.id, d.merged_into, d.write_id
+)
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position, true AS now
+FROM merged m JOIN profile_writes w ON w.id = m.write_id
+UNION ALL
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position, false
+FROM c JOIN deliveries m ON m.external_id = c.external_id AND m.backend = c.backend
+    AND m.id > c.id AND m.merged_into = c.id
+JOIN profile_writes w ON w.id = m.write_id
+ORDER BY 1, 2
+
 -- name: claim_unsendable
 -- A claimed payload that cannot be opened (a key gone from the keyring); still
 -- leased to us, so ours to settle.
@@ -130,12 +171,20 @@ WITH target AS (
     SELECT d.id, EXISTS (
         SELECT 1 FROM deliveries n
         WHERE n.backend = d.backend AND n.external_id = d.external_id AND n.id > d.id
-          AND n.state IN ('accepted', 'confirmed')) -- lifecycle.DELIVERED
+          AND (n.state IN ('accepted', 'confirmed') -- lifecycle.DELIVERED
+               -- or carried (merged) by a delivery that was delivered
+               OR EXISTS (SELECT 1 FROM deliveries c WHERE c.id = n.merged_into
+                          AND c.state IN ('accepted', 'confirmed')))) -- lifecycle.DELIVERED
     AS superseded
     FROM deliveries d
     -- A delivery whose payload was purged or erased has nothing left to send.
     JOIN profile_writes w ON w.id = d.write_id AND w.removed IS NULL
-    WHERE d.state {in_states} AND ($2::bigint IS NULL OR d.id = $2)
+    WHERE d.state {in_states}
+      -- Nor does one a write it carries (merged into it) is gone from.
+      AND NOT EXISTS (
+        SELECT 1 FROM deliveries m JOIN profile_writes mw ON mw.id = m.write_id
+        WHERE m.external_id = d.external_id AND m.backend = d.backend AND m.id > d.id
+          AND m.merged_into = d.id AND mw.removed IS NOT NULL) AND ($2::bigint IS NULL OR d.id = $2)
       AND ($3::text IS NULL OR d.backend = $3)
     FOR UPDATE OF d
 ), requeued AS (
