@@ -96,6 +96,8 @@ class Claim(msgspec.Struct, frozen=True):
     attempts: int  # including this one
     created_at: float
     backend_id: str | None = None
+    # The request asked to send every field, even those the backend has.
+    resend: bool = False
 
 
 class DeliveryResult(msgspec.Struct, frozen=True):
@@ -112,6 +114,9 @@ class DeliveryResult(msgspec.Struct, frozen=True):
     # `accepted_at`, the time a webhook's arrival is compared against. None:
     # the time the result is recorded.
     sent_at: float | None = None
+    # On `accepted` / `confirmed` only: {field: keyed digest} the backend now
+    # has, merged over what `sent_fields` held (other states never store it).
+    digests: dict[str, str] | None = None
 
 
 class DeadLetter(msgspec.Struct):
@@ -257,6 +262,13 @@ class Store(Protocol):
         flight with an expired lease (its worker died). A delivery is never due
         while an earlier write of the same person to the same backend is still
         open, so two writes of one profile never overtake each other."""
+        ...
+
+    async def sent_fields(
+        self, backend: Backend, external_ids: list[str]
+    ) -> dict[str, dict[str, str]]:
+        """What `backend` last accepted of each of these people, per field:
+        external_id -> {field: keyed digest}; people it never accepted are absent."""
         ...
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:

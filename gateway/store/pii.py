@@ -170,7 +170,8 @@ def check_keyring(sealer: Sealer, registered: dict[str, str]) -> list[tuple[str,
 
 def open_claims(rows: list[Any], sealer: Sealer) -> tuple[list[Claim], list[tuple[int, str]]]:
     """Claims from rows (id, external_id, attempts after the claim, created_at,
-    body, backend_id, request_id, position), and the (id, reason) of deliveries
+    body, backend_id, request_id, position, the request's resend), and the
+    (id, reason) of deliveries
     that cannot be sent: a payload removed (purge and erasure never leave one
     open; this guards a replay racing a purge on PostgreSQL) or one that fails
     to decrypt. One bad row fails alone instead of stalling every claim."""
@@ -193,6 +194,7 @@ def open_claims(rows: list[Any], sealer: Sealer) -> tuple[list[Claim], list[tupl
                 attempts=r[2],
                 created_at=r[3],
                 backend_id=r[5],
+                resend=bool(r[8]) if len(r) > 8 else False,
             )
         )
     return claims, unsendable

@@ -14,6 +14,7 @@ import sqlite3
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import DELIVERED
 from gateway.schema import Backend
 from gateway.store import queries
 from gateway.store.base import Claim, DeliveryResult, DeliveryState, ReplayResult
@@ -86,6 +87,16 @@ def record(
     ]
     if ids:
         conn.execute(_q("record_backend_ids"), (json.dumps(ids), now))
+    # What the backend now has, per field: only accepted or confirmed results
+    # carry digests, and only those still leased to us count (same transaction).
+    digests = {r.delivery_id: r.digests for r in results if r.digests and r.state in DELIVERED}
+    sent = [
+        (external_id, backend, json.dumps(digests[delivery_id], sort_keys=True))
+        for delivery_id, external_id, backend in sorted(applied)
+        if delivery_id in digests
+    ]
+    if sent:
+        conn.execute(_q("record_sent_fields"), (json.dumps(sent), now))
     return len(applied)
 
 

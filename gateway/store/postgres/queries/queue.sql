@@ -51,9 +51,10 @@ WITH expired AS (
               p.branch, p.due_at
 )
 SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id,
-       w.request_id, w.position
+       w.request_id, w.position, r.resend
 FROM claimed c
 JOIN profile_writes w ON w.id = c.write_id
+JOIN requests r ON r.id = w.request_id
 LEFT JOIN backend_ids b ON b.external_id = c.external_id AND b.backend = c.backend
 ORDER BY c.branch, c.due_at, c.id
 
@@ -72,8 +73,8 @@ WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_owner = $3
 -- person twice, the newest delivery's id wins, as a later row would on SQLite.
 WITH r AS (
     SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                         $8::integer[], $9::text[], $10::float8[])
-        AS r(id, state, error, next, match_key, refund, backend_id, sent_at)
+                         $8::integer[], $9::text[], $10::float8[], $11::text[])
+        AS r(id, state, error, next, match_key, refund, backend_id, sent_at, digests)
 ), applied AS (
     UPDATE deliveries d SET
         state = r.state,
@@ -91,7 +92,7 @@ WITH r AS (
         confirmed_at = CASE WHEN r.state = 'confirmed' THEN $1 ELSE d.confirmed_at END
     FROM r
     WHERE d.id = r.id AND d.state = 'in_flight' AND d.lease_owner = $2
-    RETURNING d.id, d.external_id, d.backend, r.backend_id
+    RETURNING d.id, d.external_id, d.backend, r.backend_id, r.digests
 ), ids AS (
     INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)
     SELECT DISTINCT ON (a.external_id, a.backend) a.external_id, a.backend, a.backend_id, $1
@@ -99,6 +100,15 @@ WITH r AS (
     ORDER BY a.external_id, a.backend, a.id DESC
     ON CONFLICT (external_id, backend) DO UPDATE
     SET backend_id = EXCLUDED.backend_id, updated_at = EXCLUDED.updated_at
+), sent AS (
+    -- What the backend now has, per field (only accepted or confirmed results
+    -- carry digests), merged over what it had.
+    INSERT INTO sent_fields (external_id, backend, digests, updated_at)
+    SELECT DISTINCT ON (a.external_id, a.backend) a.external_id, a.backend, a.digests::jsonb, $1
+    FROM applied a WHERE a.digests IS NOT NULL
+    ORDER BY a.external_id, a.backend, a.id DESC
+    ON CONFLICT (external_id, backend) DO UPDATE
+    SET digests = sent_fields.digests || EXCLUDED.digests, updated_at = EXCLUDED.updated_at
 )
 SELECT count(*) FROM applied
 

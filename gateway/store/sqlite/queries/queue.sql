@@ -7,7 +7,8 @@
 -- Leases that ran out (their worker died), oldest first; no earlier write of
 -- the same person to the same backend may still be open.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
-       w.request_id, w.position
+       w.request_id, w.position,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -24,7 +25,8 @@ WHERE d.id IN (
 -- Due deliveries in due order, each only if no earlier write of the same
 -- person to the same backend is still open.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
-       w.request_id, w.position
+       w.request_id, w.position,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -84,6 +86,14 @@ INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)
 SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1) WHERE true
 ON CONFLICT (external_id, backend) DO UPDATE
 SET backend_id = excluded.backend_id, updated_at = excluded.updated_at
+
+-- name: record_sent_fields
+-- What the backend now has of each person, per field, as a JSON array of
+-- [external_id, backend, {field: digest}], merged over what it had.
+INSERT INTO sent_fields (external_id, backend, digests, updated_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1) WHERE true
+ON CONFLICT (external_id, backend) DO UPDATE
+SET digests = json_patch(sent_fields.digests, excluded.digests), updated_at = excluded.updated_at
 
 -- name: replay_candidates
 -- Deliveries in the asked states (and delivery or backend, when given), each
