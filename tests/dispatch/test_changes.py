@@ -14,7 +14,9 @@ import msgspec
 import pytest
 
 from gateway.backends.base import Item
+from gateway.backends.import_batch import ImportBatchAdapter
 from gateway.backends.ocamba import CANNOT_UPDATE, CREATE_PATH, IMPORT_PATH, OcambaAdapter
+from gateway.backends.omneo import OmneoAdapter
 from gateway.clock import FakeClock
 from gateway.config import Settings
 from gateway.crypto import Sealer, generate_key, parse_keys
@@ -22,12 +24,15 @@ from gateway.dispatch import changes
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.mapping.model import OcambaMapping
 from gateway.metrics import Metrics
-from gateway.schema import NormalizedProfile
+from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import NewRequest, Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
+from tests.backends.fakes import Backend as FakeBackend
 from tests.backends.fakes import sender
+from tests.backends.test_import_batch import ok_for_each
 from tests.backends.test_ocamba import FakeOcamba
+from tests.backends.test_omneo import queued
 from tests.store import pg
 
 pytestmark = pytest.mark.anyio
@@ -57,20 +62,36 @@ async def keyed_store(store_url: str) -> AsyncIterator[Store]:
 
 
 class Rig:
-    def __init__(self, store: Store, mapping: OcambaMapping | None = None) -> None:
+    def __init__(
+        self, store: Store, mapping: OcambaMapping | None = None, backend: Backend = "ocamba"
+    ) -> None:
         self.store = store
+        self.backend = backend
         self.clock = FakeClock(START)
         store.clock = self.clock
         self.ocamba = FakeOcamba()
         settings = Settings(
-            ocamba_url="http://ocamba.test", batch_linger=0.0, workers_per_backend=1
+            ocamba_url="http://ocamba.test",
+            omneo_url="http://omneo.test",
+            import_batch_url="http://import-batch.test",
+            batch_linger=0.0,
+            workers_per_backend=1,
         )
-        self.adapter = OcambaAdapter(
-            settings, sender("ocamba", self.ocamba.client()), mapping=mapping
-        )
+        self.adapter: OcambaAdapter | OmneoAdapter | ImportBatchAdapter
+        if backend == "ocamba":
+            self.fake: FakeBackend = self.ocamba
+            self.adapter = OcambaAdapter(
+                settings, sender("ocamba", self.ocamba.client()), mapping=mapping
+            )
+        elif backend == "omneo":
+            self.fake = FakeBackend(queued)
+            self.adapter = OmneoAdapter(settings, sender("omneo", self.fake.client()))
+        else:
+            self.fake = FakeBackend(ok_for_each)
+            self.adapter = ImportBatchAdapter(settings, sender("import_batch", self.fake.client()))
         self.metrics = Metrics()
         self.dispatcher = Dispatcher(
-            store, {"ocamba": self.adapter}, settings, self.metrics, clock=self.clock
+            store, {backend: self.adapter}, settings, self.metrics, clock=self.clock
         )
         # One process here: leader election (tested elsewhere) is not in the way.
         self.dispatcher._exclusive.clear()
@@ -81,7 +102,7 @@ class Rig:
             NewRequest(
                 request_id=f"r-{next(_ids)}",
                 app="crm",
-                targets=["ocamba"],
+                targets=[self.backend],
                 profiles=[msgspec.convert(body, NormalizedProfile)],
                 received_at=self.clock.now(),
                 resend=resend,
@@ -90,10 +111,10 @@ class Rig:
 
     async def step(self) -> tuple[str, str | None]:
         """Claim and send one batch; the person's latest delivery (state, error)."""
-        await self.dispatcher._step("ocamba", self.adapter)
+        await self.dispatcher._step(self.backend, self.adapter)
         view = await self.store.get_profile("p1")
         assert view is not None
-        d = view.backends["ocamba"]
+        d = view.backends[self.backend]
         return d.state, d.last_error
 
     def imports(self) -> list[dict[str, Any]]:
@@ -104,7 +125,7 @@ class Rig:
         ]
 
     def count(self, outcome: str) -> float:
-        value = self.metrics.deliveries.labels("ocamba", outcome)._value.get()
+        value = self.metrics.deliveries.labels(self.backend, outcome)._value.get()
         return float(value)
 
 
@@ -229,3 +250,22 @@ async def test_keyed_digests_reveal_nothing(keyed_store: Store, store_url: str) 
     # Compared under the same key: the second write is unchanged.
     await rig.write()
     assert (await rig.step())[0] == "unchanged"
+
+
+@pytest.mark.parametrize("backend", ["omneo", "import_batch"])
+async def test_omneo_and_import_batch_skip_an_unchanged_write_and_send_a_changed_one_whole(
+    store: Store, backend: Backend
+) -> None:
+    rig = Rig(store, backend=backend)
+    await rig.write()
+    assert (await rig.step())[0] in ("accepted", "confirmed")
+    await rig.write()
+    assert (await rig.step())[0] == "unchanged"
+    assert len(rig.fake.requests) == 1
+    await rig.write(attributes={"plan": "platinum", "tier": "2"})
+    assert (await rig.step())[0] in ("accepted", "confirmed")
+    first, last = rig.fake.bodies()[0], rig.fake.bodies()[-1]
+    entries = "profiles" if backend == "omneo" else "data"
+    # The whole mapped profile again: neither doc says a field left out is kept.
+    assert set(last[entries][0]) == set(first[entries][0])
+    assert last[entries][0] != first[entries][0]
