@@ -72,7 +72,7 @@ class Metrics:
         self.deliveries = Counter(
             "gateway_deliveries",
             "Delivery attempts ended, by backend and outcome"
-            " (accepted, confirmed, failed, retry, dead)",
+            " (accepted, confirmed, failed, retry, dead, unchanged, unsupported)",
             ["backend", "outcome"],
             registry=r,
         )
