@@ -313,7 +313,13 @@ class Dispatcher:
             if item.delivery_id in resend:
                 send.append(item)
                 continue
-            changed = changes.changed(current, stored.get(item.profile.external_id, {}))
+            had = stored.get(item.profile.external_id)
+            if had is None:
+                # The backend never accepted this person through the gateway:
+                # nothing to compare with, so the adapter gets all of it.
+                send.append(item)
+                continue
+            changed = changes.changed(current, had)
             if changed:
                 send.append(msgspec.structs.replace(item, changed=changed))
             else:

@@ -197,3 +197,22 @@ async def test_only_delivered_outcomes_still_leased_remember_their_digests(store
     await store.record("w1", [DeliveryResult(later.delivery_id, "confirmed", digests={"y": "2"})])
     assert await store.sent_fields("omneo", ["a"]) == {"a": {"x": "1", "y": "2"}}
     assert await store.sent_fields("ocamba", ["a"]) == {}
+
+
+@pytest.mark.anyio
+async def test_a_replayed_delivery_forgets_what_the_backend_was_said_to_have(
+    store: Store,
+) -> None:
+    await write(store, "r1", "a", "b", targets=["omneo"])
+    claims = {c.external_id: c for c in await store.claim("omneo", 10, "w1", 30)}
+    await store.record(
+        "w1",
+        [
+            DeliveryResult(claims["a"].delivery_id, "accepted", digests={"x": "1"}),
+            DeliveryResult(claims["b"].delivery_id, "accepted", digests={"x": "1"}),
+        ],
+    )
+    await store.mark_unconfirmed("omneo", time.time() + 3600)
+    result = await store.replay(["unconfirmed"], delivery_id=claims["a"].delivery_id)
+    assert result.requeued == [claims["a"].delivery_id]
+    assert await store.sent_fields("omneo", ["a", "b"]) == {"b": {"x": "1"}}

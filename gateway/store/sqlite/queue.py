@@ -112,4 +112,5 @@ def replay(
     requeued = [r[0] for r in rows if not r[1]]
     if requeued:
         conn.execute(_q("replay_requeue"), (clock.now(), json.dumps(requeued)))
+        conn.execute(_q("replay_forget_sent"), (json.dumps(requeued),))
     return ReplayResult(requeued=requeued, superseded=[r[0] for r in rows if r[1]])

@@ -133,5 +133,12 @@ WITH target AS (
     SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
     FROM target t
     WHERE d.id = t.id AND NOT t.superseded
+), forgotten AS (
+    -- An operator sends it again: in full, whatever the backend was last said
+    -- to have (an `unconfirmed` write may never have landed).
+    DELETE FROM sent_fields s
+    USING target t, deliveries d
+    WHERE d.id = t.id AND NOT t.superseded
+      AND s.external_id = d.external_id AND s.backend = d.backend
 )
 SELECT id, superseded FROM target ORDER BY id

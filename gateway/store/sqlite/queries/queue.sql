@@ -111,3 +111,10 @@ WHERE d.state {in_states}
 -- name: replay_requeue
 UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, updated_at = ?1
 WHERE id IN (SELECT value FROM json_each(?2))
+
+-- name: replay_forget_sent
+-- An operator sends it again: in full, whatever the backend was last said to
+-- have (an `unconfirmed` write may never have landed).
+DELETE FROM sent_fields
+WHERE (external_id, backend) IN (
+    SELECT external_id, backend FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))
