@@ -62,7 +62,10 @@ def test_migrate_creates_the_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def _dead_delivery(db: Path) -> int:
     conn = sqlite3.connect(db)
     with conn:
-        conn.execute("INSERT INTO requests VALUES ('r1', 'crm', 0, '[\"omneo\"]', 1)")
+        conn.execute(
+            "INSERT INTO requests (id, app, received_at, targets, profile_count)"
+            " VALUES ('r1', 'crm', 0, '[\"omneo\"]', 1)"
+        )
         conn.execute(
             "INSERT INTO profile_writes (request_id, position, external_id, body, received_at)"
             " VALUES ('r1', 0, 'ext-1', '{\"external_id\":\"ext-1\"}', 0)"
