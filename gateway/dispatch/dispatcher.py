@@ -20,8 +20,11 @@ import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
+import msgspec
+
 from gateway.backends.base import (
     BackendAdapter,
+    ChangeAware,
     Item,
     NotSent,
     Outcome,
@@ -30,6 +33,8 @@ from gateway.backends.base import (
 )
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
+from gateway.crypto import PLAINTEXT, Sealer
+from gateway.dispatch import changes
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
 from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
@@ -62,8 +67,13 @@ class Dispatcher:
         poll_interval: float | None = None,
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        sealer: Sealer | None = None,
     ) -> None:
+        """`sealer`: whose blind-index key keys the change digests; by default
+        the store's own (the key its lookup values are stored under)."""
         self.store = store
+        found = sealer or getattr(store, "sealer", None)
+        self.sealer: Sealer = found if isinstance(found, Sealer) else PLAINTEXT
         self.adapters = dict(adapters)
         self.settings = settings
         self.metrics = metrics
@@ -243,6 +253,12 @@ class Dispatcher:
         self, backend: Backend, adapter: BackendAdapter, claims: list[Claim], permit: Permit
     ) -> None:
         items = [Item(c.delivery_id, c.profile, c.backend_id) for c in claims]
+        items, skipped, remember = await self._changes(backend, adapter, claims, items)
+        if not items:
+            # Nothing to send: no call, so nothing for the breaker to judge.
+            self.breakers[backend].release(permit)
+            await self._record(backend, self._results(backend, claims, skipped))
+            return
         self.metrics.batch_size.labels(backend).observe(len(items))
         verdict: Verdict | None = None
         try:
@@ -281,12 +297,68 @@ class Dispatcher:
         # content (a poison profile the backend 5xxs on), it would otherwise be
         # every probe, and refunded forever, and the circuit would never close.
         hold = (breaker.wait_time() or 0.0) + breaker.cooldown if backend_down else 0.0
-        results = self._results(backend, claims, outcomes, backend_down=backend_down, hold=hold)
+        results = self._results(
+            backend,
+            claims,
+            [*outcomes, *skipped],
+            backend_down=backend_down,
+            hold=hold,
+            remember=remember,
+        )
+        await self._record(backend, results)
+
+    async def _record(self, backend: Backend, results: list[DeliveryResult]) -> None:
         try:
             await self.store.record(self.owner, results)
         except StoreError:
             # The leases expire and the deliveries are sent again: at-least-once.
             log.exception("recording outcomes failed", extra={"backend": backend})
+
+    async def _changes(
+        self,
+        backend: Backend,
+        adapter: BackendAdapter,
+        claims: Sequence[Claim],
+        items: list[Item],
+    ) -> tuple[list[Item], list[Outcome], dict[int, dict[str, str]]]:
+        """Change detection (gateway/dispatch/changes.py): the items to send,
+        each with what changed; `unchanged` outcomes for those that change
+        nothing; and per delivery the digests to remember once accepted."""
+        if not isinstance(adapter, ChangeAware):
+            return items, [], {}
+        try:
+            stored = await self.store.sent_fields(backend, [c.external_id for c in claims])
+        except StoreError:
+            # Unknown what the backend has: send everything (at worst a re-send).
+            log.exception("reading sent fields failed", extra={"backend": backend})
+            stored = {}
+        resend = {c.delivery_id for c in claims if c.resend or adapter.resend}
+        send: list[Item] = []
+        skipped: list[Outcome] = []
+        remember: dict[int, dict[str, str]] = {}
+        for item in items:
+            try:
+                fields = adapter.fields(item)
+            except Exception:  # the mapping cannot apply: the adapter fails it
+                send.append(item)
+                continue
+            current = changes.digests(self.sealer, backend, fields)
+            remember[item.delivery_id] = current
+            if item.delivery_id in resend:
+                send.append(item)
+                continue
+            had = stored.get(item.profile.external_id)
+            if had is None:
+                # The backend never accepted this person through the gateway:
+                # nothing to compare with, so the adapter gets all of it.
+                send.append(item)
+                continue
+            changed = changes.changed(current, had)
+            if changed:
+                send.append(msgspec.structs.replace(item, changed=changed))
+            else:
+                skipped.append(Outcome(item.delivery_id, "unchanged", changes.UNCHANGED))
+        return send, skipped, remember
 
     async def _release(self, backend: Backend, claims: Sequence[Claim]) -> None:
         """Hand a batch cut short by shutdown back to the queue, due now. Its
@@ -316,6 +388,7 @@ class Dispatcher:
         *,
         backend_down: bool = False,
         hold: float = 0.0,
+        remember: Mapping[int, dict[str, str]] | None = None,
     ) -> list[DeliveryResult]:
         by_id = {o.delivery_id: o for o in outcomes}
         now = self.clock.now()
@@ -325,6 +398,13 @@ class Dispatcher:
                 claim.delivery_id, "retry", "the adapter returned no outcome"
             )
             if outcome.state != "retry":
+                digests = None
+                if remember and outcome.state in ("accepted", "confirmed"):
+                    digests = {
+                        name: d
+                        for name, d in remember.get(claim.delivery_id, {}).items()
+                        if name not in outcome.not_applied
+                    } or None
                 results.append(
                     DeliveryResult(
                         claim.delivery_id,
@@ -333,6 +413,7 @@ class Dispatcher:
                         outcome.backend_id,
                         match_key=outcome.match_key,
                         sent_at=outcome.sent_at,
+                        digests=digests,
                     )
                 )
                 self.metrics.deliveries.labels(backend, outcome.state).inc()

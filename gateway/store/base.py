@@ -110,6 +110,8 @@ class Claim(msgspec.Struct, frozen=True):
     # How many of `carries` this claim ended `merged` (the rest were merged by
     # an earlier claim of this delivery: a retry, a lease taken over, a replay).
     merged_now: int = 0
+    # The request asked to send every field, even those the backend has.
+    resend: bool = False
 
 
 def lane_order(lanes: Sequence[Lane]) -> tuple[Lane, ...]:
@@ -133,6 +135,9 @@ class DeliveryResult(msgspec.Struct, frozen=True):
     # `accepted_at`, the time a webhook's arrival is compared against. None:
     # the time the result is recorded.
     sent_at: float | None = None
+    # On `accepted` / `confirmed` only: {field: keyed digest} the backend now
+    # has, merged over what `sent_fields` held (other states never store it).
+    digests: dict[str, str] | None = None
 
 
 class DeadLetter(msgspec.Struct):
@@ -287,6 +292,13 @@ class Store(Protocol):
         due deliveries of each lane in `lanes` in turn, oldest first within a
         lane, the next lane filling what the one before left room for (a lane
         not named is not claimed)."""
+        ...
+
+    async def sent_fields(
+        self, backend: Backend, external_ids: list[str]
+    ) -> dict[str, dict[str, str]]:
+        """What `backend` last accepted of each of these people, per field:
+        external_id -> {field: keyed digest}; people it never accepted are absent."""
         ...
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:

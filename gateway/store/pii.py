@@ -177,13 +177,15 @@ def open_claims(
     merged_now: Collection[int] = (),
 ) -> tuple[list[Claim], list[tuple[int, str]]]:
     """Claims from rows (id, external_id, attempts after the claim, created_at,
-    body, backend_id, request_id, position, lane), and the (id, reason) of deliveries
+    body, backend_id, request_id, position, lane, the request's resend), and
+    the (id, reason) of deliveries
     that cannot be sent: a payload removed (purge and erasure never leave one
     open; this guards a replay racing a purge on PostgreSQL) or one that fails
     to decrypt. One bad row fails alone instead of stalling every claim.
 
     `carried`: the writes merged into the claimed deliveries, as rows
-    (carrier id, delivery id, body, request_id, position) in write order;
+    (carrier id, delivery id, body, request_id, position, ..., that write's
+    request's resend as the last column) in write order;
     each claim's profile is its own with theirs written over it
     (gateway/store/merge.py). A carrier one of whose writes cannot be opened
     cannot be sent either: without it, it would send older data as newest.
@@ -212,6 +214,8 @@ def open_claims(
                 lane=r[8],
                 carries=tuple(c[1] for c in carries),
                 merged_now=sum(1 for c in carries if c[1] in merged_now),
+                # A carried write that asked to resend makes the whole payload go.
+                resend=bool(r[9]) or any(bool(c[-1]) for c in carries),
             )
         )
     return claims, unsendable

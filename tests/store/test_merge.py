@@ -194,3 +194,12 @@ async def test_a_write_merged_into_a_delivered_carrier_supersedes_an_older_dead_
     await store.record("w", [DeliveryResult(carrier.delivery_id, "accepted")])
     replayed = await store.replay(["dead"], delivery_id=w1.delivery_id)
     assert (replayed.requeued, replayed.superseded) == ([], [w1.delivery_id])
+
+
+@pytest.mark.anyio
+async def test_a_carried_write_that_asks_to_resend_makes_its_carrier_resend(store: Store) -> None:
+    profiles = [NormalizedProfile(external_id="a")]
+    await store.accept(NewRequest("plain", "crm", ["omneo"], profiles, time.time()))
+    await store.accept(NewRequest("again", "crm", ["omneo"], profiles, time.time(), resend=True))
+    [carrier] = await store.claim("omneo", 10, "w", 60)
+    assert (len(carrier.carries), carrier.resend) == (1, True)

@@ -167,3 +167,57 @@ async def test_expand_keeps_each_persons_order_across_requests(store: Store) -> 
     assert [(r, n) for p, r, n in sent if p == "a"] == [("r2", 2)]
     assert [(r, n) for p, r, n in sent if p == "b"] == [("r2", 2)]
     assert sorted(p for p, _, _ in sent if p.startswith("only")) == ["only0", "only1", "only2"]
+
+
+@pytest.mark.anyio
+async def test_a_claim_says_whether_its_request_asked_to_resend(store: Store) -> None:
+    profiles = [NormalizedProfile(external_id="a")]
+    await store.accept(NewRequest("plain", "crm", ["omneo"], profiles, time.time()))
+    await store.accept(NewRequest("again", "crm", ["ocamba"], profiles, time.time(), resend=True))
+    [plain] = await store.claim("omneo", 10, "w1", 30)
+    [again] = await store.claim("ocamba", 10, "w1", 30)
+    assert (plain.resend, again.resend) == (False, True)
+
+
+@pytest.mark.anyio
+async def test_only_delivered_outcomes_still_leased_remember_their_digests(store: Store) -> None:
+    await write(store, "r1", "a", "b", "c", targets=["omneo"])
+    claims = {c.external_id: c for c in await store.claim("omneo", 10, "w1", 30)}
+    assert await store.sent_fields("omneo", ["a", "b", "c"]) == {}
+    await store.record(
+        "w1",
+        [
+            DeliveryResult(claims["a"].delivery_id, "accepted", digests={"x": "1", "y": "1"}),
+            DeliveryResult(claims["b"].delivery_id, "failed", "no", digests={"x": "1"}),
+        ],
+    )
+    # Another worker's lease: not recorded, so not remembered either.
+    await store.record(
+        "w2", [DeliveryResult(claims["c"].delivery_id, "confirmed", digests={"x": "1"})]
+    )
+    assert await store.sent_fields("omneo", ["a", "b", "c"]) == {"a": {"x": "1", "y": "1"}}
+    # A later delivered write merges over what was there.
+    await write(store, "r2", "a", targets=["omneo"])
+    [later] = await store.claim("omneo", 10, "w1", 30)
+    await store.record("w1", [DeliveryResult(later.delivery_id, "confirmed", digests={"y": "2"})])
+    assert await store.sent_fields("omneo", ["a"]) == {"a": {"x": "1", "y": "2"}}
+    assert await store.sent_fields("ocamba", ["a"]) == {}
+
+
+@pytest.mark.anyio
+async def test_a_replayed_delivery_forgets_what_the_backend_was_said_to_have(
+    store: Store,
+) -> None:
+    await write(store, "r1", "a", "b", targets=["omneo"])
+    claims = {c.external_id: c for c in await store.claim("omneo", 10, "w1", 30)}
+    await store.record(
+        "w1",
+        [
+            DeliveryResult(claims["a"].delivery_id, "accepted", digests={"x": "1"}),
+            DeliveryResult(claims["b"].delivery_id, "accepted", digests={"x": "1"}),
+        ],
+    )
+    await store.mark_unconfirmed("omneo", time.time() + 3600)
+    result = await store.replay(["unconfirmed"], delivery_id=claims["a"].delivery_id)
+    assert result.requeued == [claims["a"].delivery_id]
+    assert await store.sent_fields("omneo", ["a", "b"]) == {"b": {"x": "1"}}

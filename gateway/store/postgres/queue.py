@@ -34,10 +34,12 @@ later write overtake an earlier one, under READ COMMITTED:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import DELIVERED
 from gateway.schema import LANES, Backend, Lane
 from gateway.store import queries
 from gateway.store.base import (
@@ -116,8 +118,16 @@ async def record(
         [int(r.refund_attempt) for r in results],
         [r.backend_id for r in results],
         [r.sent_at for r in results],
+        [_digests(r) for r in results],
     )
     return int(applied)
+
+
+def _digests(result: DeliveryResult) -> str | None:
+    """What the backend now has (gateway/store/ops/sent_fields.py), as JSON text."""
+    if not result.digests or result.state not in DELIVERED:
+        return None
+    return json.dumps(result.digests, sort_keys=True)
 
 
 async def replay(

@@ -71,9 +71,10 @@ WITH expired AS (
               p.branch, p.due_at
 )
 SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id,
-       w.request_id, w.position, c.lane
+       w.request_id, w.position, c.lane, r.resend
 FROM claimed c
 JOIN profile_writes w ON w.id = c.write_id
+JOIN requests r ON r.id = w.request_id
 LEFT JOIN backend_ids b ON b.external_id = c.external_id AND b.backend = c.backend
 ORDER BY c.branch, c.due_at, c.id
 
@@ -109,10 +110,12 @@ WITH c AS (
     WHERE d.id = p.lid AND d.state IN ('pending', 'retrying') -- lifecycle.DUE
     RETURNING d.id, d.merged_into, d.write_id
 )
-SELECT m.merged_into, m.id, w.body, w.request_id, w.position, true AS now
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position, true AS now,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM merged m JOIN profile_writes w ON w.id = m.write_id
 UNION ALL
-SELECT m.merged_into, m.id, w.body, w.request_id, w.position, false
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position, false,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM c JOIN deliveries m ON m.external_id = c.external_id AND m.backend = c.backend
     AND m.id > c.id AND m.merged_into = c.id
 JOIN profile_writes w ON w.id = m.write_id
@@ -133,8 +136,8 @@ WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_owner = $3
 -- person twice, the newest delivery's id wins, as a later row would on SQLite.
 WITH r AS (
     SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                         $8::integer[], $9::text[], $10::float8[])
-        AS r(id, state, error, next, match_key, refund, backend_id, sent_at)
+                         $8::integer[], $9::text[], $10::float8[], $11::text[])
+        AS r(id, state, error, next, match_key, refund, backend_id, sent_at, digests)
 ), applied AS (
     UPDATE deliveries d SET
         state = r.state,
@@ -152,7 +155,7 @@ WITH r AS (
         confirmed_at = CASE WHEN r.state = 'confirmed' THEN $1 ELSE d.confirmed_at END
     FROM r
     WHERE d.id = r.id AND d.state = 'in_flight' AND d.lease_owner = $2
-    RETURNING d.id, d.external_id, d.backend, r.backend_id
+    RETURNING d.id, d.external_id, d.backend, r.backend_id, r.digests
 ), ids AS (
     INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)
     SELECT DISTINCT ON (a.external_id, a.backend) a.external_id, a.backend, a.backend_id, $1
@@ -160,6 +163,15 @@ WITH r AS (
     ORDER BY a.external_id, a.backend, a.id DESC
     ON CONFLICT (external_id, backend) DO UPDATE
     SET backend_id = EXCLUDED.backend_id, updated_at = EXCLUDED.updated_at
+), sent AS (
+    -- What the backend now has, per field (only accepted or confirmed results
+    -- carry digests), merged over what it had.
+    INSERT INTO sent_fields (external_id, backend, digests, updated_at)
+    SELECT DISTINCT ON (a.external_id, a.backend) a.external_id, a.backend, a.digests::jsonb, $1
+    FROM applied a WHERE a.digests IS NOT NULL
+    ORDER BY a.external_id, a.backend, a.id DESC
+    ON CONFLICT (external_id, backend) DO UPDATE
+    SET digests = sent_fields.digests || EXCLUDED.digests, updated_at = EXCLUDED.updated_at
 )
 SELECT count(*) FROM applied
 
@@ -192,5 +204,12 @@ WITH target AS (
     SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
     FROM target t
     WHERE d.id = t.id AND NOT t.superseded
+), forgotten AS (
+    -- An operator sends it again: in full, whatever the backend was last said
+    -- to have (an `unconfirmed` write may never have landed).
+    DELETE FROM sent_fields s
+    USING target t, deliveries d
+    WHERE d.id = t.id AND NOT t.superseded
+      AND s.external_id = d.external_id AND s.backend = d.backend
 )
 SELECT id, superseded FROM target ORDER BY id

@@ -7,7 +7,8 @@
 -- Leases that ran out (their worker died), oldest first; no earlier write of
 -- the same person to the same backend may still be open.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
-       w.request_id, w.position, d.lane
+       w.request_id, w.position, d.lane,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -25,7 +26,8 @@ WHERE d.id IN (
 -- the same person to the same backend is still open, whatever its lane. The
 -- lane leads the index after the backend, so each lane is its own walk.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
-       w.request_id, w.position, d.lane
+       w.request_id, w.position, d.lane,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -73,7 +75,8 @@ RETURNING deliveries.id
 -- name: claim_carried
 -- The writes each claimed delivery carries, merged now or by an earlier claim
 -- of it (a retry, a lease taken over, a replay), in write order.
-SELECT m.merged_into, m.id, w.body, w.request_id, w.position
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM json_each(?1) j
 JOIN deliveries c ON c.id = j.value
 JOIN deliveries m ON m.external_id = c.external_id AND m.backend = c.backend
@@ -121,6 +124,14 @@ SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1) WHERE true
 ON CONFLICT (external_id, backend) DO UPDATE
 SET backend_id = excluded.backend_id, updated_at = excluded.updated_at
 
+-- name: record_sent_fields
+-- What the backend now has of each person, per field, as a JSON array of
+-- [external_id, backend, {field: digest}], merged over what it had.
+INSERT INTO sent_fields (external_id, backend, digests, updated_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1) WHERE true
+ON CONFLICT (external_id, backend) DO UPDATE
+SET digests = json_patch(sent_fields.digests, excluded.digests), updated_at = excluded.updated_at
+
 -- name: replay_candidates
 -- Deliveries in the asked states (and delivery or backend, when given), each
 -- with whether a later write of the person was delivered since (superseded).
@@ -145,3 +156,10 @@ WHERE d.state {in_states}
 -- name: replay_requeue
 UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, updated_at = ?1
 WHERE id IN (SELECT value FROM json_each(?2))
+
+-- name: replay_forget_sent
+-- An operator sends it again: in full, whatever the backend was last said to
+-- have (an `unconfirmed` write may never have landed).
+DELETE FROM sent_fields
+WHERE (external_id, backend) IN (
+    SELECT external_id, backend FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))
