@@ -109,6 +109,12 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     # The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     provider = TracerProvider(resource=resource)
     exporters = _exporters(env) or {"otlp"}
+    unknown = sorted(exporters - {"otlp", "console", "none"})
+    if unknown:
+        log.warning(
+            "OTEL_TRACES_EXPORTER names exporters the gateway does not ship: ignored",
+            extra={"exporters": unknown},
+        )
     if "otlp" in exporters:
         protocol = env.get(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")

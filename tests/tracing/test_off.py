@@ -112,16 +112,17 @@ def test_requested_without_the_extra_is_a_warning_and_off(
 
 
 def test_setup_names_the_service_and_reads_the_sdks_variables(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
         monkeypatch.delenv(name, raising=False)
-    env = {"OTEL_TRACES_EXPORTER": "console"}
+    env = {"OTEL_TRACES_EXPORTER": "console,zipkin"}
     try:
         assert tracing.setup(env) is True
         assert tracing.enabled()
         assert tracing._provider is not None
         assert tracing._provider.resource.attributes["service.name"] == "profile-gateway"
+        assert "does not ship: ignored" in caplog.text  # zipkin
     finally:
         tracing.shutdown()
     monkeypatch.setenv("OTEL_SERVICE_NAME", "gw-eu")

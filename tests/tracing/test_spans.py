@@ -109,6 +109,33 @@ def test_a_write_without_a_traceparent_starts_a_trace(
     no_profile_values(spans)
 
 
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-" + "0" * 32 + "-" + PARENT_ID + "-01",  # an invalid (all-zero) trace id
+        f"00-{TRACE_ID}-{PARENT_ID}",  # no flags
+        f"00-{TRACE_ID.upper()}-{PARENT_ID}-01",  # upper case
+        "jane.doe@example.com",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace(
+    client: TestClient, spans: InMemorySpanExporter, traceparent: str
+) -> None:
+    headers = {**AUTH, "traceparent": traceparent}
+    assert client.post("/v1/profiles", json=PROFILE, headers=headers).status_code == 202
+    write = by_name(spans)["POST /v1/profiles"]
+    assert write.parent is None
+    assert f"{write.context.trace_id:032x}" != TRACE_ID.lower()
+
+
+def test_a_caller_that_does_not_sample_gets_no_spans(
+    client: TestClient, spans: InMemorySpanExporter
+) -> None:
+    headers = {**AUTH, "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+    assert client.post("/v1/profiles", json=PROFILE, headers=headers).status_code == 202
+    assert spans.get_finished_spans() == ()
+
+
 def test_a_replay_is_a_span_of_the_first_writes_id(
     client: TestClient, spans: InMemorySpanExporter
 ) -> None:
