@@ -78,6 +78,13 @@ async def post_batch(request: Request) -> Response:
     return await _write(request, parse_batch, _batch_size, "/v1/profiles/batch")
 
 
+# Each write route's span: its name and first attributes, made once.
+_SPANS = {
+    route: (f"POST {route}", {"http.request.method": "POST", "http.route": route})
+    for route in ("/v1/profiles", "/v1/profiles/batch")
+}
+
+
 def _outcome(exc: ApiError) -> str:
     if exc.body.error in (OVER_QUOTA, OVER_BURST):
         return OVER_QUOTA
@@ -86,8 +93,8 @@ def _outcome(exc: ApiError) -> str:
 
 async def _write(request: Request, parse: Parser, size: SizeOf, route: str) -> Response:
     # The server span continues the caller's trace (W3C traceparent/tracestate).
-    attrs = {"http.request.method": "POST", "http.route": route}
-    with tracing.span(f"POST {route}", attrs, kind="server", headers=request.headers) as span:
+    name, attrs = _SPANS[route]
+    with tracing.span(name, attrs, kind="server", headers=request.headers) as span:
         ctx = context(request)
         app = "unknown"
         try:

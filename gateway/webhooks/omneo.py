@@ -90,8 +90,7 @@ async def receive(request: Request) -> Response:
     # The name comes from the URL: a metric label, log field or span attribute
     # only once known.
     label = event if event in EVENTS else "unknown"
-    attrs = {"http.request.method": "POST", "http.route": "/v1/webhooks/omneo/{event}"}
-    with tracing.span("omneo.webhook", attrs, kind="server", headers=request.headers) as span:
+    with tracing.span("omneo.webhook", _SPAN, kind="server", headers=request.headers) as span:
         span.set("gateway.webhook.event", label)
         try:
             response, result = await _receive(request, event, label)
@@ -107,6 +106,7 @@ async def receive(request: Request) -> Response:
         return response
 
 
+_SPAN = {"http.request.method": "POST", "http.route": "/v1/webhooks/omneo/{event}"}
 # The span's result for a refused webhook, by the error code of its answer.
 _REFUSED = {
     "bad_json": "invalid",
