@@ -20,11 +20,8 @@ import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
-import msgspec
-
 from gateway.backends.base import (
     BackendAdapter,
-    ChangeAware,
     Item,
     NotSent,
     Outcome,
@@ -34,7 +31,7 @@ from gateway.backends.base import (
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.dispatch import changes
+from gateway.dispatch import changes, lanes
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
 from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
@@ -52,8 +49,6 @@ TAKEOVER_QUIET = 1.0
 # hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
 RELEASE_TIMEOUT = 5.0
 RELEASED = "released at shutdown mid-send; the backend may have it, so it is sent again"
-REALTIME_FIRST: tuple[Lane, ...] = ("realtime", "bulk")
-BULK_FIRST: tuple[Lane, ...] = ("bulk", "realtime")
 
 
 class Dispatcher:
@@ -214,18 +209,10 @@ class Dispatcher:
         return leading
 
     def _lanes(self, backend: Backend) -> tuple[Lane, ...]:
-        """The lane order of this backend's next claim, counted as one turn:
-        real-time first, except every `bulk_share`-th turn, which takes bulk
-        first (0: never; 1: always), so a steady real-time stream cannot starve
-        a backfill. No cheap way to know both lanes are waiting is needed: a
-        bulk-first claim that finds no bulk falls through to real-time, and a
-        real-time-first one that finds no real-time takes bulk."""
+        """The lane order of this backend's next claim, counted as one turn (lanes.py)."""
         turn = self._turns[backend]
         self._turns[backend] = turn + 1
-        share = self.settings.bulk_share
-        if share and turn % share == share - 1:
-            return BULK_FIRST
-        return REALTIME_FIRST
+        return lanes.order(turn, self.settings.bulk_share)
 
     async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
         lease = self.settings.lease_seconds
@@ -253,7 +240,9 @@ class Dispatcher:
         self, backend: Backend, adapter: BackendAdapter, claims: list[Claim], permit: Permit
     ) -> None:
         items = [Item(c.delivery_id, c.profile, c.backend_id) for c in claims]
-        items, skipped, remember = await self._changes(backend, adapter, claims, items)
+        items, skipped, remember = await changes.sort_items(
+            self.store, self.sealer, backend, adapter, claims, items
+        )
         if not items:
             # Nothing to send: no call, so nothing for the breaker to judge.
             self.breakers[backend].release(permit)
@@ -313,52 +302,6 @@ class Dispatcher:
         except StoreError:
             # The leases expire and the deliveries are sent again: at-least-once.
             log.exception("recording outcomes failed", extra={"backend": backend})
-
-    async def _changes(
-        self,
-        backend: Backend,
-        adapter: BackendAdapter,
-        claims: Sequence[Claim],
-        items: list[Item],
-    ) -> tuple[list[Item], list[Outcome], dict[int, dict[str, str]]]:
-        """Change detection (gateway/dispatch/changes.py): the items to send,
-        each with what changed; `unchanged` outcomes for those that change
-        nothing; and per delivery the digests to remember once accepted."""
-        if not isinstance(adapter, ChangeAware):
-            return items, [], {}
-        try:
-            stored = await self.store.sent_fields(backend, [c.external_id for c in claims])
-        except StoreError:
-            # Unknown what the backend has: send everything (at worst a re-send).
-            log.exception("reading sent fields failed", extra={"backend": backend})
-            stored = {}
-        resend = {c.delivery_id for c in claims if c.resend or adapter.resend}
-        send: list[Item] = []
-        skipped: list[Outcome] = []
-        remember: dict[int, dict[str, str]] = {}
-        for item in items:
-            try:
-                fields = adapter.fields(item)
-            except Exception:  # the mapping cannot apply: the adapter fails it
-                send.append(item)
-                continue
-            current = changes.digests(self.sealer, backend, fields)
-            remember[item.delivery_id] = current
-            if item.delivery_id in resend:
-                send.append(item)
-                continue
-            had = stored.get(item.profile.external_id)
-            if had is None:
-                # The backend never accepted this person through the gateway:
-                # nothing to compare with, so the adapter gets all of it.
-                send.append(item)
-                continue
-            changed = changes.changed(current, had)
-            if changed:
-                send.append(msgspec.structs.replace(item, changed=changed))
-            else:
-                skipped.append(Outcome(item.delivery_id, "unchanged", changes.UNCHANGED))
-        return send, skipped, remember
 
     async def _release(self, backend: Backend, claims: Sequence[Claim]) -> None:
         """Hand a batch cut short by shutdown back to the queue, due now. Its
