@@ -164,7 +164,7 @@ def test_serve_refuses_a_file_with_five_kinds_of_mistakes_in_five_lines(tmp_path
     assert lines == [
         f"{bad}: import_batch.skip_trigers: unknown key (did you mean skip_triggers?);"
         " known: matching, field_name, resource_id, skip_triggers, skip_invalid_subscriptions,"
-        " detect_geo, exclude, fields, subscriptions, unmapped_attributes",
+        " detect_geo, exclude, fields, subscriptions, unmapped_attributes, resend",
         f"{bad}: import_batch.fields.birth_dat: unknown normalized field 'birth_dat'"
         " (did you mean birth_date?); use attributes.NAME, identities.HANDLE or one of"
         " birth_date, company, country_code, email, external_id, first_name, full_name,"
