@@ -56,7 +56,7 @@ included.
     forwarder is not run here: it has no queue, so its backfill is refused
     with 429s rather than waited behind (part 5 counts them).
 
-    .venv/bin/python bench/budget.py [--quick] [--only a b c]
+    .venv/bin/python bench/budget.py [--quick] [--only a b c] [--profiles N] [--people P]
 """
 
 from __future__ import annotations
@@ -750,12 +750,19 @@ def backfill(
 # -- the part -----------------------------------------------------------------
 
 
-def run(quick: bool, only: Sequence[str] = ("a", "b", "c")) -> list[Row]:
+def run(
+    quick: bool,
+    only: Sequence[str] = ("a", "b", "c"),
+    resync_profiles: int | None = None,
+    people: int | None = None,
+) -> list[Row]:
     rows: list[Row] = []
     if "a" in only:
-        rows += resync(300, 50, 120) if quick else resync(10_000, 1_000, 900)
+        n = resync_profiles or (300 if quick else 10_000)
+        rows += resync(n, min(n, 50 if quick else 1_000), 120 if quick else 900)
     if "b" in only:
-        rows += burst(20, 3.0, 15, 60) if quick else burst(500, 15.0, 150, 600)
+        p = people or (20 if quick else 500)
+        rows += burst(p, 3.0, 15, 60) if quick else burst(p, 15.0, 150, 600)
     if "c" in only:
         if quick:
             rows += backfill(2_000, 10, 2.0, 8.0, 10.0, 3.0, 15)
@@ -768,8 +775,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny loads, short windows")
     parser.add_argument("--only", nargs="+", choices=("a", "b", "c"), default=("a", "b", "c"))
+    parser.add_argument("--profiles", type=int, help="(a)'s profiles (10,000; quick 300)")
+    parser.add_argument("--people", type=int, help="(b)'s people (500; quick 20)")
     args = parser.parse_args()
-    for row in run(args.quick, args.only):
+    for row in run(args.quick, args.only, args.profiles, args.people):
         print(msgspec.json.encode(row).decode())
 
 
