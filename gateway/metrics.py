@@ -88,7 +88,8 @@ class Metrics:
         self.deliveries = Counter(
             "gateway_deliveries",
             "Delivery attempts ended, by backend and outcome"
-            " (accepted, confirmed, failed, retry, dead)",
+            " (accepted, confirmed, failed, retry, dead, unchanged, unsupported; merged:"
+            " carried by a claim of an earlier write of the same person)",
             ["backend", "outcome"],
             registry=r,
         )

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, TypedDict
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from gateway import logs
+from gateway import logs, tracing
 from gateway.api.common import Context
 from gateway.app import create_app
 from gateway.config import Settings
@@ -267,6 +267,8 @@ class DrainingServer(uvicorn.Server):
 def run_server(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """One process: the app on `settings.host:settings.port`, or on `sockets`
     (a worker's share of the supervisor's listening socket)."""
+    # Per process (a worker is spawned): the exporter's thread does not cross a fork.
+    tracing.setup()
     app = create_app(settings)
     ctx: Context = app.state.ctx
 
@@ -282,7 +284,11 @@ def run_server(settings: Settings, sockets: list[socket.socket] | None = None) -
         **limit_options(settings),
         **server_options(settings.head_timeout),
     )
-    DrainingServer(config, delay=settings.shutdown_delay, on_drain=drain).run(sockets)
+    try:
+        DrainingServer(config, delay=settings.shutdown_delay, on_drain=drain).run(sockets)
+    finally:
+        # The spans still queued go out before the process ends.
+        tracing.shutdown()
 
 
 def serve(settings: Settings) -> int:

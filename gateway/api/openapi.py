@@ -41,10 +41,9 @@ _ERRORS = {
     " after Retry-After",
     "503": "The store could not answer; nothing was stored; retry",
 }
-# The rules JSON Schema cannot state; they answer 422 naming the field.
-# Stricter than the check in gateway/validation.py (which strips, then refuses
-# `\s` in Python's sense): the two regex dialects disagree on what `\s` is, so
-# the document spells out the characters.
+# The rules JSON Schema cannot state; they answer 422 naming the field. Stricter
+# than gateway/validation.py (which strips, then refuses `\s` in Python's sense):
+# the regex dialects disagree on what `\s` is, so the document spells them out.
 _EMAIL = r"^[^@\s\x00-\x20\x7f-\x9f]+@[^@\s\x00-\x20\x7f-\x9f]+\.[^@.\s\x00-\x20\x7f-\x9f]{2,}$"
 _PROFILE_RULES = {
     "external_id": "No control, zero-width, bidi or line separator characters.",
@@ -397,5 +396,4 @@ async def openapi(request: Request) -> Response:
     # The document names every route and field: as private as the API it describes,
     # yet every app needs it, whatever its scopes.
     authenticate(request)
-    doc = request.app.state.openapi
-    return json_response(doc)
+    return json_response(request.app.state.openapi)

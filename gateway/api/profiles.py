@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import tracing
 from gateway.api.common import (
     ApiError,
     authenticate,
@@ -70,11 +71,18 @@ def _batch_size(data: Any) -> int:
 
 
 async def post_profile(request: Request) -> Response:
-    return await _write(request, parse_single, _one)
+    return await _write(request, parse_single, _one, "/v1/profiles")
 
 
 async def post_batch(request: Request) -> Response:
-    return await _write(request, parse_batch, _batch_size)
+    return await _write(request, parse_batch, _batch_size, "/v1/profiles/batch")
+
+
+# Each write route's span: its name and first attributes, made once.
+_SPANS = {
+    route: (f"POST {route}", {"http.request.method": "POST", "http.route": route})
+    for route in ("/v1/profiles", "/v1/profiles/batch")
+}
 
 
 def _outcome(exc: ApiError) -> str:
@@ -83,19 +91,29 @@ def _outcome(exc: ApiError) -> str:
     return _OUTCOME_BY_STATUS.get(exc.status, "error")
 
 
-async def _write(request: Request, parse: Parser, size: SizeOf) -> Response:
-    ctx = context(request)
-    app = "unknown"
-    try:
-        app = authenticate(request, "write").app
-        response, outcome, count = await _accept(request, parse, size, app)
-    except ApiError as exc:
-        outcome = _outcome(exc)
+async def _write(request: Request, parse: Parser, size: SizeOf, route: str) -> Response:
+    # The server span continues the caller's trace (W3C traceparent/tracestate).
+    name, attrs = _SPANS[route]
+    with tracing.span(name, attrs, kind="server", headers=request.headers) as span:
+        ctx = context(request)
+        app = "unknown"
+        try:
+            app = authenticate(request, "write").app
+            span.set("gateway.app", app)
+            response, outcome, count = await _accept(request, parse, size, app)
+        except ApiError as exc:
+            outcome = _outcome(exc)
+            child(ctx.metrics.inbound_requests, app, outcome).inc()
+            span.update({"gateway.outcome": outcome, "http.response.status_code": exc.status})
+            if exc.status >= 500:
+                span.fail(str(exc.status))
+            else:
+                span.answered()
+            raise
         child(ctx.metrics.inbound_requests, app, outcome).inc()
-        raise
-    child(ctx.metrics.inbound_requests, app, outcome).inc()
-    child(ctx.metrics.inbound_profiles, app, outcome).inc(count)
-    return response
+        child(ctx.metrics.inbound_profiles, app, outcome).inc(count)
+        span.update({"gateway.outcome": outcome, "http.response.status_code": 202})
+        return response
 
 
 def _number(value: float) -> str:
@@ -164,6 +182,15 @@ async def _accept(
     if ctx.notify is not None and not result.replayed:
         ctx.notify(result.targets)
     outcome = "replayed" if result.replayed else "accepted"
+    tracing.current().update(
+        {
+            "gateway.request_id": result.request_id,
+            "gateway.profiles": result.profiles,
+            "gateway.targets": list(result.targets),
+            "gateway.lane": lane,
+            "gateway.replayed": result.replayed,
+        }
+    )
     log.info(
         "write %s",
         outcome,
@@ -182,13 +209,20 @@ async def _store(
     """Validates the decoded body and commits it: the stored (or replayed) write
     and the lane it waits in."""
     ctx = context(request)
-    try:
-        # JSON can carry NUL only as the escape `\\u0000`: most bodies skip the walk.
-        if b"\\u0000" in body:
-            reject_nul(data)
-        parsed = parse(data, ctx.configured)
-    except InvalidInput as exc:
-        raise ApiError(422, "invalid", "the body does not match the schema", exc.errors) from None
+    with tracing.span("gateway.validate") as span:
+        try:
+            # JSON can carry NUL only as the escape `\\u0000`: most bodies skip the walk.
+            if b"\\u0000" in body:
+                reject_nul(data)
+            parsed = parse(data, ctx.configured)
+        except InvalidInput as exc:
+            # How many errors, never which values: a message may quote the input.
+            span.update({"gateway.outcome": "invalid", "gateway.errors": len(exc.errors)})
+            span.answered()
+            raise ApiError(
+                422, "invalid", "the body does not match the schema", exc.errors
+            ) from None
+        span.update({"gateway.outcome": "valid", "gateway.profiles": len(parsed.profiles)})
     profiles = parsed.profiles
     lane: Lane = parsed.priority or ctx.lanes.get(app, "realtime")
     new = NewRequest(
@@ -203,10 +237,18 @@ async def _store(
         body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
         lane=lane,
         resend=parsed.resend,
+        # Issue 16, the store's half: the write span's trace context, stored with
+        # the write so each delivery that carries it joins the caller's trace:
+        # traceparent=tracing.current_traceparent(),
     )
     started = time.perf_counter()
     try:
-        result = await ctx.store.accept(new)
+        with tracing.span("store.accept", {"gateway.profiles": len(profiles)}) as span:
+            result = await ctx.store.accept(new)
+            # A replay answers with the first write's id.
+            span.update(
+                {"gateway.request_id": result.request_id, "gateway.replayed": result.replayed}
+            )
     except IdempotencyConflict as exc:
         raise ApiError(
             409,

@@ -9,7 +9,7 @@ network only through a `Sender` (see `gateway.backends.transport.sender`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import msgspec
@@ -26,6 +26,10 @@ class Item(msgspec.Struct, frozen=True):
     delivery_id: int
     profile: NormalizedProfile
     backend_id: str | None = None  # the id this backend gave the profile before, if any
+    # The fields (`ChangeAware.fields` names) that differ from what the backend
+    # last accepted; None: unknown or a re-send asked for, so send everything.
+    # Never empty: the dispatcher ends a write that changes nothing `unchanged`.
+    changed: frozenset[str] | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -51,6 +55,10 @@ class Outcome(msgspec.Struct, frozen=True):
     # later: its report cannot predate this, however late the outcome is
     # recorded (see `gateway.store.base.DeliveryResult.sent_at`).
     sent_at: float | None = None
+    # Fields (`ChangeAware.fields` names) of the item the backend did not take
+    # although the outcome is accepted or confirmed (Ocamba cannot update a
+    # known profile's email, phone or name): never remembered as sent.
+    not_applied: frozenset[str] = frozenset()
 
 
 class BackendError(Exception):
@@ -107,6 +115,22 @@ class BackendAdapter(Protocol):
     async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
         """One outcome per item, in any order. May raise `TransientError` /
         `PermanentError` when the whole call failed alike for every item."""
+        ...
+
+
+@runtime_checkable
+class ChangeAware(Protocol):
+    """An adapter whose writes the dispatcher compares with what the backend
+    last accepted (gateway/dispatch/changes.py), so a write that changes
+    nothing costs no call. `fields` is the item's mapped payload as the
+    backend would get it, one value per field the backend updates on its own;
+    an adapter that sends only changed fields reads `Item.changed`."""
+
+    resend: bool  # the mapping file's `resend`: always send every field
+
+    def fields(self, item: Item) -> dict[str, Any]:
+        """Field name -> value (anything JSON-encodable). May raise when the
+        mapping cannot apply: the item is then sent as it is, to fail there."""
         ...
 
 

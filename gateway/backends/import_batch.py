@@ -169,6 +169,13 @@ class ImportBatchAdapter:
         self.db_id = settings.import_batch_db_id
         self.mapping = mapping or ImportBatchMapping(matching=settings.import_batch_matching)
         self.matching = self.mapping.matching
+        self.resend = self.mapping.resend
+
+    def fields(self, item: Item) -> dict[str, Any]:
+        """Each field of the `data[]` entry. A change sends the whole entry:
+        seeds/003 says "Adds or updates" and nowhere that a field left out is
+        kept, so a partial entry could blank what the backend has."""
+        return data_item(mapped_profile(item.profile, self.mapping), item.backend_id, self.mapping)
 
     def envelope(self, data: list[dict[str, Any]]) -> dict[str, Any]:
         return envelope(self.token, self.db_id, self.mapping, data)

@@ -9,9 +9,14 @@ never confirmed later). Each item's profile is first cut down to what the
 mapping lets Ocamba see (`exclude`). Consequences:
 
 - A profile Ocamba already knows gets only its attributes: changes to its email,
-  phone or name cannot reach Ocamba through these two endpoints. Such a write
-  with no custom properties is `confirmed` with nothing sent: there is nothing
-  Ocamba would take.
+  phone or name cannot reach Ocamba through these two endpoints (seeds/000: the
+  import "is strictly for updating existing profiles" and takes `id` and
+  `custom_properties` only; seeds/001 only creates). A write whose only changes
+  (or, when the dispatcher does not know what changed, whose only content) are
+  those ends `unsupported` with that reason, nothing sent.
+- Change detection (`fields`, `Item.changed`): an import carries only the
+  custom properties that changed; Ocamba's import updates the properties it is
+  given (seeds/000 shows profiles with different property sets in one call).
 - A create that got its 201 is never repeated: the id travels in the outcome
   even when the import after it has to be retried, and a 201 whose id cannot be
   read is `failed`, not retried, because a retry would create a second profile.
@@ -51,6 +56,12 @@ IMPORT_PATH: Final = "/v1/hood/profiles/import"
 MAX_CUSTOM_PROPERTIES: Final = 100  # seeds/000: per profile
 
 NEEDS_CONTACT: Final = "Ocamba needs an email or a mobile phone number to create a profile"
+CANNOT_UPDATE: Final = (
+    "Ocamba cannot update the email, phone or name of a profile it knows"
+    " (its API creates profiles and imports custom properties only)"
+)
+# How `fields` names a custom property; the create fields keep their own names.
+PROPERTY: Final = "custom_properties."
 
 # 400 on an import may be about one profile of the chunk (an id Ocamba deleted);
 # these are split to find it rather than failing the innocent ones with it,
@@ -99,16 +110,23 @@ def mapped_profile(profile: NormalizedProfile, mapping: OcambaMapping) -> Normal
 
 
 def import_body(
-    entries: Sequence[tuple[str, NormalizedProfile]], mapping: OcambaMapping
+    entries: Sequence[tuple[str, NormalizedProfile]],
+    mapping: OcambaMapping,
+    only: Sequence[frozenset[str] | None] | None = None,
 ) -> dict[str, Any]:
-    """The import request for (Ocamba id, profile) pairs, in write order.
+    """The import request for (Ocamba id, profile) pairs, in write order;
+    `only`, per entry, the properties to send (None: all of them).
 
     Ocamba refuses an id twice in one request; two writes of one profile in a
     batch become one entry, the later write's values winning, as they would
     had they been sent one after the other."""
     merged: dict[str, dict[str, dict[str, Any]]] = {}
-    for backend_id, profile in entries:
-        merged.setdefault(backend_id, {}).update(custom_properties(profile, mapping))
+    for index, (backend_id, profile) in enumerate(entries):
+        properties = custom_properties(profile, mapping)
+        names = only[index] if only is not None else None
+        if names is not None:
+            properties = {n: p for n, p in properties.items() if n in names}
+        merged.setdefault(backend_id, {}).update(properties)
     return {
         "profiles": [
             {"id": backend_id, "custom_properties": properties}
@@ -134,6 +152,15 @@ def unsendable(profile: NormalizedProfile, mapping: OcambaMapping, *, known: boo
     return None
 
 
+def fields(profile: NormalizedProfile, mapping: OcambaMapping) -> dict[str, Any]:
+    """What Ocamba gets of a mapped profile, per field: the create fields (only
+    a create applies them) and each custom property."""
+    found: dict[str, Any] = dict(create_body(profile))
+    for name, prop in custom_properties(profile, mapping).items():
+        found[PROPERTY + name] = prop["value"]
+    return found
+
+
 class OcambaAdapter:
     name: Backend = "ocamba"
 
@@ -155,6 +182,10 @@ class OcambaAdapter:
         self.mapping = mapping or OcambaMapping()
         self.time_budget = time_budget
         self.clock = clock
+        self.resend = self.mapping.resend
+
+    def fields(self, item: Item) -> dict[str, Any]:
+        return fields(mapped_profile(item.profile, self.mapping), self.mapping)
 
     async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
         return await _Delivery(self, items).run()
@@ -182,6 +213,10 @@ class _Delivery:
         self.calls = 0
         self.split_budget = _SPLIT_BUDGET
         self.current: set[int] = set()  # delivery ids of the call under way
+        # delivery id -> the custom properties its import carries (None: all).
+        self.only: dict[int, frozenset[str] | None] = {}
+        # delivery id -> fields of an imported item Ocamba does not take.
+        self.not_applied: dict[int, frozenset[str]] = {}
 
     async def run(self) -> list[Outcome]:
         try:
@@ -221,6 +256,7 @@ class _Delivery:
                     delivery_id, "failed", reason, backend_id=self.ids.get(delivery_id)
                 )
                 continue
+            kept: frozenset[str] = frozenset()
             if delivery_id not in self.ids:
                 try:
                     self.ids[delivery_id] = await self._create(item)
@@ -228,8 +264,24 @@ class _Delivery:
                     self.done[delivery_id] = Outcome(delivery_id, "failed", str(exc))
                     continue
                 self.known[external_id] = self.ids[delivery_id]
-            if custom_properties(item.profile, self.adapter.mapping):
+                properties = self._changed_properties(item, created=True)
+            else:
+                properties = self._changed_properties(item, created=False)
+                # The create fields a known profile carries: Ocamba keeps the old ones.
+                kept = frozenset(create_body(item.profile))
+                if item.changed is not None:
+                    kept &= item.changed
+                if not properties and kept:
+                    self.done[delivery_id] = Outcome(
+                        delivery_id,
+                        "unsupported",
+                        f"{CANNOT_UPDATE}; not sent: {', '.join(sorted(kept))}",
+                        backend_id=self.ids[delivery_id],
+                    )
+                    continue
+            if properties:
                 to_import.append(item)
+                self.not_applied[delivery_id] = kept
             else:
                 # Created just now (201 is synchronous), or known and nothing
                 # Ocamba's import could take: done either way.
@@ -237,6 +289,18 @@ class _Delivery:
                     delivery_id, "confirmed", backend_id=self.ids[delivery_id]
                 )
         return to_import
+
+    def _changed_properties(self, item: Item, *, created: bool) -> frozenset[str]:
+        """The custom properties this item's import carries: all of them for a
+        profile created just now or when what changed is unknown, else only
+        the changed ones."""
+        names = frozenset(custom_properties(item.profile, self.adapter.mapping))
+        if created or item.changed is None:
+            self.only[item.delivery_id] = None
+            return names
+        names = frozenset(n for n in names if PROPERTY + n in item.changed)
+        self.only[item.delivery_id] = names
+        return names
 
     async def _create(self, item: Item) -> str:
         self._before_call()
@@ -263,7 +327,9 @@ class _Delivery:
         self._before_call()
         self.current = {i.delivery_id for i in chunk}
         body = import_body(
-            [(self.ids[i.delivery_id], i.profile) for i in chunk], self.adapter.mapping
+            [(self.ids[i.delivery_id], i.profile) for i in chunk],
+            self.adapter.mapping,
+            [self.only.get(i.delivery_id) for i in chunk],
         )
         try:
             await self.adapter.sender.post("import", IMPORT_PATH, json=body)
@@ -284,7 +350,11 @@ class _Delivery:
     def _finish(self, item: Item, state: Literal["accepted", "failed"], error: str | None) -> None:
         delivery_id = item.delivery_id
         self.done[delivery_id] = Outcome(
-            delivery_id, state, error, backend_id=self.ids[delivery_id]
+            delivery_id,
+            state,
+            error,
+            backend_id=self.ids[delivery_id],
+            not_applied=self.not_applied.get(delivery_id, frozenset()),
         )
 
     def _before_call(self) -> None:

@@ -205,6 +205,7 @@ class OmneoAdapter:
         self.batch_size = max(1, min(settings.omneo_batch_size, MAX_BATCH))
         self.mapping = mapping or OmneoMapping(match_criteria=settings.omneo_match_criteria)
         self.match_criteria = self.mapping.match_criteria
+        self.resend = self.mapping.resend
         self.sender = sender
 
     async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
@@ -235,6 +236,12 @@ class OmneoAdapter:
         return retry_the_rest(
             items, done, failure, "omneo: no outcome was recorded for this delivery", self._key
         )
+
+    def fields(self, item: Item) -> dict[str, Any]:
+        """Each field of the `profiles[]` entry. A change sends the whole entry:
+        seeds/002 matches by `match_criteria` and creates a profile when none
+        matches, so a partial entry could create an incomplete one."""
+        return profile_body(mapped_profile(item.profile, self.mapping), self.mapping)
 
     def _key(self, item: Item) -> str | None:
         return match_key_of_profile(item.profile, self.match_criteria, self.mapping.identities)

@@ -30,6 +30,8 @@ from gateway.backends.base import (
 )
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
+from gateway.crypto import PLAINTEXT, Sealer
+from gateway.dispatch import changes, lanes
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
 from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
@@ -47,8 +49,6 @@ TAKEOVER_QUIET = 1.0
 # hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
 RELEASE_TIMEOUT = 5.0
 RELEASED = "released at shutdown mid-send; the backend may have it, so it is sent again"
-REALTIME_FIRST: tuple[Lane, ...] = ("realtime", "bulk")
-BULK_FIRST: tuple[Lane, ...] = ("bulk", "realtime")
 
 
 class Dispatcher:
@@ -62,8 +62,13 @@ class Dispatcher:
         poll_interval: float | None = None,
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        sealer: Sealer | None = None,
     ) -> None:
+        """`sealer`: whose blind-index key keys the change digests; by default
+        the store's own (the key its lookup values are stored under)."""
         self.store = store
+        found = sealer or getattr(store, "sealer", None)
+        self.sealer: Sealer = found if isinstance(found, Sealer) else PLAINTEXT
         self.adapters = dict(adapters)
         self.settings = settings
         self.metrics = metrics
@@ -174,6 +179,9 @@ class Dispatcher:
         if not claims:
             breaker.release(permit)
             return None
+        # Writes a claim ended `merged` (they ride in its payload): counted once.
+        if merged := sum(c.merged_now for c in claims):
+            self.metrics.deliveries.labels(backend, "merged").inc(merged)
         await self._send(backend, adapter, claims, permit)
         return 0
 
@@ -201,18 +209,10 @@ class Dispatcher:
         return leading
 
     def _lanes(self, backend: Backend) -> tuple[Lane, ...]:
-        """The lane order of this backend's next claim, counted as one turn:
-        real-time first, except every `bulk_share`-th turn, which takes bulk
-        first (0: never; 1: always), so a steady real-time stream cannot starve
-        a backfill. No cheap way to know both lanes are waiting is needed: a
-        bulk-first claim that finds no bulk falls through to real-time, and a
-        real-time-first one that finds no real-time takes bulk."""
+        """The lane order of this backend's next claim, counted as one turn (lanes.py)."""
         turn = self._turns[backend]
         self._turns[backend] = turn + 1
-        share = self.settings.bulk_share
-        if share and turn % share == share - 1:
-            return BULK_FIRST
-        return REALTIME_FIRST
+        return lanes.order(turn, self.settings.bulk_share)
 
     async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
         lease = self.settings.lease_seconds
@@ -240,6 +240,14 @@ class Dispatcher:
         self, backend: Backend, adapter: BackendAdapter, claims: list[Claim], permit: Permit
     ) -> None:
         items = [Item(c.delivery_id, c.profile, c.backend_id) for c in claims]
+        items, skipped, remember = await changes.sort_items(
+            self.store, self.sealer, backend, adapter, claims, items
+        )
+        if not items:
+            # Nothing to send: no call, so nothing for the breaker to judge.
+            self.breakers[backend].release(permit)
+            await self._record(backend, self._results(backend, claims, skipped))
+            return
         self.metrics.batch_size.labels(backend).observe(len(items))
         verdict: Verdict | None = None
         try:
@@ -278,7 +286,17 @@ class Dispatcher:
         # content (a poison profile the backend 5xxs on), it would otherwise be
         # every probe, and refunded forever, and the circuit would never close.
         hold = (breaker.wait_time() or 0.0) + breaker.cooldown if backend_down else 0.0
-        results = self._results(backend, claims, outcomes, backend_down=backend_down, hold=hold)
+        results = self._results(
+            backend,
+            claims,
+            [*outcomes, *skipped],
+            backend_down=backend_down,
+            hold=hold,
+            remember=remember,
+        )
+        await self._record(backend, results)
+
+    async def _record(self, backend: Backend, results: list[DeliveryResult]) -> None:
         try:
             await self.store.record(self.owner, results)
         except StoreError:
@@ -313,6 +331,7 @@ class Dispatcher:
         *,
         backend_down: bool = False,
         hold: float = 0.0,
+        remember: Mapping[int, dict[str, str]] | None = None,
     ) -> list[DeliveryResult]:
         by_id = {o.delivery_id: o for o in outcomes}
         now = self.clock.now()
@@ -322,6 +341,13 @@ class Dispatcher:
                 claim.delivery_id, "retry", "the adapter returned no outcome"
             )
             if outcome.state != "retry":
+                digests = None
+                if remember and outcome.state in ("accepted", "confirmed"):
+                    digests = {
+                        name: d
+                        for name, d in remember.get(claim.delivery_id, {}).items()
+                        if name not in outcome.not_applied
+                    } or None
                 results.append(
                     DeliveryResult(
                         claim.delivery_id,
@@ -330,6 +356,7 @@ class Dispatcher:
                         outcome.backend_id,
                         match_key=outcome.match_key,
                         sent_at=outcome.sent_at,
+                        digests=digests,
                     )
                 )
                 self.metrics.deliveries.labels(backend, outcome.state).inc()

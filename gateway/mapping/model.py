@@ -18,6 +18,8 @@ AttributeType = Literal["string", "number", "boolean", "date"]
 
 
 class OcambaMapping(msgspec.Struct, frozen=True, kw_only=True):
+    # Send every field of every write, even those the backend already has.
+    resend: bool = False
     exclude: frozenset[str] = frozenset()
     # source -> custom property name; attributes not listed keep their name.
     fields: dict[str, str] = {}
@@ -27,6 +29,8 @@ class OcambaMapping(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OmneoMapping(msgspec.Struct, frozen=True, kw_only=True):
+    # Send every field of every write, even those the backend already has.
+    resend: bool = False
     match_criteria: str = "email"
     attribute_namespace: str = DEFAULT_OMNEO_NAMESPACE
     # identity handle -> source, sent besides the profile's own `identities`.
@@ -46,6 +50,8 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ImportBatchMapping(msgspec.Struct, frozen=True, kw_only=True):
+    # Send every field of every write, even those the backend already has.
+    resend: bool = False
     matching: str = "email"
     field_name: str = "external_id"  # sent only with custom matching
     resource_id: int | None = None

@@ -93,7 +93,7 @@ def _unmapped(c: Checker, section: dict[str, Any], path: str) -> UnmappedAttribu
     return cast(UnmappedAttributes, value or "send")
 
 
-OCAMBA_KEYS = ("exclude", "fields", "attribute_types", "unmapped_attributes")
+OCAMBA_KEYS = ("exclude", "fields", "attribute_types", "unmapped_attributes", "resend")
 
 
 def ocamba(c: Checker, section: dict[str, Any]) -> OcambaMapping:
@@ -114,6 +114,7 @@ def ocamba(c: Checker, section: dict[str, Any]) -> OcambaMapping:
         fields=fields,
         attribute_types=_types(c, section, path, OCAMBA_TYPES, "Ocamba"),
         unmapped_attributes=_unmapped(c, section, path),
+        resend=bool(c.boolean(section, "resend", path)),
     )
 
 
@@ -125,6 +126,7 @@ OMNEO_KEYS = (
     "fields",
     "attribute_types",
     "unmapped_attributes",
+    "resend",
 )
 
 
@@ -161,6 +163,7 @@ def omneo(c: Checker, section: dict[str, Any], default_match_criteria: str) -> O
         fields=fields,
         attribute_types=_types(c, section, path, OMNEO_TYPES, "Omneo"),
         unmapped_attributes=_unmapped(c, section, path),
+        resend=bool(c.boolean(section, "resend", path)),
     )
 
 
@@ -175,6 +178,7 @@ IMPORT_BATCH_KEYS = (
     "fields",
     "subscriptions",
     "unmapped_attributes",
+    "resend",
 )
 SUBSCRIPTION_KEYS = ("resource_id", "priority", "cats")
 ADDRESS_OF: dict[str, str] = {"email": "email", "sms": "phone"}
@@ -219,6 +223,7 @@ def import_batch(c: Checker, section: dict[str, Any], default_matching: str) -> 
         fields=fields,
         subscriptions=_subscriptions(c, section, path, excluded),
         unmapped_attributes=_unmapped(c, section, path),
+        resend=bool(c.boolean(section, "resend", path)),
     )
 
 

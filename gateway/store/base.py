@@ -16,6 +16,33 @@ import msgspec
 from gateway.clock import Clock
 from gateway.lifecycle import DeliveryState as DeliveryState
 from gateway.schema import LANES, Backend, Lane, NormalizedProfile
+from gateway.store.records import (
+    AppliedEvent as AppliedEvent,
+)
+from gateway.store.records import (
+    Confirmation as Confirmation,
+)
+from gateway.store.records import (
+    Erasure as Erasure,
+)
+from gateway.store.records import (
+    PurgeResult as PurgeResult,
+)
+from gateway.store.records import (
+    SavedEvent as SavedEvent,
+)
+from gateway.store.records import (
+    SealedTable as SealedTable,
+)
+from gateway.store.records import (
+    SealStatus as SealStatus,
+)
+from gateway.store.records import (
+    WebhookEvent as WebhookEvent,
+)
+from gateway.store.records import (
+    WebhookResult as WebhookResult,
+)
 
 
 class StoreError(Exception):
@@ -56,6 +83,10 @@ class DeliveryView(msgspec.Struct):
     last_error: str | None
     updated_at: float
     backend_id: str | None = None
+    # A `merged` delivery: the id of the delivery that carried its write, and
+    # that delivery's state (what became of this write too).
+    merged_into: int | None = None
+    carrier_state: DeliveryState | None = None
 
 
 class ProfileWriteView(msgspec.Struct):
@@ -99,6 +130,15 @@ class Claim(msgspec.Struct, frozen=True):
     created_at: float
     backend_id: str | None = None
     lane: Lane = "realtime"
+    # Later queued writes of the same person to the same backend that this
+    # delivery carries (`profile` is their merged payload, gateway/store/merge.py);
+    # they are `merged`, with `merged_into` this delivery, and share its outcome.
+    carries: tuple[int, ...] = ()
+    # How many of `carries` this claim ended `merged` (the rest were merged by
+    # an earlier claim of this delivery: a retry, a lease taken over, a replay).
+    merged_now: int = 0
+    # The request asked to send every field, even those the backend has.
+    resend: bool = False
 
 
 def lane_order(lanes: Sequence[Lane]) -> tuple[Lane, ...]:
@@ -122,6 +162,9 @@ class DeliveryResult(msgspec.Struct, frozen=True):
     # `accepted_at`, the time a webhook's arrival is compared against. None:
     # the time the result is recorded.
     sent_at: float | None = None
+    # On `accepted` / `confirmed` only: {field: keyed digest} the backend now
+    # has, merged over what `sent_fields` held (other states never store it).
+    digests: dict[str, str] | None = None
 
 
 class DeadLetter(msgspec.Struct):
@@ -146,83 +189,6 @@ class QueueStats(msgspec.Struct):
     backend: Backend
     depth: int
     oldest_age: float
-
-
-class WebhookEvent(msgspec.Struct, frozen=True):
-    """A backend's webhook as received, with what the receiver read out of it."""
-
-    source: Backend
-    event: str
-    body_hash: str
-    body: bytes
-    received_at: float
-    backend_id: str | None = None  # the id the backend gave the profile
-    match_key: str | None = None  # correlates with `DeliveryResult.match_key`
-    event_time: float | None = None  # the backend's own timestamp of the change
-    invalid: bool = False  # signed but unreadable: kept for a person to look at
-
-
-class SavedEvent(msgspec.Struct, frozen=True):
-    event_id: int
-    duplicate: bool
-
-
-class Confirmation(msgspec.Struct, frozen=True):
-    delivery_id: int
-    external_id: str
-    lag: float  # seconds from the backend accepting the delivery to the event
-
-
-WebhookResult = Literal["applied", "unmatched", "stale", "invalid"]
-
-
-class AppliedEvent(msgspec.Struct, frozen=True):
-    event_id: int
-    event: str
-    result: WebhookResult
-    confirmations: list[Confirmation]
-
-
-class Erasure(msgspec.Struct, frozen=True):
-    """What an erasure request removed; ids and delivery states stay for audit."""
-
-    external_id: str
-    writes_erased: int  # payloads removed now (already removed ones not counted)
-    deliveries_cancelled: int  # pending or retrying: now `erased`, never sent
-    deliveries_in_flight: int  # being sent at that moment: the backend may have it
-    webhook_events_erased: int  # stored Omneo webhooks that named the person
-    delivered_to: list[Backend]  # backends that took at least one write
-    backend_ids: dict[str, str]  # how those backends know the person
-
-
-class PurgeResult(msgspec.Struct, frozen=True):
-    writes: int  # profile payloads removed
-    webhook_events: int  # webhook bodies removed
-    idempotency_keys: int = 0  # Idempotency-Key records (the caller's key, the body hash)
-
-
-class SealStatus(msgspec.Struct, frozen=True):
-    """Rows whose payload is not sealed under the current key (plaintext or an
-    older key), per table; what `gateway rotate-key` has left to do."""
-
-    profile_writes: int
-    webhook_events: int
-    deliveries_to_retag: int  # awaiting a webhook, indexed under an older key
-    delivery_errors: int = 0  # backends' error texts not sealed under the current key
-
-    @property
-    def total(self) -> int:
-        return (
-            self.profile_writes
-            + self.webhook_events
-            + self.deliveries_to_retag
-            + self.delivery_errors
-        )
-
-
-# What `reseal` works through: the `body` of profile_writes and webhook_events,
-# and deliveries' `last_error` (a backend's text, which may quote the profile).
-SealedTable = Literal["profile_writes", "webhook_events", "deliveries"]
 
 
 class Store(Protocol):
@@ -276,6 +242,13 @@ class Store(Protocol):
         due deliveries of each lane in `lanes` in turn, oldest first within a
         lane, the next lane filling what the one before left room for (a lane
         not named is not claimed)."""
+        ...
+
+    async def sent_fields(
+        self, backend: Backend, external_ids: list[str]
+    ) -> dict[str, dict[str, str]]:
+        """What `backend` last accepted of each of these people, per field:
+        external_id -> {field: keyed digest}; people it never accepted are absent."""
         ...
 
     async def record(self, owner: str, results: list[DeliveryResult]) -> int:

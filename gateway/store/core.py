@@ -30,7 +30,16 @@ from gateway.store.base import (
     WebhookEvent,
 )
 from gateway.store.expand import backlog, expand, with_backlog
-from gateway.store.ops import deliveries, erasure, keys, retention, sessions, views, webhooks
+from gateway.store.ops import (
+    deliveries,
+    erasure,
+    keys,
+    retention,
+    sent_fields,
+    sessions,
+    views,
+    webhooks,
+)
 from gateway.store.pii import SPAN
 from gateway.store.plans import FetchValue, Plan, T
 
@@ -70,6 +79,13 @@ class StoreCore(abc.ABC):
     async def get_request(self, request_id: str) -> RequestView | None:
         return await self._plan(
             "store read", views.get_request(request_id, self.sealer), "snapshot"
+        )
+
+    async def sent_fields(
+        self, backend: Backend, external_ids: list[str]
+    ) -> dict[str, dict[str, str]]:
+        return await self._plan(
+            "store read", sent_fields.sent_fields(backend, external_ids), "read"
         )
 
     async def get_profile(self, external_id: str) -> ProfileView | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from gateway.crypto import TAG_PREFIX, Sealer, SealError
 from gateway.schema import NormalizedProfile
 from gateway.store.base import Claim, StoreError
+from gateway.store.merge import merged
 
 _decode_profile = msgspec.json.Decoder(NormalizedProfile).decode
 
@@ -168,35 +170,68 @@ def check_keyring(sealer: Sealer, registered: dict[str, str]) -> list[tuple[str,
     return [(current, listed[current])]
 
 
-def open_claims(rows: list[Any], sealer: Sealer) -> tuple[list[Claim], list[tuple[int, str]]]:
+def open_claims(
+    rows: list[Any],
+    sealer: Sealer,
+    carried: Sequence[Any] = (),
+    merged_now: Collection[int] = (),
+) -> tuple[list[Claim], list[tuple[int, str]]]:
     """Claims from rows (id, external_id, attempts after the claim, created_at,
-    body, backend_id, request_id, position, lane), and the (id, reason) of deliveries
+    body, backend_id, request_id, position, lane, the request's resend), and
+    the (id, reason) of deliveries
     that cannot be sent: a payload removed (purge and erasure never leave one
     open; this guards a replay racing a purge on PostgreSQL) or one that fails
-    to decrypt. One bad row fails alone instead of stalling every claim."""
+    to decrypt. One bad row fails alone instead of stalling every claim.
+
+    `carried`: the writes merged into the claimed deliveries, as rows
+    (carrier id, delivery id, body, request_id, position, ..., that write's
+    request's resend as the last column) in write order;
+    each claim's profile is its own with theirs written over it
+    (gateway/store/merge.py). A carrier one of whose writes cannot be opened
+    cannot be sent either: without it, it would send older data as newest.
+    `merged_now`: the carried deliveries this claim ended `merged`."""
+    by_carrier: dict[int, list[Any]] = {}
+    for c in carried:
+        by_carrier.setdefault(c[0], []).append(c)
     claims: list[Claim] = []
     unsendable: list[tuple[int, str]] = []
     for r in rows:
-        if not r[4]:
-            unsendable.append((r[0], "its payload was removed (retention or erasure)"))
-            continue
+        carries = by_carrier.get(r[0], [])
         try:
-            profile = _decode_profile(sealer.open(r[4], write_aad(r[6], r[7])))
-        except SealError as exc:
+            profile = _open_body(sealer, r[4], r[6], r[7])
+            later = [_open_body(sealer, c[2], c[3], c[4]) for c in carries]
+        except _Unsendable as exc:
             unsendable.append((r[0], str(exc)))
             continue
         claims.append(
             Claim(
                 delivery_id=r[0],
                 external_id=r[1],
-                profile=profile,
+                profile=merged(profile, later),
                 attempts=r[2],
                 created_at=r[3],
                 backend_id=r[5],
                 lane=r[8],
+                carries=tuple(c[1] for c in carries),
+                merged_now=sum(1 for c in carries if c[1] in merged_now),
+                # A carried write that asked to resend makes the whole payload go.
+                resend=bool(r[9]) or any(bool(c[-1]) for c in carries),
             )
         )
     return claims, unsendable
+
+
+class _Unsendable(Exception):
+    pass
+
+
+def _open_body(sealer: Sealer, body: bytes, request_id: str, position: int) -> NormalizedProfile:
+    if not body:
+        raise _Unsendable("its payload was removed (retention or erasure)")
+    try:
+        return _decode_profile(sealer.open(body, write_aad(request_id, position)))
+    except SealError as exc:
+        raise _Unsendable(str(exc)) from exc
 
 
 def open_profile(

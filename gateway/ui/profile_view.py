@@ -24,6 +24,9 @@ class BackendState(msgspec.Struct):
     last_error: str | None
     updated_at: float | None
     backend_id: str | None
+    # `merged`: carried by delivery `merged_into`, which is in `carrier_state`.
+    merged_into: int | None = None
+    carrier_state: DeliveryState | None = None
 
 
 class ProfileSummary(msgspec.Struct):
@@ -49,6 +52,8 @@ def summarize(view: ProfileView, configured: Sequence[Backend]) -> ProfileSummar
                 last_error=redact(d.last_error) if d and d.last_error else None,
                 updated_at=d.updated_at if d else None,
                 backend_id=view.backend_ids.get(backend) or (d.backend_id if d else None),
+                merged_into=d.merged_into if d else None,
+                carrier_state=d.carrier_state if d else None,
             )
         )
     return ProfileSummary(

@@ -22,6 +22,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import tracing
 from gateway.api.common import ApiError, context, json_response, read_body
 from gateway.backends.omneo_keys import match_key_of_context
 from gateway.store.base import WebhookEvent
@@ -85,11 +86,40 @@ def read_event(event: str, body: bytes, match_criteria: str, received_at: float)
 
 
 async def receive(request: Request) -> Response:
+    event = request.path_params["event"]
+    # The name comes from the URL: a metric label, log field or span attribute
+    # only once known.
+    label = event if event in EVENTS else "unknown"
+    with tracing.span("omneo.webhook", _SPAN, kind="server", headers=request.headers) as span:
+        span.set("gateway.webhook.event", label)
+        try:
+            response, result = await _receive(request, event, label)
+        except ApiError as exc:
+            result = _REFUSED.get(exc.body.error, "refused")
+            span.update({"gateway.webhook.result": result, "http.response.status_code": exc.status})
+            if exc.status >= 500:
+                span.fail(str(exc.status))
+            else:
+                span.answered()
+            raise
+        span.update({"gateway.webhook.result": result, "http.response.status_code": 200})
+        return response
+
+
+_SPAN = {"http.request.method": "POST", "http.route": "/v1/webhooks/omneo/{event}"}
+# The span's result for a refused webhook, by the error code of its answer.
+_REFUSED = {
+    "bad_json": "invalid",
+    "bad_signature": "bad_signature",
+    "not_found": "unknown_event",
+    "not_configured": "not_configured",
+}
+
+
+async def _receive(request: Request, event: str, label: str) -> tuple[Response, str]:
+    """The answer and the result: stored or duplicate (refusals raise)."""
     ctx = context(request)
     settings = ctx.settings
-    event = request.path_params["event"]
-    # The name comes from the URL: a metric label or log field only once known.
-    label = event if event in EVENTS else "unknown"
     if not settings.omneo_webhook_secret:
         raise ApiError(503, "not_configured", "GATEWAY_OMNEO_WEBHOOK_SECRET is not set")
     # Its own, small limit: anyone can send this much before the signature is checked.
@@ -105,14 +135,15 @@ async def receive(request: Request) -> Response:
 
     # The mapping file's match_criteria, as the batches were sent with it.
     stored = read_event(event, body, ctx.mapping.omneo.match_criteria, time.time())
-    saved = await ctx.store.save_webhook(stored)
+    with tracing.span("store.save_webhook"):
+        saved = await ctx.store.save_webhook(stored)
     # Before the duplicate check, so a resent bad body gets the same 400 again.
     if stored.invalid:
         ctx.metrics.webhooks.labels(event, "invalid").inc()
         raise ApiError(400, "bad_json", "webhook body is not a JSON object; it was kept")
     if saved.duplicate:
         ctx.metrics.webhooks.labels(event, "duplicate").inc()
-        return json_response({"status": "duplicate", "event_id": saved.event_id})
+        return json_response({"status": "duplicate", "event_id": saved.event_id}), "duplicate"
     if ctx.notify_webhooks is not None:
         ctx.notify_webhooks()
-    return json_response({"status": "stored", "event_id": saved.event_id})
+    return json_response({"status": "stored", "event_id": saved.event_id}), "stored"

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.backends.base import Outcome
 from gateway.backends.ocamba import (
+    CANNOT_UPDATE,
     CREATE_PATH,
     IMPORT_PATH,
     NEEDS_CONTACT,
@@ -157,16 +158,20 @@ async def test_known_profile_only_imports() -> None:
     )
     assert backend.paths() == [IMPORT_PATH]
     assert backend.bodies(IMPORT_PATH)[0]["profiles"][0]["id"] == "777"
-    assert outcomes == [Outcome(1, "accepted", backend_id="777")]
+    # Ocamba keeps the email it has: never remembered as sent.
+    assert outcomes == [Outcome(1, "accepted", backend_id="777", not_applied=frozenset({"email"}))]
 
 
-async def test_known_profile_without_attributes_is_confirmed_with_nothing_sent() -> None:
+async def test_known_profile_with_only_contact_fields_is_unsupported_with_nothing_sent() -> None:
     backend = FakeOcamba()
     outcomes = await adapter(backend).deliver(
         [item(1, backend_id="777", email="new@example.com", full_name="Changed Name")]
     )
     assert backend.requests == []
-    assert outcomes == [Outcome(1, "confirmed", backend_id="777")]
+    assert [(o.state, o.backend_id) for o in outcomes] == [("unsupported", "777")]
+    assert outcomes[0].error is not None
+    assert outcomes[0].error.startswith(CANNOT_UPDATE)
+    assert "email, full_name" in outcomes[0].error
 
 
 async def test_more_than_100_attributes_fails_before_any_call() -> None:
@@ -247,7 +252,8 @@ async def test_the_retry_imports_without_creating_again() -> None:
     second = await adapter(backend).deliver(
         [item(1, backend_id=first[0].backend_id, email="a@example.com", attributes={"x": 1})]
     )
-    assert second == [Outcome(1, "accepted", backend_id="9001")]
+    # Known now: the email went with the create, an import cannot carry it.
+    assert second == [Outcome(1, "accepted", backend_id="9001", not_applied=frozenset({"email"}))]
     assert backend.paths() == [CREATE_PATH, IMPORT_PATH, IMPORT_PATH]
 
 
@@ -489,7 +495,7 @@ async def test_two_writes_of_a_new_profile_in_one_batch_create_it_once() -> None
             ]
         }
     ]
-    assert outcomes == [
-        Outcome(1, "accepted", backend_id="9001"),
-        Outcome(2, "accepted", backend_id="9001"),
+    assert [(o.state, o.backend_id) for o in outcomes] == [
+        ("accepted", "9001"),
+        ("accepted", "9001"),
     ]

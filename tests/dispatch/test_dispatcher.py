@@ -310,6 +310,28 @@ async def test_outcomes_and_backend_ids_are_recorded(store: SQLiteStore, clock: 
     assert metrics.batch_size.labels("omneo")._sum.get() == 2
 
 
+async def test_queued_writes_of_one_person_go_as_one_and_count_as_merged(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    await write(store, "a", "b")
+    await write(store, "a")
+    await write(store, "a")
+    metrics = Metrics()
+    adapter = ScriptedAdapter()
+    d = await run(Dispatcher(store, {"omneo": adapter}, settings(), metrics, clock=clock))
+    try:
+        await settle(d)
+    finally:
+        await d.stop()
+    assert adapter.calls == [["a", "b"]]  # a's three writes in one item
+    assert metrics.deliveries.labels("omneo", "confirmed")._value.get() == 2
+    assert metrics.deliveries.labels("omneo", "merged")._value.get() == 2
+    view = await store.get_profile("a")
+    assert view is not None
+    latest = view.backends["omneo"]
+    assert (latest.state, latest.carrier_state) == ("merged", "confirmed")
+
+
 class SentAt(ScriptedAdapter):
     """Accepts everything, stamped as sent at a fixed time (the Omneo adapter's way)."""
 

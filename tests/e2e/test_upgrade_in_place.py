@@ -240,8 +240,16 @@ async def states(http: httpx.AsyncClient, request_ids: list[str]) -> dict[int, d
                 (w.id for w in old.WRITES if (w.request_id, w.position) == (rid, p["position"])),
                 0,
             )
-            found[write] = {d["backend"]: d for d in p["deliveries"]}
+            found[write] = {d["backend"]: _carried(d) for d in p["deliveries"]}
     return found
+
+
+def _carried(d: dict[str, Any]) -> dict[str, Any]:
+    """A write merged into an earlier one's delivery (queued behind it when it
+    was claimed) ends as that one did: read as its carrier's state."""
+    if d["state"] != "merged":
+        return d
+    return {**d, "state": d["carrier_state"], "merged": True}
 
 
 def expected(waiting_confirmed: bool) -> dict[int, dict[str, str]]:
@@ -346,11 +354,14 @@ async def test_an_old_database_upgrades_in_place_and_drains_without_loss_or_rese
     tiers = sent_tiers(sims)
     assert tiers == before_webhook  # the webhook made nothing go out again
     for backend in old.TARGETS:
-        wanted = [w.tier for w in old.to_send(backend)] + [NEW_TIER]
-        assert sorted(tiers[backend]) == sorted(wanted), backend
+        wanted = [w.tier for w in old.to_send(backend) if not w.tier.startswith("upg-twice#")]
+        others = [t for t in tiers[backend] if not t.startswith("upg-twice#")]
+        assert sorted(others) == sorted(wanted), backend
         assert not {w.tier for w in old.not_to_send(backend)} & set(tiers[backend]), backend
+        # upg-twice's writes in order, each at most once, the newest last: one
+        # still queued when an earlier one was claimed went inside it (merged).
         twice = [t for t in tiers[backend] if t.startswith("upg-twice#")]
-        assert twice == ["upg-twice#1", "upg-twice#2", NEW_TIER], backend
+        assert twice == sorted(set(twice)) and twice[-1] == NEW_TIER, backend
     assert all(old.to_send(b) and old.not_to_send(b) for b in old.TARGETS)
 
     # Ocamba created only the people it had no id for, and imported to the
@@ -383,7 +394,8 @@ async def test_an_old_database_upgrades_in_place_and_drains_without_loss_or_rese
     for d in old.DELIVERIES:
         seen = final[d.write_id][d.backend]
         if d.state in old.OPEN:
-            assert seen["attempts"] >= max(1, d.attempts), (d, seen)
+            # A merged one's attempt was its carrier's.
+            assert seen.get("merged") or seen["attempts"] >= max(1, d.attempts), (d, seen)
         elif (d.write_id, d.backend) != (6, "omneo"):
             assert (seen["state"], seen["attempts"], seen["last_error"]) == (
                 d.state,

@@ -46,8 +46,10 @@ async def test_omneo_deliveries_end_confirmed_with_the_omneo_id(tmp_path: Path) 
         metrics = await flow.metrics()
         assert 'gateway_webhooks_total{event="profile.created",result="applied"} 3.0' in metrics
         assert "gateway_confirmation_lag_seconds_count 3.0" in metrics
-        # A second write of the same people is an update in Omneo, and confirms too.
-        again = await flow.post(*PROFILES, targets=["omneo"])
+        # A second write of the same people is an update in Omneo, and confirms too
+        # (with a change: the very same profiles again would end `unchanged`).
+        changed = [{**p, "last_name": "Again"} for p in PROFILES]
+        again = await flow.post(*changed, targets=["omneo"])
         await flow.wait_for(again, all_in("confirmed"))
         assert 'event="profile.updated",result="applied"} 3.0' in await flow.metrics()
 

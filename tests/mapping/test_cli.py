@@ -41,6 +41,18 @@ def test_check_exits_0_for_a_good_file_and_2_with_every_problem(tmp_path: Path) 
     ]
 
 
+def test_check_accepts_resend_per_backend_and_refuses_a_non_boolean(tmp_path: Path) -> None:
+    good = tmp_path / "resend.toml"
+    good.write_text(
+        "[omneo]\nresend = true\n[ocamba]\nresend = false\n[import_batch]\nresend = true\n"
+    )
+    assert run("check", str(good)) == (0, f"{good}: ok\n", "")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[omneo]\nresend = "yes"\n')
+    code, _, err = run("check", str(bad))
+    assert code == 2 and "omneo.resend" in err
+
+
 def test_check_reads_gateway_mapping_file_when_no_file_is_named() -> None:
     code, out, _ = run("check", settings=Settings(mapping_file=EXAMPLE))
     assert (code, out) == (0, f"{EXAMPLE}: ok\n")

@@ -183,3 +183,10 @@ def test_an_empty_file_is_the_built_in_mapping(tmp_path: Path) -> None:
     path.write_text("")
     assert resolve({}, Settings()) == Mappings()
     assert read(str(path), Settings()) == Mappings(source=str(path))
+
+
+def test_resend_is_off_unless_the_file_turns_it_on_per_backend(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text("[omneo]\nresend = true\n")
+    m = read(str(path), Settings())
+    assert (m.omneo.resend, m.ocamba.resend, m.import_batch.resend) == (True, False, False)

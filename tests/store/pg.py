@@ -19,7 +19,7 @@ SERVER = "postgresql://postgres@127.0.0.1:5432/"
 ADMIN_DSN = SERVER + "test"  # exists; used only to create and drop ours
 TABLES = (
     "requests, idempotency_keys, people, profile_writes, deliveries, backend_ids, webhook_events,"
-    " encryption_keys, ui_sessions"
+    " encryption_keys, ui_sessions, sent_fields"
 )
 
 T = TypeVar("T")

@@ -93,32 +93,34 @@ async def test_a_realtime_write_never_overtakes_an_earlier_bulk_one_of_the_same_
     store: Store,
 ) -> None:
     await store.accept(request("backfill", "bulk", "a", "b"))
+    first = await store.claim("omneo", 10, "w", 60)
+    assert seen(first) == [("a", "backfill", "bulk"), ("b", "backfill", "bulk")]
     await store.accept(request("live", "realtime", "a", "c"))
-    # Real-time first, but live's write of "a" waits for backfill's: "c" goes,
-    # then bulk fills the batch with the earlier writes.
-    claims = await store.claim("omneo", 10, "w", 60)
-    assert seen(claims) == [
-        ("c", "live", "realtime"),
-        ("a", "backfill", "bulk"),
-        ("b", "backfill", "bulk"),
-    ]
+    # Real-time first, but live's write of "a" waits while backfill's is open:
+    # only "c" goes.
+    assert seen(await store.claim("omneo", 10, "w", 60)) == [("c", "live", "realtime")]
     # Held back while the earlier bulk write is open, in flight or retrying ...
     assert await store.claim("omneo", 10, "w", 60) == []
-    a_bulk = next(c for c in claims if c.external_id == "a")
+    a_bulk = next(c for c in first if c.external_id == "a")
     retry = DeliveryResult(a_bulk.delivery_id, "retrying", "503", next_attempt_at=0.0)
     await store.record("w", [retry])
+    # ... and when the earlier one goes again, the later one rides inside it
+    # (merging): never before it.
     [again] = await store.claim("omneo", 10, "w", 60)
-    assert seen([again]) == [("a", "backfill", "bulk")]
-    # ... and claimed once it is settled.
+    assert seen([again]) == [("a", "live", "bulk")]
+    assert again.delivery_id == a_bulk.delivery_id and len(again.carries) == 1
     await store.record("w", [DeliveryResult(again.delivery_id, "accepted")])
-    assert seen(await store.claim("omneo", 10, "w", 60)) == [("a", "live", "realtime")]
+    assert await store.claim("omneo", 10, "w", 60) == []
 
 
 async def test_an_earlier_realtime_write_holds_a_later_bulk_one_back(store: Store) -> None:
     await store.accept(request("live", "realtime", "a"))
     await store.accept(request("backfill", "bulk", "a", "b"))
     claims = await store.claim("omneo", 10, "w", 60, lanes=("bulk", "realtime"))
-    assert seen(claims) == [("b", "backfill", "bulk"), ("a", "live", "realtime")]
+    # Bulk first, but backfill's "a" waits behind live's, and rides in it
+    # (merging): the realtime delivery carries the later bulk write.
+    assert seen(claims) == [("b", "backfill", "bulk"), ("a", "backfill", "realtime")]
+    assert [len(c.carries) for c in claims] == [0, 1]
 
 
 async def test_lanes_are_per_backend(store: Store) -> None:
@@ -203,4 +205,8 @@ async def test_one_persons_writes_keep_their_order_across_lanes_and_replicas(
         work(a, "a2", bulk_first),
         work(b, "b2", realtime_first),
     )
-    assert sent == {p: ["w0", "w1", "w2", "w3"] for p in people}
+    # Queued writes of a person ride in the claim of the earliest (merging):
+    # whatever each send carried, the sends go in write order and the last
+    # one is the newest write.
+    for person, versions in sent.items():
+        assert versions == sorted(set(versions)) and versions[-1] == "w3", person

@@ -161,6 +161,27 @@ async def drive(store: Store) -> None:
     await store.claim("ocamba", 10, "gone", lease_seconds=0.0)
     assert len(await store.claim("ocamba", 10, "w", 60)) == 1
 
+    # pending -> merged: a later queued write rides along with the claimed one
+    # (on import_batch: omneo still holds b's replayed delivery).
+    await write(store, "m", "import_batch")
+    await write(store, "m", "import_batch")
+    [carrier] = await store.claim("import_batch", 10, "w", 60)
+    assert len(carrier.carries) == 1
+    await settle(store, carrier.delivery_id, OUTCOME_STATE["accepted"])
+
+    # retrying -> merged: an older write replayed is claimed while a newer one
+    # waits to be retried; the newer one rides along.
+    await write(store, "n", "import_batch")
+    older = await claim_one(store, "import_batch")
+    await settle(store, older, RETRY_EXHAUSTED)
+    await write(store, "n", "import_batch")
+    newer = await claim_one(store, "import_batch")
+    await settle(store, newer, OUTCOME_STATE["retry"], next_attempt_at=time.time() + 600)
+    assert (await store.replay(["dead"], delivery_id=older)).requeued == [older]
+    [carrier] = await store.claim("import_batch", 10, "w", 60)
+    assert (carrier.delivery_id, carrier.carries) == (older, (newer,))
+    await settle(store, older, OUTCOME_STATE["accepted"])
+
     # Erasure cancels the open ones: pending and in_flight -> erased; the
     # pending one replayed above (b) and the leased one (d) are erased with them.
     assert await store.erase_profile("b") is not None
@@ -190,6 +211,8 @@ EXPECTED: set[Change] = {
     ("pending", "erased"),
     ("in_flight", "erased"),
     (None, "erased"),
+    ("pending", "merged"),
+    ("retrying", "merged"),
 }
 
 

@@ -81,45 +81,96 @@ async def test_a_later_write_waits_for_the_earlier_one_on_another_replica(
 ) -> None:
     a, b = replicas
     await a.accept(request("r1", "x"))
-    await b.accept(request("r2", "x", "y"))
     first = await a.claim("omneo", 10, "a", 60)
+    # Written once r1's is out (queued before, it would ride along, merged).
+    await b.accept(request("r2", "x", "y"))
+    first += await b.claim("omneo", 10, "a", 60)
     assert [(c.external_id, c.profile.first_name) for c in first] == [("x", "r1"), ("y", "r2")]
     assert await b.claim("omneo", 10, "b", 60) == []  # r2's x waits for r1's, held by a
     retry = DeliveryResult(first[0].delivery_id, "retrying", "503", next_attempt_at=time.time())
     await a.record("a", [retry])
     [again] = await b.claim("omneo", 10, "b", 60)  # the retry goes first, from either
-    assert (again.profile.first_name, again.attempts) == ("r1", 2)
+    # ... carrying r2's x, queued behind it meanwhile (merged).
+    assert (again.delivery_id, again.attempts) == (first[0].delivery_id, 2)
+    assert (again.profile.first_name, len(again.carries)) == ("r2", 1)
     assert await a.claim("omneo", 10, "a", 60) == []
     await b.record("b", [DeliveryResult(again.delivery_id, "accepted")])
-    [later] = await a.claim("omneo", 10, "a", 60)
-    assert (later.external_id, later.profile.first_name) == ("x", "r2")
+    assert await a.claim("omneo", 10, "a", 60) == []
 
 
 async def test_writes_of_one_person_never_overtake_each_other_across_replicas(
-    replicas: Replicas,
+    replicas: Replicas, pg_url: str
 ) -> None:
+    """Writes keep arriving on both replicas while four workers (two a replica)
+    claim: queued writes of a person ride along with the claimed one (merged).
+    Every write is delivered exactly once, as a claim or carried by one; a
+    person's claims follow their writes' order; nothing is both."""
     a, b = replicas
     people = [f"p{i}" for i in range(40)]
-    for n in range(3):  # three writes of each person, from alternating replicas
-        await (a if n % 2 else b).accept(request(f"w{n}", *people))
-    sent: dict[str, list[str]] = {p: [] for p in people}
+    rounds = 5
+    sent: dict[str, list[tuple[int, str]]] = {p: [] for p in people}  # (carrier, name)
+    carried: dict[int, tuple[int, ...]] = {}
     in_flight: set[str] = set()
     rng = random.Random(7)
+    writing = asyncio.Event()
+
+    async def writer() -> None:
+        for n in range(rounds):  # writes of each person, from alternating replicas
+            await (a if n % 2 else b).accept(request(f"w{n}", *people))
+            await asyncio.sleep(rng.random() / 100)
+        writing.set()
 
     async def work(store: PostgresStore, owner: str) -> None:
-        while claims := await store.claim("omneo", 5, owner, 60):
+        while True:
+            claims = await store.claim("omneo", 5, owner, 60)
+            if not claims:
+                if writing.is_set():
+                    return
+                await asyncio.sleep(0.002)
+                continue
             for c in claims:
                 assert c.external_id not in in_flight, f"two writes of {c.external_id} at once"
                 in_flight.add(c.external_id)
-                sent[c.external_id].append(c.profile.first_name or "")
+                sent[c.external_id].append((c.delivery_id, c.profile.first_name or ""))
+                carried[c.delivery_id] = c.carries
             await asyncio.sleep(rng.random() / 500)
             # Forgotten before the record commits: until then the database still
             # holds the person's next write back, so a claim cannot slip in.
             in_flight.difference_update(c.external_id for c in claims)
             await store.record(owner, [DeliveryResult(c.delivery_id, "accepted") for c in claims])
 
-    await asyncio.gather(work(a, "a"), work(b, "b"), work(a, "a2"), work(b, "b2"))
-    assert sent == {p: ["w0", "w1", "w2"] for p in people}
+    await asyncio.gather(writer(), work(a, "a"), work(b, "b"), work(a, "a2"), work(b, "b2"))
+    while claims := await a.claim("omneo", 100, "a", 60):  # anything expanded last
+        for c in claims:
+            sent[c.external_id].append((c.delivery_id, c.profile.first_name or ""))
+            carried[c.delivery_id] = c.carries
+        await a.record("a", [DeliveryResult(c.delivery_id, "accepted") for c in claims])
+    rows = await pg.execute(
+        pg_url, "SELECT id, external_id, state, merged_into FROM deliveries ORDER BY id"
+    )
+    assert len(rows) == rounds * len(people)
+    by_person: dict[str, list[int]] = {p: [] for p in people}
+    for r in rows:
+        by_person[r["external_id"]].append(r["id"])
+    claimed = {d for person in sent.values() for d, _ in person}
+    merged = [d for ds in carried.values() for d in ds]
+    assert not claimed & set(merged)  # nothing both claimed and merged
+    assert len(merged) == len(set(merged))  # each carried once
+    assert sorted(claimed | set(merged)) == [r["id"] for r in rows]  # every write, once
+    assert any(merged)  # the writes did queue up behind each other
+    for person in people:
+        carriers = [d for d, _ in sent[person]]
+        assert carriers == sorted(carriers)
+        # Each claim carries the writes that came after it and before the next.
+        flat = [x for d in carriers for x in (d, *carried[d])]
+        assert flat == by_person[person]
+        names = [name for _, name in sent[person]]
+        assert names == sorted(names) and names[-1] == f"w{rounds - 1}"
+    states = {(r["state"], r["merged_into"] is None) for r in rows}
+    assert states <= {("accepted", True), ("merged", False)}
+    for r in rows:
+        if r["state"] == "merged":
+            assert carried[r["merged_into"]].count(r["id"]) == 1
 
 
 async def test_a_request_not_yet_committed_is_expanded_once_it_is(

@@ -39,8 +39,10 @@ async def test_a_later_write_waits_for_the_earlier_one_of_the_same_person(
     store: Store,
 ) -> None:
     await write(store, "r1", "a")
-    await write(store, "r2", "a", "b")
     claims = await store.claim("omneo", 10, "w", 60)
+    # Written once r1's is out (queued before, it would ride along: test_merge.py).
+    await write(store, "r2", "a", "b")
+    claims += await store.claim("omneo", 10, "w", 60)
     assert [(c.external_id, c.profile.first_name) for c in claims] == [("a", "r1"), ("b", "r2")]
     # r2's write of "a" is held while r1's is in flight ...
     assert await store.claim("omneo", 10, "w", 60) == []
@@ -55,11 +57,12 @@ async def test_a_later_write_waits_for_the_earlier_one_of_the_same_person(
     )
     assert await store.claim("omneo", 10, "w", 60) == []
     await store.replay(["retrying"])
+    # Claimed again, r1's takes r2's queued write along (merged, test_merge.py).
     [again] = await store.claim("omneo", 10, "w", 60)
-    assert (again.profile.first_name, again.attempts) == ("r1", 1)
+    assert (again.delivery_id, again.attempts) == (claims[0].delivery_id, 1)
+    assert (again.profile.first_name, len(again.carries)) == ("r2", 1)
     await store.record("w", [DeliveryResult(again.delivery_id, "accepted")])
-    [later] = await store.claim("omneo", 10, "w", 60)
-    assert (later.external_id, later.profile.first_name) == ("a", "r2")
+    assert await store.claim("omneo", 10, "w", 60) == []
 
 
 @pytest.mark.anyio
@@ -157,8 +160,64 @@ async def test_expand_keeps_each_persons_order_across_requests(store: Store) -> 
         await write(store, f"r{n}", "a", f"only{n}", "b")
     sent = []
     while claims := await store.claim("omneo", 10, "w", 60):
-        sent += [(c.external_id, c.profile.first_name) for c in claims]
+        sent += [(c.external_id, c.profile.first_name, len(c.carries)) for c in claims]
         await store.record("w", [DeliveryResult(c.delivery_id, "accepted") for c in claims])
-    assert [r for p, r in sent if p == "a"] == ["r0", "r1", "r2"]
-    assert [r for p, r in sent if p == "b"] == ["r0", "r1", "r2"]
-    assert sorted(p for p, _ in sent if p.startswith("only")) == ["only0", "only1", "only2"]
+    # Each person's three writes go as one merged payload (test_merge.py), laid
+    # over each other in delivery-id order: r2 wins only if expand kept the order.
+    assert [(r, n) for p, r, n in sent if p == "a"] == [("r2", 2)]
+    assert [(r, n) for p, r, n in sent if p == "b"] == [("r2", 2)]
+    assert sorted(p for p, _, _ in sent if p.startswith("only")) == ["only0", "only1", "only2"]
+
+
+@pytest.mark.anyio
+async def test_a_claim_says_whether_its_request_asked_to_resend(store: Store) -> None:
+    profiles = [NormalizedProfile(external_id="a")]
+    await store.accept(NewRequest("plain", "crm", ["omneo"], profiles, time.time()))
+    await store.accept(NewRequest("again", "crm", ["ocamba"], profiles, time.time(), resend=True))
+    [plain] = await store.claim("omneo", 10, "w1", 30)
+    [again] = await store.claim("ocamba", 10, "w1", 30)
+    assert (plain.resend, again.resend) == (False, True)
+
+
+@pytest.mark.anyio
+async def test_only_delivered_outcomes_still_leased_remember_their_digests(store: Store) -> None:
+    await write(store, "r1", "a", "b", "c", targets=["omneo"])
+    claims = {c.external_id: c for c in await store.claim("omneo", 10, "w1", 30)}
+    assert await store.sent_fields("omneo", ["a", "b", "c"]) == {}
+    await store.record(
+        "w1",
+        [
+            DeliveryResult(claims["a"].delivery_id, "accepted", digests={"x": "1", "y": "1"}),
+            DeliveryResult(claims["b"].delivery_id, "failed", "no", digests={"x": "1"}),
+        ],
+    )
+    # Another worker's lease: not recorded, so not remembered either.
+    await store.record(
+        "w2", [DeliveryResult(claims["c"].delivery_id, "confirmed", digests={"x": "1"})]
+    )
+    assert await store.sent_fields("omneo", ["a", "b", "c"]) == {"a": {"x": "1", "y": "1"}}
+    # A later delivered write merges over what was there.
+    await write(store, "r2", "a", targets=["omneo"])
+    [later] = await store.claim("omneo", 10, "w1", 30)
+    await store.record("w1", [DeliveryResult(later.delivery_id, "confirmed", digests={"y": "2"})])
+    assert await store.sent_fields("omneo", ["a"]) == {"a": {"x": "1", "y": "2"}}
+    assert await store.sent_fields("ocamba", ["a"]) == {}
+
+
+@pytest.mark.anyio
+async def test_a_replayed_delivery_forgets_what_the_backend_was_said_to_have(
+    store: Store,
+) -> None:
+    await write(store, "r1", "a", "b", targets=["omneo"])
+    claims = {c.external_id: c for c in await store.claim("omneo", 10, "w1", 30)}
+    await store.record(
+        "w1",
+        [
+            DeliveryResult(claims["a"].delivery_id, "accepted", digests={"x": "1"}),
+            DeliveryResult(claims["b"].delivery_id, "accepted", digests={"x": "1"}),
+        ],
+    )
+    await store.mark_unconfirmed("omneo", time.time() + 3600)
+    result = await store.replay(["unconfirmed"], delivery_id=claims["a"].delivery_id)
+    assert result.requeued == [claims["a"].delivery_id]
+    assert await store.sent_fields("omneo", ["a", "b"]) == {"b": {"x": "1"}}

@@ -25,7 +25,8 @@ def waiting(backend: str, since: float, removed: str | None = None) -> DeliveryV
 
 
 def _delivery(row: Any, sealer: Sealer) -> DeliveryView:
-    """From (backend, state, attempts, last_error, updated_at, backend_id, id)."""
+    """From (backend, state, attempts, last_error, updated_at, backend_id, id,
+    merged_into, the state of the delivery it was merged into)."""
     return DeliveryView(
         backend=row[0],
         state=row[1],
@@ -33,6 +34,8 @@ def _delivery(row: Any, sealer: Sealer) -> DeliveryView:
         last_error=open_error(sealer, row[6], row[3]),
         updated_at=row[4],
         backend_id=row[5],
+        merged_into=row[7],
+        carrier_state=row[8],
     )
 
 

@@ -34,10 +34,12 @@ later write overtake an earlier one, under READ COMMITTED:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import DELIVERED
 from gateway.schema import LANES, Backend, Lane
 from gateway.store import queries
 from gateway.store.base import (
@@ -73,10 +75,17 @@ async def claim(
     # own (its advisory lock is held only that long); the claim then sees them.
     async with conn.transaction():
         await plans.run(conn, expand(clock.now()))
-    rows = await conn.fetch(
-        _q("claim"), backend, clock.now(), limit, owner, lease_seconds, first, then
-    )
-    claims, unsendable = open_claims(list(rows), sealer)
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _q("claim"), backend, clock.now(), limit, owner, lease_seconds, first, then
+        )
+        carried = []
+        if rows:
+            # Merging (gateway/store/merge.py): the person's later queued
+            # writes ride along, merged in the transaction that leases them.
+            carried = await conn.fetch(_q("claim_merge"), [r[0] for r in rows], clock.now())
+    merged_now = {r[1] for r in carried if r[5]}
+    claims, unsendable = open_claims(list(rows), sealer, list(carried), merged_now)
     if unsendable:
         # Rare, so a statement of its own; still leased to us, so ours to settle.
         await conn.execute(
@@ -109,8 +118,16 @@ async def record(
         [int(r.refund_attempt) for r in results],
         [r.backend_id for r in results],
         [r.sent_at for r in results],
+        [_digests(r) for r in results],
     )
     return int(applied)
+
+
+def _digests(result: DeliveryResult) -> str | None:
+    """What the backend now has (gateway/store/ops/sent_fields.py), as JSON text."""
+    if not result.digests or result.state not in DELIVERED:
+        return None
+    return json.dumps(result.digests, sort_keys=True)
 
 
 async def replay(

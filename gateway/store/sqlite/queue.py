@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.crypto import PLAINTEXT, Sealer
+from gateway.lifecycle import DELIVERED
 from gateway.schema import LANES, Backend, Lane
 from gateway.store import queries
 from gateway.store.base import Claim, DeliveryResult, DeliveryState, ReplayResult, lane_order
@@ -51,7 +52,10 @@ def claim(
         return []
     ids = json.dumps([r[0] for r in rows])
     conn.execute(_q("claim_lease"), (owner, now + lease_seconds, now, ids))
-    claims, unsendable = open_claims(rows, sealer)
+    # Merging (gateway/store/merge.py): the person's later queued writes ride along.
+    merged_now = {r[0] for r in conn.execute(_q("claim_merge"), (ids, now)).fetchall()}
+    carried = conn.execute(_q("claim_carried"), (ids,)).fetchall()
+    claims, unsendable = open_claims(rows, sealer, carried, merged_now)
     conn.executemany(
         _q("claim_unsendable"), [(error, delivery_id) for delivery_id, error in unsendable]
     )
@@ -91,6 +95,16 @@ def record(
     ]
     if ids:
         conn.execute(_q("record_backend_ids"), (json.dumps(ids), now))
+    # What the backend now has, per field: only accepted or confirmed results
+    # carry digests, and only those still leased to us count (same transaction).
+    digests = {r.delivery_id: r.digests for r in results if r.digests and r.state in DELIVERED}
+    sent = [
+        (external_id, backend, json.dumps(digests[delivery_id], sort_keys=True))
+        for delivery_id, external_id, backend in sorted(applied)
+        if delivery_id in digests
+    ]
+    if sent:
+        conn.execute(_q("record_sent_fields"), (json.dumps(sent), now))
     return len(applied)
 
 
@@ -106,4 +120,5 @@ def replay(
     requeued = [r[0] for r in rows if not r[1]]
     if requeued:
         conn.execute(_q("replay_requeue"), (clock.now(), json.dumps(requeued)))
+        conn.execute(_q("replay_forget_sent"), (json.dumps(requeued),))
     return ReplayResult(requeued=requeued, superseded=[r[0] for r in rows if r[1]])

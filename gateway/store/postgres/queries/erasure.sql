@@ -27,7 +27,8 @@ WHERE id = ANY($3::bigint[]) AND removed IS DISTINCT FROM 'erased'
 -- name: lock_person_deliveries
 -- Claims and records of the person's deliveries wait for the erasure; the
 -- reads after this see their latest versions.
-SELECT 1 FROM deliveries WHERE external_id = $1 FOR UPDATE
+-- In id order, as a claim that merges locks them (queue.sql claim_merge).
+SELECT 1 FROM deliveries WHERE external_id = $1 ORDER BY id FOR UPDATE
 
 -- name: person_open_deliveries
 -- (cancelled, in flight)

@@ -71,11 +71,55 @@ WITH expired AS (
               p.branch, p.due_at
 )
 SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id,
-       w.request_id, w.position, c.lane
+       w.request_id, w.position, c.lane, r.resend
 FROM claimed c
 JOIN profile_writes w ON w.id = c.write_id
+JOIN requests r ON r.id = w.request_id
 LEFT JOIN backend_ids b ON b.external_id = c.external_id AND b.backend = c.backend
 ORDER BY c.branch, c.due_at, c.id
+
+-- name: claim_merge
+-- Merging (gateway/store/merge.py), a statement of its own after the lease,
+-- whatever chose the candidates: the later queued writes of each claimed
+-- delivery's person to the same backend end `merged`, carried by it; then
+-- every write it carries, merged now or by an earlier claim of it (a retry, a
+-- lease taken over, a replay), in write order: (carrier, id, body, request_id,
+-- position, merged now). Not past a delivery of the person in flight between
+-- the two (a replayed older write claimed while a newer one is out).
+-- Why no other replica holds one of them: a later write is never a claim
+-- candidate while the carrier, earlier, is open (pending or in flight) in
+-- any snapshot; the UPDATE re-checks the state of a row changed meanwhile
+-- (an erasure), and the last branch reads the snapshot, in which the rows
+-- merged here are still due, so none comes twice. Rows are locked in id order
+-- after the carrier's: erasure's lock_person_deliveries takes them in id order.
+WITH c AS (
+    SELECT d.id, d.external_id, d.backend FROM deliveries d WHERE d.id = ANY($1::bigint[])
+), pairs AS (
+    SELECT l.id AS lid, max(c.id) AS cid
+    FROM c JOIN deliveries l ON l.external_id = c.external_id AND l.backend = c.backend
+        AND l.id > c.id AND l.state IN ('pending', 'retrying') -- lifecycle.DUE
+    WHERE NOT EXISTS (
+        SELECT 1 FROM deliveries e
+        WHERE e.external_id = c.external_id AND e.backend = c.backend
+          AND e.id > c.id AND e.id < l.id AND e.state = 'in_flight')
+    GROUP BY l.id
+), merged AS (
+    UPDATE deliveries d SET state = 'merged', merged_into = p.cid, lease_owner = NULL,
+        lease_expires_at = NULL, updated_at = $2
+    FROM (SELECT * FROM pairs ORDER BY lid) p
+    WHERE d.id = p.lid AND d.state IN ('pending', 'retrying') -- lifecycle.DUE
+    RETURNING d.id, d.merged_into, d.write_id
+)
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position, true AS now,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
+FROM merged m JOIN profile_writes w ON w.id = m.write_id
+UNION ALL
+SELECT m.merged_into, m.id, w.body, w.request_id, w.position, false,
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
+FROM c JOIN deliveries m ON m.external_id = c.external_id AND m.backend = c.backend
+    AND m.id > c.id AND m.merged_into = c.id
+JOIN profile_writes w ON w.id = m.write_id
+ORDER BY 1, 2
 
 -- name: claim_unsendable
 -- A claimed payload that cannot be opened (a key gone from the keyring); still
@@ -92,8 +136,8 @@ WHERE d.id = u.id AND d.state = 'in_flight' AND d.lease_owner = $3
 -- person twice, the newest delivery's id wins, as a later row would on SQLite.
 WITH r AS (
     SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::float8[], $7::text[],
-                         $8::integer[], $9::text[], $10::float8[])
-        AS r(id, state, error, next, match_key, refund, backend_id, sent_at)
+                         $8::integer[], $9::text[], $10::float8[], $11::text[])
+        AS r(id, state, error, next, match_key, refund, backend_id, sent_at, digests)
 ), applied AS (
     UPDATE deliveries d SET
         state = r.state,
@@ -111,7 +155,7 @@ WITH r AS (
         confirmed_at = CASE WHEN r.state = 'confirmed' THEN $1 ELSE d.confirmed_at END
     FROM r
     WHERE d.id = r.id AND d.state = 'in_flight' AND d.lease_owner = $2
-    RETURNING d.id, d.external_id, d.backend, r.backend_id
+    RETURNING d.id, d.external_id, d.backend, r.backend_id, r.digests
 ), ids AS (
     INSERT INTO backend_ids (external_id, backend, backend_id, updated_at)
     SELECT DISTINCT ON (a.external_id, a.backend) a.external_id, a.backend, a.backend_id, $1
@@ -119,6 +163,15 @@ WITH r AS (
     ORDER BY a.external_id, a.backend, a.id DESC
     ON CONFLICT (external_id, backend) DO UPDATE
     SET backend_id = EXCLUDED.backend_id, updated_at = EXCLUDED.updated_at
+), sent AS (
+    -- What the backend now has, per field (only accepted or confirmed results
+    -- carry digests), merged over what it had.
+    INSERT INTO sent_fields (external_id, backend, digests, updated_at)
+    SELECT DISTINCT ON (a.external_id, a.backend) a.external_id, a.backend, a.digests::jsonb, $1
+    FROM applied a WHERE a.digests IS NOT NULL
+    ORDER BY a.external_id, a.backend, a.id DESC
+    ON CONFLICT (external_id, backend) DO UPDATE
+    SET digests = sent_fields.digests || EXCLUDED.digests, updated_at = EXCLUDED.updated_at
 )
 SELECT count(*) FROM applied
 
@@ -130,12 +183,20 @@ WITH target AS (
     SELECT d.id, EXISTS (
         SELECT 1 FROM deliveries n
         WHERE n.backend = d.backend AND n.external_id = d.external_id AND n.id > d.id
-          AND n.state IN ('accepted', 'confirmed')) -- lifecycle.DELIVERED
+          AND (n.state IN ('accepted', 'confirmed') -- lifecycle.DELIVERED
+               -- or carried (merged) by a delivery that was delivered
+               OR EXISTS (SELECT 1 FROM deliveries c WHERE c.id = n.merged_into
+                          AND c.state IN ('accepted', 'confirmed')))) -- lifecycle.DELIVERED
     AS superseded
     FROM deliveries d
     -- A delivery whose payload was purged or erased has nothing left to send.
     JOIN profile_writes w ON w.id = d.write_id AND w.removed IS NULL
-    WHERE d.state {in_states} AND ($2::bigint IS NULL OR d.id = $2)
+    WHERE d.state {in_states}
+      -- Nor does one a write it carries (merged into it) is gone from.
+      AND NOT EXISTS (
+        SELECT 1 FROM deliveries m JOIN profile_writes mw ON mw.id = m.write_id
+        WHERE m.external_id = d.external_id AND m.backend = d.backend AND m.id > d.id
+          AND m.merged_into = d.id AND mw.removed IS NOT NULL) AND ($2::bigint IS NULL OR d.id = $2)
       AND ($3::text IS NULL OR d.backend = $3)
     FOR UPDATE OF d
 ), requeued AS (
@@ -143,5 +204,12 @@ WITH target AS (
     SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
     FROM target t
     WHERE d.id = t.id AND NOT t.superseded
+), forgotten AS (
+    -- An operator sends it again: in full, whatever the backend was last said
+    -- to have (an `unconfirmed` write may never have landed).
+    DELETE FROM sent_fields s
+    USING target t, deliveries d
+    WHERE d.id = t.id AND NOT t.superseded
+      AND s.external_id = d.external_id AND s.backend = d.backend
 )
 SELECT id, superseded FROM target ORDER BY id

@@ -18,6 +18,11 @@ WHERE w.id = ANY($1::bigint[]) AND w.removed IS NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = w.id
                   AND (d.state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
                        OR d.updated_at >= $4))
+  -- A merged write is delivered inside its carrier: kept while that one is.
+  AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN deliveries c ON c.id = d.merged_into
+                  WHERE d.write_id = w.id
+                  AND (c.state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
+                       OR c.updated_at >= $4))
 RETURNING w.id
 
 -- name: purge_delivery_tags

@@ -11,9 +11,11 @@ SELECT app, received_at, targets, lane, resend FROM requests WHERE id = $1
 SELECT id, position, external_id FROM profile_writes WHERE request_id = $1 ORDER BY position
 
 -- name: request_deliveries
-SELECT d.write_id, d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id
+SELECT d.write_id, d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id,
+       d.merged_into, c.state
 FROM deliveries d
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
+LEFT JOIN deliveries c ON c.id = d.merged_into
 JOIN profile_writes w ON w.id = d.write_id
 WHERE w.request_id = $1 ORDER BY d.id
 
@@ -28,9 +30,11 @@ WHERE id = (SELECT max(write_id) FROM (
 
 -- name: latest_deliveries
 SELECT DISTINCT ON (d.backend)
-       d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id
+       d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id,
+       d.merged_into, c.state
 FROM deliveries d
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
+LEFT JOIN deliveries c ON c.id = d.merged_into
 WHERE d.external_id = $1 ORDER BY d.backend, d.id DESC
 
 -- name: unexpanded_targets

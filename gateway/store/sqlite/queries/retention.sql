@@ -14,6 +14,11 @@ WHERE id IN (SELECT value FROM json_each(?1)) AND removed IS NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.write_id = profile_writes.id
                   AND (d.state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
                        OR d.updated_at >= ?4))
+  -- A merged write is delivered inside its carrier: kept while that one is.
+  AND NOT EXISTS (SELECT 1 FROM deliveries d JOIN deliveries c ON c.id = d.merged_into
+                  WHERE d.write_id = profile_writes.id
+                  AND (c.state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
+                       OR c.updated_at >= ?4))
 RETURNING id
 
 -- name: purge_delivery_tags

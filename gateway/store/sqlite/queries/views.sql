@@ -11,9 +11,11 @@ SELECT app, received_at, targets, lane, resend FROM requests WHERE id = ?1
 SELECT id, position, external_id FROM profile_writes WHERE request_id = ?1 ORDER BY position
 
 -- name: request_deliveries
-SELECT d.write_id, d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id
+SELECT d.write_id, d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id,
+       d.merged_into, c.state
 FROM deliveries d
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
+LEFT JOIN deliveries c ON c.id = d.merged_into
 JOIN profile_writes w ON w.id = d.write_id
 WHERE w.request_id = ?1 ORDER BY d.id
 
@@ -27,9 +29,11 @@ WHERE id = (SELECT MAX(write_id) FROM (
     WHERE w.external_id = ?1))
 
 -- name: latest_deliveries
-SELECT d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id
+SELECT d.backend, d.state, d.attempts, d.last_error, d.updated_at, b.backend_id, d.id,
+       d.merged_into, c.state
 FROM deliveries d
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
+LEFT JOIN deliveries c ON c.id = d.merged_into
 WHERE d.id IN (SELECT MAX(id) FROM deliveries WHERE external_id = ?1 GROUP BY backend)
 
 -- name: unexpanded_targets
