@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py [--quick] [--only PART ...] [--json PATH]
 
 Parts, in order: accept, single_post, drain, rate_use, call_efficiency,
-memory, end_to_end, confirm (also by number: --only 1 2). Each is
+memory, end_to_end, confirm, budget (also by number: --only 1 2). Each is
 `bench/<part>.py` with
 `run(quick: bool) -> list[Row]`. Progress goes to stderr, the table to stdout,
 and the rows with the machine they ran on to bench/results.json (or --json).
@@ -51,6 +51,7 @@ PARTS = (
     "memory",
     "end_to_end",
     "confirm",
+    "budget",
 )
 # What each part measures, for --help.
 ABOUT = {
@@ -63,6 +64,8 @@ ABOUT = {
     "end_to_end": "50,000 profiles posted until delivered (SQLite, PostgreSQL) beside a direct"
     " post to the same fakes",
     "confirm": "signed Omneo webhooks posted until every delivery is confirmed, beside a bare app",
+    "budget": "backend budget spent on a nightly re-sync, a burst of updates of the same people,"
+    " and real-time writes beside a backfill, beside the naive forwarder and resend: true",
 }
 
 
