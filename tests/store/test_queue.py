@@ -221,3 +221,16 @@ async def test_a_replayed_delivery_forgets_what_the_backend_was_said_to_have(
     result = await store.replay(["unconfirmed"], delivery_id=claims["a"].delivery_id)
     assert result.requeued == [claims["a"].delivery_id]
     assert await store.sent_fields("omneo", ["a", "b"]) == {"b": {"x": "1"}}
+
+
+@pytest.mark.anyio
+async def test_an_erasure_forgets_what_the_backends_were_said_to_have(store: Store) -> None:
+    await write(store, "r1", "a", "b", targets=["omneo"])
+    claims = await store.claim("omneo", 10, "w1", 30)
+    await store.record(
+        "w1", [DeliveryResult(c.delivery_id, "accepted", digests={"x": "1"}) for c in claims]
+    )
+    assert set(await store.sent_fields("omneo", ["a", "b"])) == {"a", "b"}
+    assert await store.erase_profile("a") is not None
+    # Only the erased person's: the other's stay, so its next write is compared.
+    assert await store.sent_fields("omneo", ["a", "b"]) == {"b": {"x": "1"}}

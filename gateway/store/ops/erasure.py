@@ -58,6 +58,9 @@ def erase(external_id: str, sealer: Sealer, now: float) -> Plan[Erasure | None]:
     # or in-flight rows. An in-flight one's worker finds its lease gone and its
     # outcome is not recorded. Backends' error texts may quote the data: gone too.
     yield Execute("erase_deliveries", (now, external_id))
+    # What each backend last accepted of them (keyed digests, no values, but
+    # theirs): gone, so a later write of the same id is sent in full.
+    yield Execute("erase_sent_fields", (external_id,))
     ids = {r[0]: r[1] for r in (yield Fetch("backend_ids_of", (external_id,)))}
     tags |= stored_forms(sealer, named_by)
     events = yield from _events_of(tags, ids.get("omneo"))

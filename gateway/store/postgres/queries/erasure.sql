@@ -52,6 +52,9 @@ UPDATE deliveries SET
     lease_owner = NULL, lease_expires_at = NULL, match_key = NULL, updated_at = $1
 WHERE external_id = $2
 
+-- name: erase_sent_fields
+DELETE FROM sent_fields WHERE external_id = $1
+
 -- name: omneo_events_of
 SELECT id FROM webhook_events WHERE source = 'omneo' AND backend_id = $1 AND removed_at IS NULL
 
