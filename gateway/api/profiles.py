@@ -130,9 +130,13 @@ def _spend_quota(request: Request, app: str, count: int) -> int:
     if bucket is None or count == 0:
         return 0
     burst = bucket.quota.burst
-    if count > burst:
-        child(ctx.metrics.app_quota_rejected, app, "burst").inc()
+
+    def refused(reason: str) -> None:
+        child(ctx.metrics.app_quota_rejected, app, reason).inc()
         child(ctx.metrics.app_quota_profiles, app, "rejected").inc(count)
+
+    if count > burst:
+        refused("burst")
         raise ApiError(
             413,
             OVER_BURST,
@@ -141,8 +145,7 @@ def _spend_quota(request: Request, app: str, count: int) -> int:
         )
     wait = bucket.take(count)
     if wait is not None:
-        child(ctx.metrics.app_quota_rejected, app, "rate").inc()
-        child(ctx.metrics.app_quota_profiles, app, "rejected").inc(count)
+        refused("rate")
         raise ApiError(
             429,
             OVER_QUOTA,
@@ -237,9 +240,6 @@ async def _store(
         body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
         lane=lane,
         resend=parsed.resend,
-        # Issue 16, the store's half: the write span's trace context, stored with
-        # the write so each delivery that carries it joins the caller's trace:
-        # traceparent=tracing.current_traceparent(),
     )
     started = time.perf_counter()
     try:
