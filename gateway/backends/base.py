@@ -17,7 +17,7 @@ import msgspec
 # accepted, confirmed, failed or retry: the lifecycle defines them and maps
 # each to the delivery state it records.
 from gateway.lifecycle import OutcomeState as OutcomeState
-from gateway.schema import Backend, NormalizedProfile
+from gateway.schema import Backend, Lane, NormalizedProfile
 
 
 class Item(msgspec.Struct, frozen=True):
@@ -30,6 +30,14 @@ class Item(msgspec.Struct, frozen=True):
     # last accepted; None: unknown or a re-send asked for, so send everything.
     # Never empty: the dispatcher ends a write that changes nothing `unchanged`.
     changed: frozenset[str] | None = None
+    # The write's lane: a call carrying a real-time write goes before bulk
+    # calls at the backend's pacer (transport/turns.py).
+    lane: Lane = "realtime"
+
+
+def lane_of(items: Sequence[Item]) -> Lane:
+    """The lane of a call carrying `items`: real-time if any of them is."""
+    return "realtime" if any(i.lane == "realtime" for i in items) else "bulk"
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -100,11 +108,18 @@ class Sender(Protocol):
     """The transport boundary: paced, timed, classified HTTP."""
 
     async def post(
-        self, endpoint: str, path: str, *, json: Any, headers: Mapping[str, str] | None = None
+        self,
+        endpoint: str,
+        path: str,
+        *,
+        json: Any,
+        headers: Mapping[str, str] | None = None,
+        lane: Lane = "realtime",
     ) -> httpx.Response:
         """POST to base URL + path. Returns only 2xx answers; raises
         `TransientError` or `PermanentError` for everything else. `endpoint` is a
-        short label for metrics ("create", "import", "batch")."""
+        short label for metrics ("create", "import", "batch"); `lane` orders the
+        call at the pacer (real-time first)."""
         ...
 
 

@@ -33,6 +33,7 @@ from gateway.backends.base import (
     PermanentError,
     Sender,
     TransientError,
+    lane_of,
     retry_the_rest,
 )
 from gateway.config import Settings
@@ -229,7 +230,9 @@ class ImportBatchAdapter:
     async def _post(self, chunk: Sequence[tuple[Item, dict[str, Any], int]]) -> bytes:
         body = self.envelope([data for _, data, _ in chunk])
         try:
-            response = await self.sender.post("import", IMPORT_PATH, json=body)
+            response = await self.sender.post(
+                "import", IMPORT_PATH, json=body, lane=lane_of([item for item, _, _ in chunk])
+            )
         except PermanentError as exc:
             if exc.status == 413:
                 raise _SplitNeeded(str(exc)) from None

@@ -42,6 +42,7 @@ from gateway.backends.base import (
     PermanentError,
     Sender,
     TransientError,
+    lane_of,
 )
 from gateway.config import Settings
 from gateway.mapping.model import OcambaMapping
@@ -306,7 +307,7 @@ class _Delivery:
         self._before_call()
         self.current = {item.delivery_id}
         response = await self.adapter.sender.post(
-            "create", CREATE_PATH, json=create_body(item.profile)
+            "create", CREATE_PATH, json=create_body(item.profile), lane=item.lane
         )
         try:
             created = msgspec.json.decode(response.content, type=_Created)
@@ -332,7 +333,7 @@ class _Delivery:
             [self.only.get(i.delivery_id) for i in chunk],
         )
         try:
-            await self.adapter.sender.post("import", IMPORT_PATH, json=body)
+            await self.adapter.sender.post("import", IMPORT_PATH, json=body, lane=lane_of(chunk))
         except PermanentError as exc:
             if exc.status in _SPLIT_ON and len(chunk) > 1 and self.split_budget >= 2:
                 self.split_budget -= 2

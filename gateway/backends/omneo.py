@@ -35,6 +35,7 @@ from gateway.backends.base import (
     PermanentError,
     Sender,
     TransientError,
+    lane_of,
     retry_the_rest,
 )
 from gateway.backends.omneo_keys import match_key_of_profile
@@ -258,7 +259,7 @@ class OmneoAdapter:
         # profile before this, so an earlier webhook is never about this write.
         sent_at = time.time()
         try:
-            response = await self.sender.post("batch", BATCH_PATH, json=body)
+            response = await self.sender.post("batch", BATCH_PATH, json=body, lane=lane_of(chunk))
         except PermanentError as exc:
             if exc.status in _SPLIT_ON and len(chunk) > 1 and budget.take(2):
                 middle = len(chunk) // 2

@@ -99,6 +99,7 @@ def build_adapters(
                 settings.ocamba_rate_per_minute,
                 minute_window=settings.ocamba_minute_window,
                 max_in_flight=settings.ocamba_max_in_flight,
+                bulk_share=settings.bulk_share,
                 on_wait=wait_observer(backend),
             )
             headers = {"Authorization": f"Bearer {settings.ocamba_token}"}
@@ -113,6 +114,7 @@ def build_adapters(
                 settings.omneo_rate_per_second,
                 settings.omneo_rate_per_minute,
                 settings.omneo_max_in_flight,
+                bulk_share=settings.bulk_share,
                 on_wait=wait_observer(backend),
             )
             headers = {"Authorization": f"Bearer {settings.omneo_token}"}
@@ -127,6 +129,7 @@ def build_adapters(
                 settings.import_batch_rate_per_second,
                 settings.import_batch_rate_per_minute,
                 settings.import_batch_max_in_flight,
+                bulk_share=settings.bulk_share,
                 on_wait=wait_observer(backend),
             )
             adapters[backend] = ImportBatchAdapter(

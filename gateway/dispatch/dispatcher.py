@@ -239,7 +239,7 @@ class Dispatcher:
     async def _send(
         self, backend: Backend, adapter: BackendAdapter, claims: list[Claim], permit: Permit
     ) -> None:
-        items = [Item(c.delivery_id, c.profile, c.backend_id) for c in claims]
+        items = [Item(c.delivery_id, c.profile, c.backend_id, lane=c.lane) for c in claims]
         items, skipped, remember = await changes.sort_items(
             self.store, self.sealer, backend, adapter, claims, items
         )

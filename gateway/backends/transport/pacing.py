@@ -10,9 +10,17 @@ until the server's reset. `Retry-After: -1` (Ocamba: too many requests in flight
 halves how many requests may be in flight at once; a run of good answers wins
 the slots back one by one, up to `max_in_flight`.
 
-Admission is serialised by a lock, so waiters are admitted in arrival order and
-the wait of a paced burst is counted once (wall time the pacer held sending
-back), not once per waiting worker.
+Admission is serialised by `LaneTurns` (turns.py): one waiter at a time, the
+`realtime` lane's before `bulk`'s (bulk every `share`-th turn when both wait),
+arrival order within a lane; so the wait of a paced burst is counted once
+(wall time the pacer held sending back), not once per waiting worker.
+
+The steady window's budget is spread over the window (`spread`): after a
+burst of `per_second` calls, the k-th call of a window goes no sooner than
+k/limit of the way through it. Spending a window's budget in its first
+seconds would leave a real-time write that arrives later nothing until the
+window ends (Ocamba: up to 45 s of its 60); spread, the next slot is at most
+length/limit away (0.4 s), and the window still takes its whole budget.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from typing import Final, Protocol
 import msgspec
 
 from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, parse_retry_after
+from gateway.backends.transport.turns import LaneTurns
+from gateway.schema import Lane
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -78,9 +88,9 @@ class Permit:
 
 
 class Pacer(Protocol):
-    async def acquire(self, max_wait: float | None = None) -> Permit:
-        """Waits for a slot. Raises `PacingTimeout` rather than sleep longer than
-        `max_wait` for a rate window or a server's reset."""
+    async def acquire(self, max_wait: float | None = None, lane: Lane = "realtime") -> Permit:
+        """Waits for a slot, real-time before bulk. Raises `PacingTimeout` rather
+        than sleep longer than `max_wait` for a rate window or a server's reset."""
         ...
 
     def release(
@@ -98,7 +108,11 @@ class _Window:
     so it is counted in both. Without this, pacing at exactly the limit gets
     the odd 429 at boundaries (seen with three replicas on one account)."""
 
-    def __init__(self, length: float, limit: int, guard: float = 0.0) -> None:
+    def __init__(
+        self, length: float, limit: int, guard: float = 0.0, burst: int | None = None
+    ) -> None:
+        """`burst`: admissions a window may take at once before the rest are
+        spread evenly over it (None: no spreading)."""
         if length <= 0:
             raise ValueError("window length must be positive")
         if limit < 1:
@@ -106,6 +120,7 @@ class _Window:
         self.length = length
         self.limit = limit
         self.guard = min(guard, length / 2)
+        self.burst = burst
         self._index: int | None = None
         self._count = 0
         self._carried = 0  # admissions near the end of the window before
@@ -136,10 +151,15 @@ class _Window:
         return (math.floor(now / self.length) + 1) * self.length
 
     def wait(self, now: float) -> float:
-        """0 while there is room, else seconds until the window resets."""
-        if self.count(now) < self.limit:
+        """0 while there is room, else seconds until the window resets or,
+        spread, until the next admission's share of the window has come."""
+        count = self.count(now)
+        if count >= self.limit:
+            return self.ends_at(now) - now
+        if self.burst is None or count < self.burst:
             return 0.0
-        return self.ends_at(now) - now
+        start = self.ends_at(now) - self.length
+        return max(0.0, start + (count - self.burst + 1) * self.length / self.limit - now)
 
 
 class FixedWindowPacer:
@@ -156,17 +176,28 @@ class FixedWindowPacer:
         boundary_guard: float = 0.25,
         max_in_flight: int,
         recover_after: int = 20,
+        spread: bool = True,
+        bulk_share: int = 5,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         on_wait: WaitObserver | None = None,
     ) -> None:
+        """`spread`: spread the steady window's budget over it (see the module's
+        doc); `bulk_share`: every how many turns bulk goes first when both
+        lanes wait (turns.py)."""
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         if recover_after < 1:
             raise ValueError("recover_after must be at least 1")
+        # The steady window spreads after a burst the size of the short
+        # window's limit (Ocamba: 10, then one every 0.4 s).
+        burst = per_second if per_second is not None else 1
         self._windows = [
-            _Window(length, limit, boundary_guard)
-            for length, limit in ((second_window, per_second), (minute_window, per_minute))
+            _Window(length, limit, boundary_guard, burst if spread and steady else None)
+            for length, limit, steady in (
+                (second_window, per_second, False),
+                (minute_window, per_minute, True),
+            )
             if limit is not None
         ]
         self.max_in_flight = max_in_flight
@@ -174,7 +205,7 @@ class FixedWindowPacer:
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
-        self._lock = asyncio.Lock()
+        self._turns = LaneTurns(bulk_share)
         self._slot_freed = asyncio.Event()
         self._limit = max_in_flight
         self._in_flight = 0
@@ -212,9 +243,10 @@ class FixedWindowPacer:
             max_in_flight=self._limit,
         )
 
-    async def acquire(self, max_wait: float | None = None) -> Permit:
+    async def acquire(self, max_wait: float | None = None, lane: Lane = "realtime") -> Permit:
         deadline = None if max_wait is None else self._clock() + max_wait
-        async with self._lock:
+        await self._turns.acquire(lane)
+        try:
             while True:
                 now = self._clock()
                 wait = self._wait(now)
@@ -234,6 +266,8 @@ class FixedWindowPacer:
                     window.add(now)
                 self._in_flight += 1
                 return Permit(self._generation)
+        finally:
+            self._turns.release()
 
     def release(
         self, permit: Permit, status: int | None = None, headers: Mapping[str, str] | None = None
@@ -319,6 +353,7 @@ def optional_pacer(
     per_minute: int,
     max_in_flight: int,
     *,
+    bulk_share: int = 5,
     clock: Clock = time.time,
     sleep: Sleep = asyncio.sleep,
     on_wait: WaitObserver | None = None,
@@ -330,6 +365,7 @@ def optional_pacer(
         per_second or None,
         per_minute or None,
         max_in_flight=max_in_flight,
+        bulk_share=bulk_share,
         clock=clock,
         sleep=sleep,
         on_wait=on_wait,

@@ -20,6 +20,7 @@ import msgspec
 from gateway.backends.base import NotSent, PermanentError, TransientError
 from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
 from gateway.backends.transport.pacing import Pacer, PacingTimeout
+from gateway.schema import Lane
 
 # The name it had before the transport got its own package: operators filter
 # and alert on the JSON logs' "logger" field, so moving the module keeps it.
@@ -65,12 +66,18 @@ class HttpSender:
         self._on_call = on_call
 
     async def post(
-        self, endpoint: str, path: str, *, json: Any, headers: Mapping[str, str] | None = None
+        self,
+        endpoint: str,
+        path: str,
+        *,
+        json: Any,
+        headers: Mapping[str, str] | None = None,
+        lane: Lane = "realtime",
     ) -> httpx.Response:
         label = f"{self.name} {endpoint}"
         content = msgspec.json.encode(json)
         try:
-            permit = await self._pacer.acquire(self._max_wait)
+            permit = await self._pacer.acquire(self._max_wait, lane)
         except PacingTimeout as exc:
             raise NotSent(f"{label}: not sent: {exc}", retry_after=exc.wait) from None
         status: int | None = None

@@ -95,7 +95,8 @@ async def test_zero_remaining_waits_for_the_servers_reset() -> None:
 
 async def test_remaining_counts_other_replicas_in_our_window() -> None:
     clock = FakeClock(start=120.0)  # the minute window [120, 180)
-    p = pacer(clock, per_second=100, per_minute=150, max_in_flight=10)
+    # Unspread: this is about the count, not when within the window.
+    p = pacer(clock, per_second=100, per_minute=150, max_in_flight=10, spread=False)
     permit = await p.acquire()
     # The account has used 148 of 150 this minute; 2 left.
     p.release(
@@ -203,7 +204,7 @@ async def test_server_errors_do_not_count_towards_recovery() -> None:
 
 async def test_max_wait_refuses_instead_of_sleeping() -> None:
     clock = FakeClock(start=0.0)
-    p = pacer(clock, per_second=1, per_minute=10)
+    p = pacer(clock, per_second=1, per_minute=10, spread=False)
     p.release(await p.acquire(max_wait=0.5), 200, {})
 
     with pytest.raises(PacingTimeout) as caught:
