@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -46,7 +47,7 @@ async def test_the_steady_window_is_spread_after_a_burst_and_still_spent_whole()
     # up to that pace, no further).
     assert times[:10] == [600.0] * 10
     assert all(t >= 600.0 + (k - 9) * 0.4 - 1e-9 for k, t in enumerate(times[10:], 10))
-    gaps = [b - a for a, b in zip(times[12:], times[13:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times[12:])]
     assert min(gaps) == pytest.approx(0.4, abs=0.01)
     # All 150 inside the window: spreading costs none of the budget.
     assert times[-1] < 660.0
