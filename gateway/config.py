@@ -101,6 +101,10 @@ class Settings(msgspec.Struct, kw_only=True):
     ocamba_minute_window: float = 60.0  # the steady window's length, in seconds
     ocamba_max_in_flight: int = 4
     ocamba_import_batch_size: int = 100
+    # Seconds a write to Ocamba waits before it is claimed, so the person's
+    # updates within that span go as one merged call: Ocamba's 150 calls a
+    # minute are the scarce thing, and its imports are queued there anyway.
+    ocamba_settle: float = 2.0
 
     omneo_url: str = ""
     omneo_token: str = ""
@@ -114,6 +118,7 @@ class Settings(msgspec.Struct, kw_only=True):
     omneo_rate_per_second: int = 0
     omneo_rate_per_minute: int = 0
     omneo_max_in_flight: int = 8
+    omneo_settle: float = 0.0  # see ocamba_settle; Omneo takes 500 a call
 
     import_batch_url: str = ""
     import_batch_token: str = ""
@@ -123,10 +128,15 @@ class Settings(msgspec.Struct, kw_only=True):
     import_batch_rate_per_second: int = 0
     import_batch_rate_per_minute: int = 0
     import_batch_max_in_flight: int = 8
+    import_batch_settle: float = 0.0
 
     # Dispatcher
     dispatcher_enabled: bool = True  # off for API-only replicas
     workers_per_backend: int = 2
+    # Besides those, workers per backend that claim only real-time writes, so
+    # bulk batches held for minutes by a rate-limited backend's pacing cannot
+    # keep every worker from a real-time write (README "Priority lanes").
+    realtime_workers: int = 1
     # New work wakes workers at once (in-process, or LISTEN/NOTIFY on PostgreSQL);
     # the poll only finds retries whose time has come and expired leases.
     poll_interval: float = 0.5
@@ -244,6 +254,14 @@ class Settings(msgspec.Struct, kw_only=True):
             ),
         }
         return [b for b in self.configured_backends() if limited[b]]
+
+    def settle(self, backend: Backend) -> float:
+        """Seconds a write to `backend` waits before it is claimed (Store.claim)."""
+        return {
+            "ocamba": self.ocamba_settle,
+            "omneo": self.omneo_settle,
+            "import_batch": self.import_batch_settle,
+        }[backend]
 
     def rate_window(self, backend: Backend) -> float:
         """Length of the longest rate window of `backend`, in seconds."""

@@ -8,7 +8,11 @@ backend (see breaker.py) stops the workers of a backend that is down from
 claiming at all, so its deliveries wait in the queue with their attempts intact.
 Each backend's claims take the `realtime` lane first and `bulk` first every
 `bulk_share`-th batch (see _lanes), so a backfill neither delays real-time
-writes behind it nor starves under them.
+writes behind it nor starves under them. Each backend also has
+`realtime_workers` workers (1) that claim only real-time writes: a rate-limited backend's bulk batch can
+hold a worker for most of a lease while its calls are paced, and without it a
+real-time write would wait for one of them to finish. Its calls then go
+before bulk ones at the backend's pacer (transport/turns.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from gateway.config import Settings
 from gateway.crypto import PLAINTEXT, Sealer
 from gateway.dispatch import changes, lanes
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
+from gateway.dispatch.leadership import LEADER_RETRY, Leadership
 from gateway.dispatch.retry import RetryPolicy
 from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 from gateway.metrics import Metrics
@@ -42,12 +47,10 @@ from gateway.worker import BackgroundWorker
 
 log = logging.getLogger("gateway.dispatch")
 
-LEADER_RETRY = 1.0  # seconds between tries to become a rate-limited backend's sender
-# A new leader starts sending no sooner than this after taking over (see _leading).
-TAKEOVER_QUIET = 1.0
 # Bounds recording the release of a batch cut short by stop(), so a store that
 # hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
 RELEASE_TIMEOUT = 5.0
+REALTIME_ONLY: tuple[Lane, ...] = ("realtime",)
 RELEASED = "released at shutdown mid-send; the backend may have it, so it is sent again"
 
 
@@ -78,7 +81,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self.clock = clock
         self._stopping = asyncio.Event()
-        self._following: set[Backend] = set()  # rate-limited backends led elsewhere
+        self.leadership = Leadership(store, settings, clock, self._stopping)
         self._exclusive = set(settings.rate_limited_backends())  # sent by one replica only
         self.breakers = {b: self._new_breaker(b) for b in self.adapters}
         # Batches claimed per backend (by all its workers here), for the lanes'
@@ -86,20 +89,29 @@ class Dispatcher:
         self._turns: dict[Backend, int] = dict.fromkeys(self.adapters, 0)
         self.workers: dict[Backend, list[BackgroundWorker]] = {
             backend: [
-                BackgroundWorker(
-                    f"{backend}-{n}",
-                    functools.partial(self._step, backend, adapter),
-                    interval=self.poll_interval,
-                    clock=clock,
-                    logger=log,
-                    failure="dispatcher step failed",
-                )
+                self._worker(f"{backend}-{n}", backend, adapter, None)
                 for n in range(settings.workers_per_backend)
+            ]
+            + [
+                self._worker(f"{backend}-realtime-{n}", backend, adapter, REALTIME_ONLY)
+                for n in range(settings.realtime_workers)
             ]
             for backend, adapter in self.adapters.items()
         }
         for backend in self.adapters:
             metrics.circuit_state.labels(backend).set(CircuitState.CLOSED)
+
+    def _worker(
+        self, name: str, backend: Backend, adapter: BackendAdapter, only: tuple[Lane, ...] | None
+    ) -> BackgroundWorker:
+        return BackgroundWorker(
+            name,
+            functools.partial(self._step, backend, adapter, only),
+            interval=self.poll_interval,
+            clock=self.clock,
+            logger=log,
+            failure="dispatcher step failed",
+        )
 
     def _new_breaker(self, backend: Backend) -> CircuitBreaker:
         return CircuitBreaker(
@@ -156,11 +168,14 @@ class Dispatcher:
 
     # -- one worker's step ---------------------------------------------------
 
-    async def _step(self, backend: Backend, adapter: BackendAdapter) -> float | None:
+    async def _step(
+        self, backend: Backend, adapter: BackendAdapter, only: tuple[Lane, ...] | None = None
+    ) -> float | None:
         """Claim and send one batch; returns the rest before the next (see
-        BackgroundWorker): None waits for a wake-up or the next poll."""
+        BackgroundWorker): None waits for a wake-up or the next poll. `only`:
+        the lanes this worker claims (None: both, in turns)."""
         breaker = self.breakers[backend]
-        if backend in self._exclusive and not await self._leading(backend):
+        if backend in self._exclusive and not await self.leadership.leading(backend):
             # Another replica sends to this backend, so its rate limit holds
             # in total; stand by and take over if that replica dies.
             return LEADER_RETRY
@@ -171,7 +186,7 @@ class Dispatcher:
             wait = breaker.wait_time()
             return self.poll_interval if wait is None else wait
         try:
-            claims = await self._claim_batch(backend, adapter.batch_size)
+            claims = await self._claim_batch(backend, adapter.batch_size, only)
         except StoreError:
             breaker.release(permit)
             log.exception("claim failed", extra={"backend": backend})
@@ -185,42 +200,23 @@ class Dispatcher:
         await self._send(backend, adapter, claims, permit)
         return 0
 
-    async def _leading(self, backend: Backend) -> bool:
-        try:
-            leading = await self.store.lead(backend)
-        except StoreError:
-            log.exception("leadership check failed", extra={"backend": backend})
-            return False
-        if not leading:
-            self._following.add(backend)
-        elif backend in self._following:
-            # Taking over from a leader that died: our pacer knows nothing of
-            # what it sent in the current window, so wait for the next one.
-            self._following.discard(backend)
-            window = self.settings.rate_window(backend)
-            wait = window - self.clock.now() % window
-            if wait < TAKEOVER_QUIET:
-                # The dead leader's last requests may still be on their way, or
-                # queued at the backend: landing in the window we would start
-                # in, they would push it over its limit. Start one window later.
-                wait += window
-            log.warning("took over sending", extra={"backend": backend, "wait": wait})
-            await self.clock.wait(self._stopping, wait)
-        return leading
-
     def _lanes(self, backend: Backend) -> tuple[Lane, ...]:
         """The lane order of this backend's next claim, counted as one turn (lanes.py)."""
         turn = self._turns[backend]
         self._turns[backend] = turn + 1
         return lanes.order(turn, self.settings.bulk_share)
 
-    async def _claim_batch(self, backend: Backend, size: int) -> list[Claim]:
+    async def _claim_batch(
+        self, backend: Backend, size: int, only: tuple[Lane, ...] | None
+    ) -> list[Claim]:
         lease = self.settings.lease_seconds
-        lanes = self._lanes(backend)
-        claims = await self.store.claim(backend, size, self.owner, lease, lanes)
+        settle = self.settings.settle(backend)
+        lanes = only or self._lanes(backend)
+        claims = await self.store.claim(backend, size, self.owner, lease, lanes, settle)
         if not claims:
-            # Nothing claimed is no turn: the share counts batches sent.
-            self._turns[backend] -= 1
+            if only is None:
+                # Nothing claimed is no turn: the share counts batches sent.
+                self._turns[backend] -= 1
             return claims
         if len(claims) < size:
             # A partial batch waits until its oldest write is `batch_linger` old,
@@ -230,7 +226,7 @@ class Dispatcher:
             if wait > 0 and not self._stopping.is_set():
                 await self.clock.wait(self._stopping, wait)  # stopping: send what we hold now
                 claims += await self.store.claim(
-                    backend, size - len(claims), self.owner, lease, lanes
+                    backend, size - len(claims), self.owner, lease, lanes, settle
                 )
         for lane in {c.lane for c in claims}:
             self.metrics.claimed.labels(backend, lane).inc(sum(c.lane == lane for c in claims))

@@ -214,7 +214,8 @@ def open_claims(
                 lane=r[8],
                 carries=tuple(c[1] for c in carries),
                 merged_now=sum(1 for c in carries if c[1] in merged_now),
-                # A carried write that asked to resend makes the whole payload go.
+                # A carried write that asked to resend makes the whole payload go
+                # (claims no longer merge one, but a queue merged before may hold one).
                 resend=bool(r[9]) or any(bool(c[-1]) for c in carries),
             )
         )

@@ -75,6 +75,7 @@ class Rig:
             omneo_url="http://omneo.test",
             import_batch_url="http://import-batch.test",
             batch_linger=0.0,
+            ocamba_settle=0.0,
             workers_per_backend=1,
         )
         self.adapter: OcambaAdapter | OmneoAdapter | ImportBatchAdapter

@@ -23,7 +23,8 @@ from gateway.backends.base import Item, NotSent, Outcome, TransientError
 from gateway.clock import FakeClock
 from gateway.config import Settings
 from gateway.dispatch.breaker import CircuitState
-from gateway.dispatch.dispatcher import LEADER_RETRY, Dispatcher
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.leadership import LEADER_RETRY
 from gateway.metrics import Metrics
 from gateway.schema import Backend, NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store
@@ -87,7 +88,15 @@ class ScriptedAdapter:
 
 
 def settings(**overrides: object) -> Settings:
-    base = {"retry_base": 0.01, "retry_cap": 0.02, "batch_linger": 0.0, "workers_per_backend": 1}
+    base = {
+        "retry_base": 0.01,
+        "retry_cap": 0.02,
+        "batch_linger": 0.0,
+        "ocamba_settle": 0.0,
+        "workers_per_backend": 1,
+        # One worker in all, unless a test asks for more.
+        "realtime_workers": 0,
+    }
     return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 
 

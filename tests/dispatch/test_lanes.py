@@ -5,6 +5,7 @@ batch is sent, so both lanes always have due work."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -18,7 +19,7 @@ from gateway.dispatch.dispatcher import Dispatcher
 from gateway.metrics import Metrics
 from gateway.schema import Backend, Lane, NormalizedProfile
 from gateway.store.base import NewRequest, Store
-from tests.dispatch.test_dispatcher import START, drive, run, settings
+from tests.dispatch.test_dispatcher import BOUND, START, drive, run, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -162,3 +163,57 @@ def test_the_share_setting() -> None:
     for bad, says in (("-1", "must be 0 or more"), ("2.5", "must be a whole number")):
         with pytest.raises(ConfigError, match=f"GATEWAY_BULK_SHARE {says}"):
             Settings.from_env({"GATEWAY_BULK_SHARE": bad})
+
+
+class HoldingAdapter:
+    """Holds every bulk call until `release` is set (a rate-limited backend's
+    bulk batch, paced for minutes); confirms real-time calls at once."""
+
+    name: Backend = "omneo"
+    batch_size = 10
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.release = asyncio.Event()
+
+    async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
+        self.calls.append([i.profile.external_id for i in items])
+        if any(i.lane == "bulk" for i in items):
+            await self.release.wait()
+        return [Outcome(i.delivery_id, "confirmed") for i in items]
+
+
+@pytest.mark.parametrize("realtime_workers", [1, 0])
+async def test_a_real_time_write_is_sent_while_bulk_batches_hold_every_other_worker(
+    store: Store, clock: FakeClock, realtime_workers: int
+) -> None:
+    await write(store, "bulk", *(f"b{i}" for i in range(40)))
+    adapter = HoldingAdapter()
+    config = settings(workers_per_backend=2, realtime_workers=realtime_workers)
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
+    try:
+        d.notify(["omneo"])
+        await asyncio.wait_for(_until(lambda: len(adapter.calls) == 2), BOUND)
+        await write(store, "realtime", "r-a")
+        d.notify(["omneo"])
+        if realtime_workers:
+            await asyncio.wait_for(_until(lambda: ["r-a"] in adapter.calls), BOUND)
+            assert len(adapter.calls) == 3  # the bulk batches still out
+        else:
+            # Both workers hold bulk batches: the write waits for one of them.
+            await asyncio.sleep(0.2)
+            assert not any("r-a" in call for call in adapter.calls)
+            adapter.release.set()
+
+            async def sent() -> bool:
+                return any("r-a" in call for call in adapter.calls)
+
+            await drive(d, clock, sent)
+    finally:
+        adapter.release.set()
+        await d.stop()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.001)

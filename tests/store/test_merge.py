@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from gateway.clock import FakeClock
 from gateway.schema import NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store
 from gateway.store.merge import merged
@@ -197,9 +198,62 @@ async def test_a_write_merged_into_a_delivered_carrier_supersedes_an_older_dead_
 
 
 @pytest.mark.anyio
-async def test_a_carried_write_that_asks_to_resend_makes_its_carrier_resend(store: Store) -> None:
-    profiles = [NormalizedProfile(external_id="a")]
-    await store.accept(NewRequest("plain", "crm", ["omneo"], profiles, time.time()))
-    await store.accept(NewRequest("again", "crm", ["omneo"], profiles, time.time(), resend=True))
-    [carrier] = await store.claim("omneo", 10, "w", 60)
-    assert (len(carrier.carries), carrier.resend) == (1, True)
+async def test_a_settle_holds_a_write_back_until_the_persons_next_ones_ride_along(
+    store: Store,
+) -> None:
+    clock = FakeClock(1_000.0)
+    store.clock = clock
+
+    async def at(rid: str, profile: NormalizedProfile) -> None:
+        await store.accept(
+            NewRequest(
+                request_id=rid,
+                app="crm",
+                targets=["omneo"],
+                profiles=[profile],
+                received_at=clock.now(),
+            )
+        )
+
+    await at("r0", version("p", 0))
+    assert await store.claim("omneo", 10, "w", 60, settle=2.0) == []
+    clock.advance(1.5)
+    await at("r1", version("p", 1))
+    assert await store.claim("omneo", 10, "w", 60, settle=2.0) == []
+    clock.advance(0.5)  # the first write is 2 s old: due, and the second rides along
+    [claim] = await store.claim("omneo", 10, "w", 60, settle=2.0)
+    assert claim.profile.first_name == "v1" and claim.merged_now == 1
+    # Without a settle the same write is due at once.
+    await at("r2", version("q", 0))
+    [other] = await store.claim("omneo", 10, "w", 60)
+    assert other.external_id == "q"
+
+
+@pytest.mark.anyio
+async def test_a_write_asking_for_resend_is_neither_merged_nor_merged_past(store: Store) -> None:
+    async def at(rid: str, profile: NormalizedProfile, resend: bool = False) -> None:
+        await store.accept(
+            NewRequest(
+                request_id=rid,
+                app="crm",
+                targets=["omneo"],
+                profiles=[profile],
+                received_at=time.time(),
+                resend=resend,
+            )
+        )
+
+    await at("r0", version("p", 0))
+    await at("r1", version("p", 1))
+    await at("r2", version("p", 2), resend=True)
+    await at("r3", version("p", 3))
+    await at("r4", version("p", 4), resend=True)
+
+    sent = []
+    while claims := await store.claim("omneo", 10, "w", 60):
+        [claim] = claims
+        sent.append((claim.profile.first_name, len(claim.carries), claim.resend))
+        await store.record("w", [DeliveryResult(claim.delivery_id, "accepted")])
+    # v1 rides with v0; the two that asked for a re-send go as they are, each
+    # by itself, in order (v3 waits behind v2, then goes alone: v4 is a resend).
+    assert sent == [("v1", 1, False), ("v2", 0, True), ("v3", 0, False), ("v4", 0, True)]

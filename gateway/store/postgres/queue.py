@@ -68,6 +68,7 @@ async def claim(
     sealer: Sealer = PLAINTEXT,
     clock: Clock = SYSTEM_CLOCK,
     lanes: Sequence[Lane] = LANES,
+    settle: float = 0.0,
 ) -> list[Claim]:
     order = lane_order(lanes)
     first, then = order[0], (order[1] if len(order) > 1 else None)
@@ -76,8 +77,9 @@ async def claim(
     async with conn.transaction():
         await plans.run(conn, expand(clock.now()))
     async with conn.transaction():
+        now = clock.now()
         rows = await conn.fetch(
-            _q("claim"), backend, clock.now(), limit, owner, lease_seconds, first, then
+            _q("claim"), backend, now, limit, owner, lease_seconds, first, then, now - settle
         )
         carried = []
         if rows:

@@ -178,11 +178,12 @@ class PostgresStore(StoreCore):
         owner: str,
         lease_seconds: float,
         lanes: Sequence[Lane] = LANES,
+        settle: float = 0.0,
     ) -> list[Claim]:
         return await self._run(
             "claim",
             lambda conn: queue.claim(
-                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock, lanes
+                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock, lanes, settle
             ),
         )
 

@@ -37,6 +37,7 @@ def claim(
     sealer: Sealer = PLAINTEXT,
     clock: Clock = SYSTEM_CLOCK,
     lanes: Sequence[Lane] = LANES,
+    settle: float = 0.0,
 ) -> list[Claim]:
     now = clock.now()
     # Accepted requests get their deliveries first (gateway/store/expand.py).
@@ -47,7 +48,9 @@ def claim(
     for lane in lane_order(lanes):
         if len(rows) >= limit:
             break
-        rows += conn.execute(_q("claim_due"), (backend, now, limit - len(rows), lane)).fetchall()
+        rows += conn.execute(
+            _q("claim_due"), (backend, now - settle, limit - len(rows), lane)
+        ).fetchall()
     if not rows:
         return []
     ids = json.dumps([r[0] for r in rows])

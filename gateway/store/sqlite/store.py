@@ -295,10 +295,11 @@ class SQLiteStore(StoreCore):
         owner: str,
         lease_seconds: float,
         lanes: Sequence[Lane] = LANES,
+        settle: float = 0.0,
     ) -> list[Claim]:
         return await self._write(
             lambda conn: dq.claim(
-                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock, lanes
+                conn, backend, limit, owner, lease_seconds, self.sealer, self.clock, lanes, settle
             )
         )
 

@@ -5,7 +5,7 @@
 -- name: claim
 -- Expired leases first, whatever their lane: those writes are the oldest.
 -- Then the due deliveries of lane $6, then of lane $7 (NULL: none), each lane
--- in due order. Each branch walks its partial index (deliveries_lease;
+-- in due order; due: their time was $8 or earlier ($2 less the backend's settle). Each branch walks its partial index (deliveries_lease;
 -- deliveries_due_lane, which leads with the lane after the backend) in order
 -- and stops at the limit, probing deliveries_open_person per candidate, so a
 -- claim costs about `limit` rows however long the queue is. The ordering rule
@@ -32,7 +32,7 @@ WITH expired AS (
     SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
     WHERE c.backend = $1 AND c.lane = $6::text
       AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
-      AND c.next_attempt_at <= $2
+      AND c.next_attempt_at <= $8
       AND NOT EXISTS (
         SELECT 1 FROM deliveries e
         WHERE e.backend = c.backend AND e.external_id = c.external_id
@@ -45,7 +45,7 @@ WITH expired AS (
     SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
     WHERE c.backend = $1 AND c.lane = $7::text
       AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
-      AND c.next_attempt_at <= $2
+      AND c.next_attempt_at <= $8
       AND NOT EXISTS (
         SELECT 1 FROM deliveries e
         WHERE e.backend = c.backend AND e.external_id = c.external_id
@@ -102,6 +102,15 @@ WITH c AS (
         SELECT 1 FROM deliveries e
         WHERE e.external_id = c.external_id AND e.backend = c.backend
           AND e.id > c.id AND e.id < l.id AND e.state = 'in_flight')
+      AND NOT EXISTS (
+          -- `"resend": true` sends a write as it is, by itself: nothing is
+          -- merged into it, nor past it (that would land before it).
+          SELECT 1 FROM deliveries r
+          JOIN profile_writes rw ON rw.id = r.write_id
+          JOIN requests rq ON rq.id = rw.request_id
+          WHERE r.external_id = c.external_id AND r.backend = c.backend
+            AND r.id >= c.id AND r.id <= l.id AND rq.resend
+            AND r.state IN ('pending', 'retrying', 'in_flight')) -- lifecycle.OPEN
     GROUP BY l.id
 ), merged AS (
     UPDATE deliveries d SET state = 'merged', merged_into = p.cid, lease_owner = NULL,

@@ -22,7 +22,8 @@ WHERE d.id IN (
       AND e.id < d.id AND e.state IN ('pending', 'retrying', 'in_flight')) -- lifecycle.OPEN
 
 -- name: claim_due
--- Due deliveries of one lane in due order, each only if no earlier write of
+-- Due deliveries of one lane in due order (due: their time is ?2 or earlier,
+-- now less the backend's settle), each only if no earlier write of
 -- the same person to the same backend is still open, whatever its lane. The
 -- lane leads the index after the backend, so each lane is its own walk.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
@@ -65,6 +66,15 @@ WITH pairs(lid, cid) AS (
         SELECT 1 FROM deliveries e
         WHERE e.external_id = c.external_id AND e.backend = c.backend
           AND e.id > c.id AND e.id < l.id AND e.state = 'in_flight')
+      AND NOT EXISTS (
+          -- `"resend": true` sends a write as it is, by itself: nothing is
+          -- merged into it, nor past it (that would land before it).
+          SELECT 1 FROM deliveries r
+          JOIN profile_writes rw ON rw.id = r.write_id
+          JOIN requests rq ON rq.id = rw.request_id
+          WHERE r.external_id = c.external_id AND r.backend = c.backend
+            AND r.id >= c.id AND r.id <= l.id AND rq.resend
+            AND r.state IN ('pending', 'retrying', 'in_flight')) -- lifecycle.OPEN
     GROUP BY l.id)
 UPDATE deliveries SET state = 'merged', merged_into = pairs.cid, lease_owner = NULL,
     lease_expires_at = NULL, updated_at = ?2
