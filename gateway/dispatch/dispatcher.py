@@ -9,9 +9,10 @@ claiming at all, so its deliveries wait in the queue with their attempts intact.
 Each backend's claims take the `realtime` lane first and `bulk` first every
 `bulk_share`-th batch (see _lanes), so a backfill neither delays real-time
 writes behind it nor starves under them. Each backend also has
-`realtime_workers` workers (1) that claim only real-time writes: a rate-limited backend's bulk batch can
-hold a worker for most of a lease while its calls are paced, and without it a
-real-time write would wait for one of them to finish. Its calls then go
+`realtime_workers` workers (1) that claim only real-time writes: a
+rate-limited backend's bulk batch can hold a worker for most of a lease while
+its calls are paced, and without them a real-time write would wait for one of
+those to finish. Its calls then go
 before bulk ones at the backend's pacer (transport/turns.py).
 """
 

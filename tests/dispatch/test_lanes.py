@@ -175,9 +175,16 @@ class HoldingAdapter:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.release = asyncio.Event()
+        self.called = asyncio.Event()
+
+    async def until(self, check: Callable[[], bool]) -> None:
+        while not check():
+            self.called.clear()
+            await self.called.wait()
 
     async def deliver(self, items: Sequence[Item]) -> list[Outcome]:
         self.calls.append([i.profile.external_id for i in items])
+        self.called.set()
         if any(i.lane == "bulk" for i in items):
             await self.release.wait()
         return [Outcome(i.delivery_id, "confirmed") for i in items]
@@ -193,11 +200,11 @@ async def test_a_real_time_write_is_sent_while_bulk_batches_hold_every_other_wor
     d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
     try:
         d.notify(["omneo"])
-        await asyncio.wait_for(_until(lambda: len(adapter.calls) == 2), BOUND)
+        await asyncio.wait_for(adapter.until(lambda: len(adapter.calls) == 2), BOUND)
         await write(store, "realtime", "r-a")
         d.notify(["omneo"])
         if realtime_workers:
-            await asyncio.wait_for(_until(lambda: ["r-a"] in adapter.calls), BOUND)
+            await asyncio.wait_for(adapter.until(lambda: ["r-a"] in adapter.calls), BOUND)
             assert len(adapter.calls) == 3  # the bulk batches still out
         else:
             # Both workers hold bulk batches: the write waits for one of them.
@@ -212,8 +219,3 @@ async def test_a_real_time_write_is_sent_while_bulk_batches_hold_every_other_wor
     finally:
         adapter.release.set()
         await d.stop()
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    while not check():
-        await asyncio.sleep(0.001)
