@@ -343,6 +343,29 @@ async def test_time_budget_hands_the_rest_back_for_later() -> None:
     assert not outcomes[4].sent and not outcomes[1].sent  # handed back: no attempt spent
 
 
+async def test_real_time_writes_in_a_batch_go_before_its_bulk_creates() -> None:
+    clock = FakeClock(start=0.0)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        clock.now += 4.0
+        return FakeOcamba.answer(backend, request)
+
+    backend = FakeOcamba()
+    backend.reply = slow
+    ocamba = adapter(backend, time_budget=10.0, clock=clock)
+    bulk = [
+        msgspec.structs.replace(item(i, email=f"p{i}@example.com"), lane="bulk") for i in (1, 2, 3)
+    ]
+    realtime = item(4, backend_id="77", attributes={"tier": "gold"})
+    outcomes = by_id(await ocamba.deliver([*bulk, realtime]))
+
+    # The known profile's import goes first, though it came last in the batch;
+    # the time budget then ends the bulk creates, not the real-time write.
+    assert backend.paths()[0] == IMPORT_PATH
+    assert outcomes[4].state == "accepted"
+    assert outcomes[3].state == "retry"
+
+
 async def test_a_201_without_an_id_fails_rather_than_create_twice() -> None:
     backend = FakeOcamba()
     backend.create_replies[1] = httpx.Response(201, json={"status": "1"})
