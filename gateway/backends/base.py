@@ -17,7 +17,11 @@ import msgspec
 # accepted, confirmed, failed or retry: the lifecycle defines them and maps
 # each to the delivery state it records.
 from gateway.lifecycle import OutcomeState as OutcomeState
-from gateway.schema import Backend, Lane, NormalizedProfile
+from gateway.schema import Backend, NormalizedProfile
+
+# The lanes, for the transport (which imports nothing above this module): a
+# call's lane orders it at the backend's pacer.
+from gateway.schema import Lane as Lane
 
 
 class Item(msgspec.Struct, frozen=True):

@@ -33,9 +33,9 @@ from typing import Final, Protocol
 
 import msgspec
 
+from gateway.backends.base import Lane
 from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, parse_retry_after
 from gateway.backends.transport.turns import LaneTurns
-from gateway.schema import Lane
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from gateway.backends.base import NotSent, PermanentError, TransientError
+from gateway.backends.base import Lane, NotSent, PermanentError, TransientError
 from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
 from gateway.backends.transport.pacing import Pacer, PacingTimeout
-from gateway.schema import Lane
 
 # The name it had before the transport got its own package: operators filter
 # and alert on the JSON logs' "logger" field, so moving the module keeps it.

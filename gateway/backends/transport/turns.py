@@ -17,7 +17,7 @@ import asyncio
 from collections import deque
 from typing import Final
 
-from gateway.schema import Lane
+from gateway.backends.base import Lane
 
 _LANES: Final[tuple[Lane, ...]] = ("realtime", "bulk")
 
