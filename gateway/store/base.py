@@ -235,9 +235,10 @@ class Store(Protocol):
         settle: float = 0.0,
     ) -> list[Claim]:
         """Lease up to `limit` due deliveries of `backend`, oldest first. A
-        delivery is due when pending or retrying and its time has come (and
-        `settle` seconds more: the person's writes within that span are then
-        queued too, and ride along merged, gateway/store/merge.py), or in
+        delivery is due when pending or retrying and its time has come (a
+        pending one `settle` seconds after it: the person's writes within that
+        span are then queued too, and ride along merged, gateway/store/merge.py),
+        or in
         flight with an expired lease (its worker died). A delivery is never due
         while an earlier write of the same person to the same backend is still
         open, whatever its lane, so two writes of one profile never overtake

@@ -223,6 +223,12 @@ async def test_a_settle_holds_a_write_back_until_the_persons_next_ones_ride_alon
     clock.advance(0.5)  # the first write is 2 s old: due, and the second rides along
     [claim] = await store.claim("omneo", 10, "w", 60, settle=2.0)
     assert claim.profile.first_name == "v1" and claim.merged_now == 1
+    # A retry has waited its backoff: due at its time, with no settle on top.
+    retry = DeliveryResult(claim.delivery_id, "retrying", "503", next_attempt_at=clock.now() + 1)
+    await store.record("w", [retry])
+    clock.advance(1.0)
+    [again] = await store.claim("omneo", 10, "w", 60, settle=2.0)
+    assert again.delivery_id == claim.delivery_id and again.attempts == 2
     # Without a settle the same write is due at once.
     await at("r2", version("q", 0))
     [other] = await store.claim("omneo", 10, "w", 60)

@@ -49,7 +49,7 @@ def claim(
         if len(rows) >= limit:
             break
         rows += conn.execute(
-            _q("claim_due"), (backend, now - settle, limit - len(rows), lane)
+            _q("claim_due"), (backend, now, limit - len(rows), lane, now - settle)
         ).fetchall()
     if not rows:
         return []

@@ -5,7 +5,8 @@
 -- name: claim
 -- Expired leases first, whatever their lane: those writes are the oldest.
 -- Then the due deliveries of lane $6, then of lane $7 (NULL: none), each lane
--- in due order; due: their time was $8 or earlier ($2 less the backend's settle). Each branch walks its partial index (deliveries_lease;
+-- in due order; due: their time was $2 (now) or earlier, a first try's $8 or
+-- earlier ($2 less the backend's settle: a retry has waited its backoff). Each branch walks its partial index (deliveries_lease;
 -- deliveries_due_lane, which leads with the lane after the backend) in order
 -- and stops at the limit, probing deliveries_open_person per candidate, so a
 -- claim costs about `limit` rows however long the queue is. The ordering rule
@@ -32,7 +33,8 @@ WITH expired AS (
     SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
     WHERE c.backend = $1 AND c.lane = $6::text
       AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
-      AND c.next_attempt_at <= $8
+      AND c.next_attempt_at <= $2
+      AND (c.state = 'retrying' OR c.next_attempt_at <= $8)
       AND NOT EXISTS (
         SELECT 1 FROM deliveries e
         WHERE e.backend = c.backend AND e.external_id = c.external_id
@@ -45,7 +47,8 @@ WITH expired AS (
     SELECT c.id, c.next_attempt_at AS due_at FROM deliveries c
     WHERE c.backend = $1 AND c.lane = $7::text
       AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
-      AND c.next_attempt_at <= $8
+      AND c.next_attempt_at <= $2
+      AND (c.state = 'retrying' OR c.next_attempt_at <= $8)
       AND NOT EXISTS (
         SELECT 1 FROM deliveries e
         WHERE e.backend = c.backend AND e.external_id = c.external_id

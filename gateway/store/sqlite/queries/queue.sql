@@ -22,10 +22,11 @@ WHERE d.id IN (
       AND e.id < d.id AND e.state IN ('pending', 'retrying', 'in_flight')) -- lifecycle.OPEN
 
 -- name: claim_due
--- Due deliveries of one lane in due order (due: their time is ?2 or earlier,
--- now less the backend's settle), each only if no earlier write of
--- the same person to the same backend is still open, whatever its lane. The
--- lane leads the index after the backend, so each lane is its own walk.
+-- Due deliveries of one lane in due order, each only if no earlier write of
+-- the same person to the same backend is still open, whatever its lane. Due:
+-- their time is ?2 (now) or earlier; a first try's ?5 or earlier (now less
+-- the backend's settle: a retry has waited its backoff). The lane leads the
+-- index after the backend, so each lane is its own walk.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
        w.request_id, w.position, d.lane,
        (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
@@ -36,6 +37,7 @@ WHERE d.rowid IN (
     SELECT c.id FROM deliveries c INDEXED BY deliveries_due_lane
     WHERE c.backend = ?1 AND c.lane = ?4 AND c.state IN ('pending', 'retrying') -- lifecycle.DUE
       AND c.next_attempt_at <= ?2
+      AND (c.state = 'retrying' OR c.next_attempt_at <= ?5)
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e INDEXED BY deliveries_open_person
           WHERE e.backend = c.backend AND e.external_id = c.external_id
