@@ -112,6 +112,12 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.queue_depth_lane = Gauge(
+            "gateway_queue_depth_by_lane",
+            "Deliveries waiting to be sent, by backend and lane (realtime, bulk)",
+            ["backend", "lane"],
+            registry=r,
+        )
         self.oldest_pending_age = Gauge(
             "gateway_oldest_pending_seconds",
             "Age of the oldest delivery still waiting to be sent, by backend",

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from gateway.api.common import Context, authenticate_with, context, json_response
 from gateway.auth.tokens import Caller
+from gateway.schema import LANES
 
 log = logging.getLogger("gateway.health")
 READY_TIMEOUT = 2.0
@@ -47,6 +48,8 @@ async def _refresh_queue_gauges(ctx: Context) -> None:
     for backend in ctx.configured:
         s = stats.get(backend)
         ctx.metrics.queue_depth.labels(backend).set(s.depth if s else 0)
+        for lane in LANES:
+            ctx.metrics.queue_depth_lane.labels(backend, lane).set(s.lanes.get(lane, 0) if s else 0)
         ctx.metrics.oldest_pending_age.labels(backend).set(s.oldest_age if s else 0)
 
 

@@ -189,6 +189,9 @@ class QueueStats(msgspec.Struct):
     backend: Backend
     depth: int
     oldest_age: float
+    # `depth` by lane ("realtime", "bulk"): a backfill's queue is expected to
+    # be long, a real-time one's is not.
+    lanes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Store(Protocol):

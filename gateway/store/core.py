@@ -29,7 +29,7 @@ from gateway.store.base import (
     SealStatus,
     WebhookEvent,
 )
-from gateway.store.expand import backlog, expand, with_backlog
+from gateway.store.expand import backlog, expand
 from gateway.store.ops import (
     deliveries,
     erasure,
@@ -233,4 +233,4 @@ def _with_backlog(now: float) -> Plan[list[QueueStats]]:
     """Open deliveries, plus those expand has not made yet, in one snapshot."""
     stats = yield from deliveries.queue_stats(now)
     waiting = yield from backlog()
-    return with_backlog(stats, waiting, now)
+    return deliveries.add_lane_rows(stats, waiting, now)

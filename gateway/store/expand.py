@@ -24,7 +24,6 @@ after; retention never purges a write that is still queued here.
 
 from __future__ import annotations
 
-from gateway.store.base import QueueStats
 from gateway.store.plans import Execute, Fetch, FetchValue, Lock, Plan
 
 # Bounded so that a claim's transaction stays short (the SQLite writer is
@@ -53,25 +52,9 @@ def expand(now: float) -> Plan[int]:
     return made
 
 
-def backlog() -> Plan[dict[str, tuple[int, float]]]:
-    """Per backend: deliveries still to be made, and the oldest one's arrival
-    time. Queue depth and age count them: a request waiting here is as much
+def backlog() -> Plan[list[tuple[str, str, int, float]]]:
+    """(backend, lane, deliveries still to be made, the oldest one's arrival
+    time). Queue depth and age count them: a request waiting here is as much
     work to do as a pending delivery."""
     rows = yield Fetch("expand_backlog")
-    return {backend: (int(count), float(oldest)) for backend, count, oldest in rows}
-
-
-def with_backlog(
-    stats: list[QueueStats], waiting: dict[str, tuple[int, float]], now: float
-) -> list[QueueStats]:
-    """The open deliveries' stats with the ones not made yet added in."""
-    by_backend: dict[str, QueueStats] = {s.backend: s for s in stats}
-    for backend, (depth, oldest) in waiting.items():
-        age = max(0.0, now - oldest)
-        known = by_backend.get(backend)
-        if known is None:
-            by_backend[backend] = QueueStats(backend, depth, age)  # type: ignore[arg-type]
-        else:
-            known.depth += depth
-            known.oldest_age = max(known.oldest_age, age)
-    return sorted(by_backend.values(), key=lambda s: s.backend)
+    return [(b, lane, int(count), float(oldest)) for b, lane, count, oldest in rows]

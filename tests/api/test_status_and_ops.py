@@ -136,6 +136,17 @@ def test_full_disk_is_503_and_stores_nothing(client: TestClient, rows: Rows) -> 
     )
 
 
+def test_metrics_show_the_queue_depth_by_lane(client: TestClient) -> None:
+    body = {"profiles": [{"external_id": "a"}, {"external_id": "b"}], "targets": ["omneo"]}
+    client.post("/v1/profiles/batch", headers=AUTH, json={**body, "priority": "bulk"})
+    client.post("/v1/profiles", headers=AUTH, json={"external_id": "c", "targets": ["omneo"]})
+    text = client.get("/metrics").text
+    assert 'gateway_queue_depth{backend="omneo"} 3.0' in text
+    assert 'gateway_queue_depth_by_lane{backend="omneo",lane="bulk"} 2.0' in text
+    assert 'gateway_queue_depth_by_lane{backend="omneo",lane="realtime"} 1.0' in text
+    assert 'gateway_queue_depth_by_lane{backend="ocamba",lane="bulk"} 0.0' in text
+
+
 def test_metrics_can_require_a_token(settings: Settings) -> None:
     settings.metrics_token = "scrape-secret"
     with TestClient(create_app(settings)) as client:

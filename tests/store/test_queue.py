@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gateway.schema import Backend, NormalizedProfile
+from gateway.schema import Backend, Lane, NormalizedProfile
 from gateway.store.base import DeliveryResult, NewRequest, Store
 
 
@@ -234,3 +234,32 @@ async def test_an_erasure_forgets_what_the_backends_were_said_to_have(store: Sto
     assert await store.erase_profile("a") is not None
     # Only the erased person's: the other's stay, so its next write is compared.
     assert await store.sent_fields("omneo", ["a", "b"]) == {"b": {"x": "1"}}
+
+
+@pytest.mark.anyio
+async def test_queue_stats_split_the_depth_by_lane(store: Store) -> None:
+    writes: list[tuple[str, Lane, tuple[str, ...]]] = [
+        ("r1", "realtime", ("a",)),
+        ("r2", "bulk", ("b", "c", "d")),
+    ]
+    for rid, lane, ids in writes:
+        await store.accept(
+            NewRequest(
+                request_id=rid,
+                app="t",
+                targets=["omneo"],
+                profiles=[NormalizedProfile(external_id=i) for i in ids],
+                received_at=time.time(),
+                lane=lane,
+            )
+        )
+    # Counted before expand made the deliveries, and after, alike.
+    [before] = await store.queue_stats()
+    assert (before.depth, before.lanes) == (4, {"realtime": 1, "bulk": 3})
+    await store.expand()
+    [after] = await store.queue_stats()
+    assert (after.depth, after.lanes) == (4, {"realtime": 1, "bulk": 3})
+    [claim] = await store.claim("omneo", 1, "w", 60, lanes=("realtime",))
+    await store.record("w", [DeliveryResult(claim.delivery_id, "accepted")])
+    [done] = await store.queue_stats()
+    assert (done.depth, done.lanes) == (3, {"bulk": 3})

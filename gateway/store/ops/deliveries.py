@@ -5,6 +5,7 @@ gateway.store.pii.open_claims, shared by both.)"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.crypto import Sealer
@@ -17,7 +18,21 @@ from gateway.store.plans import Fetch, FetchValue, Plan
 
 def queue_stats(now: float) -> Plan[list[QueueStats]]:
     rows = yield Fetch("queue_depths")
-    return [QueueStats(backend=r[0], depth=r[1], oldest_age=max(0.0, now - r[2])) for r in rows]
+    return add_lane_rows([], rows, now)
+
+
+def add_lane_rows(
+    stats: list[QueueStats], rows: Iterable[Sequence[Any]], now: float
+) -> list[QueueStats]:
+    """`stats` with rows of (backend, lane, depth, oldest time) added in, by backend."""
+    by_backend = {s.backend: s for s in stats}
+    for backend, lane, depth, oldest in rows:
+        age = max(0.0, now - float(oldest))
+        known = by_backend.setdefault(backend, QueueStats(backend, 0, age))
+        known.depth += int(depth)
+        known.oldest_age = max(known.oldest_age, age)
+        known.lanes[lane] = known.lanes.get(lane, 0) + int(depth)
+    return sorted(by_backend.values(), key=lambda s: s.backend)
 
 
 def _letter(row: Any, sealer: Sealer) -> DeadLetter:

@@ -2,9 +2,9 @@
 -- {in_states} is written out by gateway.store.queries.text.
 
 -- name: queue_depths
-SELECT backend, count(*), min(created_at) FROM deliveries
+SELECT backend, lane, count(*), min(created_at) FROM deliveries
 WHERE state IN ('pending', 'retrying', 'in_flight') -- lifecycle.OPEN
-GROUP BY backend ORDER BY backend
+GROUP BY backend, lane ORDER BY backend, lane
 
 -- name: list_deliveries
 SELECT d.id, w.request_id, d.external_id, d.backend, d.state, d.attempts,

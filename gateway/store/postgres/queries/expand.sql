@@ -42,7 +42,7 @@ DELETE FROM expand_queue WHERE seq = ANY($1::bigint[])
 
 
 -- name: expand_backlog
-SELECT t.backend, sum(r.profile_count)::bigint, min(r.received_at)
+SELECT t.backend, r.lane, sum(r.profile_count)::bigint, min(r.received_at)
 FROM expand_queue q JOIN requests r ON r.id = q.request_id
 CROSS JOIN LATERAL unnest(r.targets) AS t(backend)
-GROUP BY t.backend
+GROUP BY t.backend, r.lane

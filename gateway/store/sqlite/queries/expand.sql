@@ -33,6 +33,6 @@ DELETE FROM expand_queue WHERE seq IN (SELECT value FROM json_each(?1))
 
 
 -- name: expand_backlog
-SELECT t.value, SUM(r.profile_count), MIN(r.received_at)
+SELECT t.value, r.lane, SUM(r.profile_count), MIN(r.received_at)
 FROM expand_queue q JOIN requests r ON r.id = q.request_id, json_each(r.targets) t
-GROUP BY t.value
+GROUP BY t.value, r.lane
