@@ -39,6 +39,7 @@ class BackendStatus(msgspec.Struct):
     outcomes: int  # delivery attempts ended in the window
     rate_limit: Headroom | None  # null: no rate limit, or no dispatcher here
     queue_depth: int  # pending, retrying or in flight
+    queue_bulk: int  # of which in the bulk lane (a backfill)
     oldest_pending_seconds: float
     dead: int
     failed: int
@@ -119,6 +120,7 @@ async def collect(
                 outcomes=outcomes,
                 rate_limit=_rate_limit(pacers.get(backend)),
                 queue_depth=q.depth if q else 0,
+                queue_bulk=q.lanes.get("bulk", 0) if q else 0,
                 oldest_pending_seconds=q.oldest_age if q else 0.0,
                 dead=dead,
                 failed=failed,

@@ -247,6 +247,7 @@ def test_the_status_json(app: Starlette, signed_in: TestClient) -> None:
         "outcomes": 0,
         "rate_limit": None,
         "queue_depth": 0,
+        "queue_bulk": 0,
         "oldest_pending_seconds": 0.0,
         "dead": 1,
         "failed": 0,

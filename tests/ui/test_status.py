@@ -4,13 +4,15 @@ engines), the error ratio's window, a pacer's headroom, the circuit per backend.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from gateway.backends.transport.pacing import FixedWindowPacer
 from gateway.dispatch.breaker import CircuitBreaker
 from gateway.metrics import Metrics
-from gateway.store.base import Store
+from gateway.schema import NormalizedProfile
+from gateway.store.base import NewRequest, Store
 from gateway.ui import status
 from gateway.ui.rates import ErrorRatio
 from tests.ui.seed import seed
@@ -141,3 +143,15 @@ def test_headroom_changes_nothing_acquire_would_not() -> None:
     assert [w.remaining for w in pacer.headroom().windows] == [0]
     now[0] = 6.1
     assert [w.remaining for w in pacer.headroom().windows] == [2]
+
+
+@pytest.mark.anyio
+async def test_status_says_how_much_of_the_queue_is_bulk(store: Store) -> None:
+    profiles = [NormalizedProfile(external_id=f"b-{i}") for i in range(3)]
+    await store.accept(NewRequest("bulk-1", "crm", ["omneo"], profiles, time.time(), lane="bulk"))
+    await store.accept(
+        NewRequest("rt-1", "crm", ["omneo"], [NormalizedProfile(external_id="r")], time.time())
+    )
+    view = await status.collect(store, ["omneo"], {}, {}, ErrorRatio(Metrics()))
+    [omneo] = view.backends
+    assert (omneo.queue_depth, omneo.queue_bulk) == (4, 3)

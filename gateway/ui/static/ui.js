@@ -141,7 +141,11 @@
           el("td", { class: "circuit" }, badge(b.circuit)),
           el("td", {}, ratio(b, dispatching)),
           el("td", {}, headroom(b.rate_limit, dispatching)),
-          el("td", { class: "num queue" }, b.queue_depth),
+          el(
+            "td",
+            { class: "num queue" },
+            b.queue_bulk ? `${b.queue_depth} (${b.queue_bulk} bulk)` : b.queue_depth,
+          ),
           el("td", { class: "num" }, b.queue_depth ? duration(b.oldest_pending_seconds) : "—"),
           el("td", { class: "num dead" }, b.dead),
           el("td", { class: "num" }, b.failed),
