@@ -39,8 +39,9 @@ from gateway.crypto import PLAINTEXT, Sealer
 from gateway.dispatch import changes, lanes
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.leadership import LEADER_RETRY, Leadership
+from gateway.dispatch.results import Judge
 from gateway.dispatch.retry import RetryPolicy
-from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
+from gateway.lifecycle import OUTCOME_STATE
 from gateway.metrics import Metrics
 from gateway.schema import Backend, Lane
 from gateway.store.base import Claim, DeliveryResult, Store, StoreError
@@ -293,6 +294,19 @@ class Dispatcher:
         )
         await self._record(backend, results)
 
+    def _results(
+        self,
+        backend: Backend,
+        claims: Sequence[Claim],
+        outcomes: Sequence[Outcome],
+        *,
+        backend_down: bool = False,
+        hold: float = 0.0,
+        remember: Mapping[int, dict[str, str]] | None = None,
+    ) -> list[DeliveryResult]:
+        judge = Judge(self.policy, self.metrics, self._rng, self.clock.now())
+        return judge.results(backend, claims, outcomes, backend_down, hold, remember or {})
+
     async def _record(self, backend: Backend, results: list[DeliveryResult]) -> None:
         try:
             await self.store.record(self.owner, results)
@@ -319,72 +333,3 @@ class Dispatcher:
             "released a batch cut short by shutdown",
             extra={"backend": backend, "deliveries": len(results)},
         )
-
-    def _results(
-        self,
-        backend: Backend,
-        claims: Sequence[Claim],
-        outcomes: Sequence[Outcome],
-        *,
-        backend_down: bool = False,
-        hold: float = 0.0,
-        remember: Mapping[int, dict[str, str]] | None = None,
-    ) -> list[DeliveryResult]:
-        by_id = {o.delivery_id: o for o in outcomes}
-        now = self.clock.now()
-        results = []
-        for claim in claims:
-            outcome = by_id.get(claim.delivery_id) or Outcome(
-                claim.delivery_id, "retry", "the adapter returned no outcome"
-            )
-            if outcome.state != "retry":
-                digests = None
-                if remember and outcome.state in ("accepted", "confirmed"):
-                    digests = {
-                        name: d
-                        for name, d in remember.get(claim.delivery_id, {}).items()
-                        if name not in outcome.not_applied
-                    } or None
-                results.append(
-                    DeliveryResult(
-                        claim.delivery_id,
-                        OUTCOME_STATE[outcome.state],
-                        outcome.error,
-                        outcome.backend_id,
-                        match_key=outcome.match_key,
-                        sent_at=outcome.sent_at,
-                        digests=digests,
-                    )
-                )
-                self.metrics.deliveries.labels(backend, outcome.state).inc()
-                continue
-            # A try that never reached the backend is handed back, not spent;
-            # so is one that found it down while the breaker says it is down.
-            spent = outcome.sent and not (outcome.unavailable and backend_down)
-            attempts = claim.attempts if spent else claim.attempts - 1
-            if spent and self.policy.exhausted(attempts):
-                error = f"gave up after {attempts} attempts: {outcome.error}"
-                results.append(
-                    DeliveryResult(claim.delivery_id, RETRY_EXHAUSTED, error, outcome.backend_id)
-                )
-                self.metrics.deliveries.labels(backend, "dead").inc()
-                log.warning(
-                    "delivery dead", extra={"backend": backend, "delivery_id": claim.delivery_id}
-                )
-            else:
-                delay = self.policy.delay(attempts, outcome.retry_after, self._rng)
-                if not spent and outcome.unavailable:
-                    delay = max(delay, hold)
-                results.append(
-                    DeliveryResult(
-                        claim.delivery_id,
-                        OUTCOME_STATE["retry"],
-                        outcome.error,
-                        outcome.backend_id,
-                        next_attempt_at=now + delay,
-                        refund_attempt=not spent,
-                    )
-                )
-                self.metrics.deliveries.labels(backend, "retry").inc()
-                self.metrics.retries.labels(backend).inc()
-        return results
