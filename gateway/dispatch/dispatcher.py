@@ -53,6 +53,8 @@ log = logging.getLogger("gateway.dispatch")
 # hangs cannot hang shutdown; unrecorded, the lease expiry still frees it.
 RELEASE_TIMEOUT = 5.0
 REALTIME_ONLY: tuple[Lane, ...] = ("realtime",)
+# Claims a send may add to fill the room change detection made in its batch.
+TOP_UPS = 20
 RELEASED = "released at shutdown mid-send; the backend may have it, so it is sent again"
 
 
@@ -188,7 +190,7 @@ class Dispatcher:
             wait = breaker.wait_time()
             return self.poll_interval if wait is None else wait
         try:
-            claims = await self._claim_batch(backend, adapter.batch_size, only)
+            claims, lanes = await self._claim_batch(backend, adapter.batch_size, only)
         except StoreError:
             breaker.release(permit)
             log.exception("claim failed", extra={"backend": backend})
@@ -196,10 +198,7 @@ class Dispatcher:
         if not claims:
             breaker.release(permit)
             return None
-        # Writes a claim ended `merged` (they ride in its payload): counted once.
-        if merged := sum(c.merged_now for c in claims):
-            self.metrics.deliveries.labels(backend, "merged").inc(merged)
-        await self._send(backend, adapter, claims, permit)
+        await self._send(backend, adapter, claims, permit, lanes)
         return 0
 
     def _lanes(self, backend: Backend) -> tuple[Lane, ...]:
@@ -208,18 +207,26 @@ class Dispatcher:
         self._turns[backend] = turn + 1
         return lanes.order(turn, self.settings.bulk_share)
 
+    async def _claim(self, backend: Backend, size: int, lanes: tuple[Lane, ...]) -> list[Claim]:
+        lease, settle = self.settings.lease_seconds, self.settings.settle(backend)
+        claims = await self.store.claim(backend, size, self.owner, lease, lanes, settle)
+        for lane in {c.lane for c in claims}:
+            self.metrics.claimed.labels(backend, lane).inc(sum(c.lane == lane for c in claims))
+        # Writes a claim ended `merged` (they ride in its payload): counted once.
+        if merged := sum(c.merged_now for c in claims):
+            self.metrics.deliveries.labels(backend, "merged").inc(merged)
+        return claims
+
     async def _claim_batch(
         self, backend: Backend, size: int, only: tuple[Lane, ...] | None
-    ) -> list[Claim]:
-        lease = self.settings.lease_seconds
-        settle = self.settings.settle(backend)
+    ) -> tuple[list[Claim], tuple[Lane, ...]]:
         lanes = only or self._lanes(backend)
-        claims = await self.store.claim(backend, size, self.owner, lease, lanes, settle)
+        claims = await self._claim(backend, size, lanes)
         if not claims:
             if only is None:
                 # Nothing claimed is no turn: the share counts batches sent.
                 self._turns[backend] -= 1
-            return claims
+            return claims, lanes
         if len(claims) < size:
             # A partial batch waits until its oldest write is `batch_linger` old,
             # so a burst arriving over a few milliseconds still travels as one call.
@@ -227,20 +234,44 @@ class Dispatcher:
             wait -= self.clock.now()
             if wait > 0 and not self._stopping.is_set():
                 await self.clock.wait(self._stopping, wait)  # stopping: send what we hold now
-                claims += await self.store.claim(
-                    backend, size - len(claims), self.owner, lease, lanes, settle
-                )
-        for lane in {c.lane for c in claims}:
-            self.metrics.claimed.labels(backend, lane).inc(sum(c.lane == lane for c in claims))
-        return claims
+                claims += await self._claim(backend, size - len(claims), lanes)
+        return claims, lanes
+
+    async def _sorted(
+        self, backend: Backend, adapter: BackendAdapter, claims: list[Claim]
+    ) -> tuple[list[Item], list[Outcome], dict[int, dict[str, str]]]:
+        items = [Item(c.delivery_id, c.profile, c.backend_id, lane=c.lane) for c in claims]
+        return await changes.sort_items(self.store, self.sealer, backend, adapter, claims, items)
 
     async def _send(
-        self, backend: Backend, adapter: BackendAdapter, claims: list[Claim], permit: Permit
+        self,
+        backend: Backend,
+        adapter: BackendAdapter,
+        claims: list[Claim],
+        permit: Permit,
+        lanes: tuple[Lane, ...],
     ) -> None:
-        items = [Item(c.delivery_id, c.profile, c.backend_id, lane=c.lane) for c in claims]
-        items, skipped, remember = await changes.sort_items(
-            self.store, self.sealer, backend, adapter, claims, items
-        )
+        items, skipped, remember = await self._sorted(backend, adapter, claims)
+        # Change detection made room in a full batch: fill it with more due
+        # writes, so a re-sync with 1 % changed costs about 1 % of the calls,
+        # not a call per batch. Bounded, so one send holds few leases.
+        asked, got, rounds = adapter.batch_size, len(claims), 0
+        while skipped and got == asked and len(items) < adapter.batch_size and rounds < TOP_UPS:
+            rounds += 1
+            asked = adapter.batch_size - len(items)
+            try:
+                more = await self._claim(backend, asked, lanes)
+            except StoreError:
+                log.exception("claim failed", extra={"backend": backend})
+                break
+            got = len(more)
+            more_items, more_skipped, more_remember = await self._sorted(backend, adapter, more)
+            claims += more
+            items += more_items
+            skipped += more_skipped
+            remember.update(more_remember)
+            if not more_skipped:
+                break
         if not items:
             # Nothing to send: no call, so nothing for the breaker to judge.
             self.breakers[backend].release(permit)

@@ -270,3 +270,47 @@ async def test_omneo_and_import_batch_skip_an_unchanged_write_and_send_a_changed
     # The whole mapped profile again: neither doc says a field left out is kept.
     assert set(last[entries][0]) == set(first[entries][0])
     assert last[entries][0] != first[entries][0]
+
+
+async def test_a_batch_emptied_by_change_detection_is_filled_from_the_queue(store: Store) -> None:
+    """A re-sync with a few changes: one call carries them, not one per batch."""
+    clock = FakeClock(START)
+    store.clock = clock
+    settings = Settings(
+        import_batch_url="http://import-batch.test",
+        import_batch_batch_size=10,
+        batch_linger=0.0,
+        workers_per_backend=1,
+        realtime_workers=0,
+    )
+    fake = FakeBackend(ok_for_each)
+    adapter = ImportBatchAdapter(settings, sender("import_batch", fake.client()))
+    d = Dispatcher(store, {"import_batch": adapter}, settings, Metrics(), clock=clock)
+
+    async def post(changed: set[int]) -> None:
+        profiles = [
+            NormalizedProfile(
+                external_id=f"p{i}",
+                email=f"p{i}@example.com",
+                first_name="B" if i in changed else "A",
+            )
+            for i in range(50)
+        ]
+        request = NewRequest(f"r-{next(_ids)}", "crm", ["import_batch"], profiles, clock.now())
+        await store.accept(request)
+
+    await post(set())
+    while await d._step("import_batch", adapter) == 0:
+        pass
+    assert len(fake.requests) == 5  # 50 new people, 10 a call
+    await post({5, 25, 45})  # one change in each of three batches' worth
+    while await d._step("import_batch", adapter) == 0:
+        pass
+    [call] = fake.requests[5:]
+    sent = msgspec.json.decode(call.content)["data"]
+    assert sorted(p["email"] for p in sent) == [
+        "p25@example.com",
+        "p45@example.com",
+        "p5@example.com",
+    ]
+    assert await store.count_state("import_batch", "unchanged") == 47
