@@ -15,12 +15,13 @@ Admission is serialised by `LaneTurns` (turns.py): one waiter at a time, the
 arrival order within a lane; so the wait of a paced burst is counted once
 (wall time the pacer held sending back), not once per waiting worker.
 
-The steady window's budget is spread over the window (`spread`): after a
-burst of `per_second` calls, the k-th call of a window goes no sooner than
-k/limit of the way through it. Spending a window's budget in its first
-seconds would leave a real-time write that arrives later nothing until the
-window ends (Ocamba: up to 45 s of its 60); spread, the next slot is at most
-length/limit away (0.4 s), and the window still takes its whole budget.
+The steady window's budget is spread over the window (`spread`): the k-th
+call of a window goes no sooner than k/limit of the way through it; behind
+that pace (after a quiet spell) calls go at once until caught up. Spending a
+window's budget in its first seconds would leave a real-time write that
+arrives later nothing until the window ends (Ocamba: up to 45 s of its 60);
+spread, the next slot is at most length/limit away (0.4 s), and the window
+still takes its whole budget.
 """
 
 from __future__ import annotations
@@ -189,11 +190,12 @@ class FixedWindowPacer:
             raise ValueError("max_in_flight must be at least 1")
         if recover_after < 1:
             raise ValueError("recover_after must be at least 1")
-        # The steady window spreads after a burst the size of the short
-        # window's limit (Ocamba: 10, then one every 0.4 s).
-        burst = per_second if per_second is not None else 1
+        # Spread with no burst ahead of the even pace: a burst at a window's
+        # start is paid for at its end, where a real-time write then finds
+        # nothing left (Ocamba: 10 at once left the window's last 4 s empty).
+        # Behind the pace (after a quiet spell) calls go at once until caught up.
         self._windows = [
-            _Window(length, limit, boundary_guard, burst if spread and steady else None)
+            _Window(length, limit, boundary_guard, 1 if spread and steady else None)
             for length, limit, steady in (
                 (second_window, per_second, False),
                 (minute_window, per_minute, True),

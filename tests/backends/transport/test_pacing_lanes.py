@@ -36,23 +36,33 @@ async def admit_all(p: FixedWindowPacer, clock: FakeClock, n: int) -> list[float
     return times
 
 
-async def test_the_steady_window_is_spread_after_a_burst_and_still_spent_whole() -> None:
+async def test_the_steady_window_is_spread_evenly_and_still_spent_whole() -> None:
     clock = FakeClock(start=600.0)  # a minute window [600, 660)
     p = ocamba_like(clock)
 
     times = await admit_all(p, clock, 150)
 
-    # A burst of the short window's 10, then the k-th no sooner than k/150 of
-    # the way through the window (after the second window's pause it catches
-    # up to that pace, no further).
-    assert times[:10] == [600.0] * 10
-    assert all(t >= 600.0 + (k - 9) * 0.4 - 1e-9 for k, t in enumerate(times[10:], 10))
-    gaps = [b - a for a, b in itertools.pairwise(times[12:])]
+    # The k-th no sooner than k/150 of the way through the window: one every
+    # 0.4 s, so none of the window's end is left without budget.
+    assert all(t >= 600.0 + k * 0.4 - 1e-9 for k, t in enumerate(times))
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) == pytest.approx(0.4, abs=0.01)
-    # All 150 inside the window: spreading costs none of the budget.
-    assert times[-1] < 660.0
+    # All 150 inside the window, the last in its final 0.5 s.
+    assert 659.5 <= times[-1] < 660.0
     # The 151st waits for the next window.
     assert (await admit_all(p, clock, 1))[0] >= 660.0
+
+
+async def test_behind_the_pace_calls_go_at_once_up_to_the_second_limit() -> None:
+    clock = FakeClock(start=630.0)  # half the window [600, 660) gone unused
+    p = ocamba_like(clock)
+
+    times = await admit_all(p, clock, 30)
+
+    # 75 slots are due by now: the first 10 go at once (the 1 s window's
+    # limit), then 10 a second, not one every 0.4 s.
+    assert times[:10] == [630.0] * 10
+    assert times[-1] < 633.0
 
 
 async def test_unspread_the_window_is_spent_at_the_burst_rate() -> None:
