@@ -220,8 +220,14 @@ class Dispatcher:
     async def _claim_batch(
         self, backend: Backend, size: int, only: tuple[Lane, ...] | None
     ) -> tuple[list[Claim], tuple[Lane, ...]]:
-        lanes = only or self._lanes(backend)
-        claims = await self._claim(backend, size, lanes)
+        order = only or self._lanes(backend)
+        # One lane a batch, the first with due work: a real-time write in a bulk
+        # batch would stay in flight (and hold the person's next write behind
+        # it) until the whole batch is done, minutes under Ocamba's pacing.
+        for lane in order:
+            lanes: tuple[Lane, ...] = (lane,)
+            if claims := await self._claim(backend, size, lanes):
+                break
         if not claims:
             if only is None:
                 # Nothing claimed is no turn: the share counts batches sent.

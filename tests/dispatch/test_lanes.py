@@ -219,3 +219,24 @@ async def test_a_real_time_write_is_sent_while_bulk_batches_hold_every_other_wor
     finally:
         adapter.release.set()
         await d.stop()
+
+
+async def test_a_batch_is_of_one_lane(store: Store, clock: FakeClock) -> None:
+    """A real-time write is never claimed into a bulk batch: there it would stay
+    in flight, holding the person's next write, until the whole batch is done."""
+    await write(store, "bulk", *(f"b{i}" for i in range(5)))
+    await write(store, "realtime", "r-a")
+    adapter = HoldingAdapter()
+    adapter.release.set()
+    config = settings(workers_per_backend=1, realtime_workers=0)
+    d = await run(Dispatcher(store, {"omneo": adapter}, config, Metrics(), clock=clock))
+    try:
+        d.notify(["omneo"])
+
+        async def all_sent() -> bool:
+            return sum(len(c) for c in adapter.calls) == 6
+
+        await drive(d, clock, all_sent)
+    finally:
+        await d.stop()
+    assert adapter.calls == [["r-a"], [f"b{i}" for i in range(5)]]
