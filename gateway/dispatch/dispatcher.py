@@ -7,13 +7,13 @@ and another worker sends it again (at-least-once). A circuit breaker per
 backend (see breaker.py) stops the workers of a backend that is down from
 claiming at all, so its deliveries wait in the queue with their attempts intact.
 Each backend's claims take the `realtime` lane first and `bulk` first every
-`bulk_share`-th batch (see _lanes), so a backfill neither delays real-time
-writes behind it nor starves under them. Each backend also has
-`realtime_workers` workers (1) that claim only real-time writes: a
+`bulk_share`-th batch (see _lanes), one lane a batch, so a backfill neither
+delays real-time writes behind it nor starves under them. Each backend also
+has `realtime_workers` workers (1) that claim only real-time writes: a
 rate-limited backend's bulk batch can hold a worker for most of a lease while
 its calls are paced, and without them a real-time write would wait for one of
-those to finish. Its calls then go
-before bulk ones at the backend's pacer (transport/turns.py).
+those to finish. Real-time calls then go before bulk ones at the backend's
+pacer (transport/turns.py).
 """
 
 from __future__ import annotations
