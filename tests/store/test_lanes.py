@@ -143,7 +143,7 @@ def test_sqlite_walks_each_lane_of_the_due_index_in_order(tmp_path: Path) -> Non
         row[3]
         for row in conn.execute(
             "EXPLAIN QUERY PLAN " + queries.get("sqlite", "claim_due"),
-            ("omneo", 0.0, 10, "realtime"),
+            ("omneo", 0.0, 10, "realtime", 0.0),
         )
     )
     assert "deliveries_due_lane (backend=? AND lane=? AND next_attempt_at<?)" in plan, plan

@@ -51,7 +51,8 @@ async def test_a_claim_walks_the_due_index_and_probes_each_candidate(plan_cache_
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
-            args = ("omneo", time.time(), 500, "w", 60.0, "realtime", "bulk")
+            now = time.time()
+            args = ("omneo", now, 500, "w", 60.0, "realtime", "bulk", now - 2.0)
             explained = await conn.fetchval(
                 "EXPLAIN (FORMAT JSON) " + queries.get("postgres", "claim"), *args
             )
