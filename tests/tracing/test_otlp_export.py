@@ -67,7 +67,9 @@ class Receiver:
             return [(r, s) for r, s in self.spans if s.name == name]
 
 
-def test_gateway_serve_exports_the_write_and_its_delivery_in_the_callers_trace(tmp_path: Path) -> None:
+def test_gateway_serve_exports_the_write_and_its_delivery_in_the_callers_trace(
+    tmp_path: Path,
+) -> None:
     receiver = Receiver()
     otlp = Starlette(routes=[Route("/v1/traces", receiver.traces, methods=["POST"])])
     port = free_port()
