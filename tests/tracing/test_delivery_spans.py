@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from gateway import tracing
 from gateway.backends.base import Item, Outcome
 from gateway.backends.transport.pacing import unlimited_pacer
 from gateway.backends.transport.sender import HttpSender
@@ -74,11 +75,17 @@ async def accept(store: Store, request_id: str, *external_ids: str, tp: str | No
     )
 
 
-async def deliver_once(store: Store, adapter: SendingAdapter) -> None:
-    """Starts a dispatcher, waits for its first call to the backend, stops it."""
+async def deliver_once(store: Store, adapter: SendingAdapter, *, started_in: str = "") -> None:
+    """Starts a dispatcher, waits for its first call to the backend, stops it.
+    `started_in`: the name of a span current when its workers start (their
+    tasks inherit it), as when a traced process starts the gateway."""
     settings = Settings(batch_linger=0.0, workers_per_backend=1, retry_base=60, retry_cap=60)
     d = Dispatcher(store, {"omneo": adapter}, settings, Metrics(), poll_interval=0.05)
-    await d.start()
+    if started_in:
+        with tracing.span(started_in):
+            await d.start()
+    else:
+        await d.start()
     try:
         deadline = time.monotonic() + BOUND
         while not adapter.calls:
@@ -148,11 +155,11 @@ async def test_a_batch_of_several_traces_starts_its_own_linked_to_each(
     # A later write of `a`, merged into a's delivery: its trace is linked too.
     await accept(store, "r-5", "a", tp=third.traceparent)
     adapter = SendingAdapter()
-    await deliver_once(store, adapter)
+    await deliver_once(store, adapter, started_in="startup")
     assert sorted(adapter.calls[0]) == ["a", "b", "c", "d"]
 
     [deliver] = named(spans, "gateway.deliver")
-    assert deliver.parent is None
+    assert deliver.parent is None  # a root: not the span the workers started in
     assert hex_ids(deliver)[0] not in {first.trace_id, second.trace_id, third.trace_id}
     assert sorted(linked(deliver)) == sorted(
         (c.trace_id, c.span_id) for c in (first, second, third)
