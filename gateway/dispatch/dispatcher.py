@@ -31,10 +31,9 @@ from gateway.backends.base import (
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.dispatch import changes, lanes
+from gateway.dispatch import changes, lanes, spans
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.retry import RetryPolicy
-from gateway.dispatch.spans import deliver_traced
 from gateway.lifecycle import OUTCOME_STATE, RETRY_EXHAUSTED
 from gateway.metrics import Metrics
 from gateway.schema import Backend, Lane
@@ -252,7 +251,7 @@ class Dispatcher:
         self.metrics.batch_size.labels(backend).observe(len(items))
         verdict: Verdict | None = None
         try:
-            outcomes = await deliver_traced(backend, adapter, claims, items)
+            outcomes = await spans.deliver_traced(backend, adapter, claims, items)
         except asyncio.CancelledError:
             await self._release(backend, claims)
             raise
