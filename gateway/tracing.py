@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +46,9 @@ Attr = str | bool | int | float | Sequence[str] | Sequence[int]
 Attrs = Mapping[str, Attr | None]
 # W3C trace-context, version 00: what `current_traceparent` makes and a stored one must be.
 TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+# The links one span keeps: the SDK's default limit (OTEL_SPAN_LINK_COUNT_LIMIT)
+# drops any beyond it anyway, so a batch of 500 writes links its first 128.
+MAX_LINKS = 128
 
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
@@ -243,15 +246,28 @@ def span(
     headers: Mapping[str, str] | None = None,
     parent: str | None = None,
     links: Sequence[str] = (),
+    root: bool = False,
 ) -> AbstractContextManager[Handle]:
     """A context manager: a span named `name` while the block runs, the
     current one inside it. Its parent is the trace context in `headers` (an
     inbound request's `traceparent`/`tracestate`), else the stored `parent`
-    traceparent, else the current span; `links` are traceparents it is linked
-    to. An exception leaving the block marks it failed with its type only."""
+    traceparent, else (unless `root`: a new trace) the current span; `links`
+    are traceparents it is linked to. An exception leaving the block marks it
+    failed with its type only."""
     if _tracer is None:
         return _NOOP_SPAN
-    return _span(_tracer, name, attrs, kind, headers, parent, links)
+    return _span(_tracer, name, attrs, kind, headers, parent, links, root)
+
+
+def joined(traceparents: Iterable[str | None]) -> tuple[str | None, list[str]]:
+    """How a span made for stored writes (a delivery, a confirmation) joins
+    their traces: (parent, links). Links to each distinct traceparent, the
+    first MAX_LINKS; the parent is the one when all the writes share it, so
+    the span sits in the caller's trace itself. With several, a span cannot
+    sit in them all, so it starts a trace of its own (`root`) linked to each."""
+    distinct = list(dict.fromkeys(tp for tp in traceparents if tp))
+    parent = distinct[0] if len(distinct) == 1 else None
+    return parent, distinct[:MAX_LINKS]
 
 
 @contextmanager
@@ -263,14 +279,18 @@ def _span(
     headers: Mapping[str, str] | None,
     parent: str | None,
     links: Sequence[str],
+    root: bool = False,
 ) -> Iterator[Handle]:
     from opentelemetry import trace
+    from opentelemetry.context import Context
 
     context: Context | None = None
     if headers is not None:
         context = extract(headers)
     elif parent is not None:
         context = _context_of(parent)
+    if context is None and root:
+        context = Context()  # empty: no current span to inherit
     linked = [
         trace.Link(ctx)
         for ctx in (_span_context_of(tp) for tp in links)

@@ -43,7 +43,8 @@ RULES = (
     ),
     # The transport is one layer under the adapters: it knows their error types
     # (`backends.base`) and nothing of any one backend, its mapping or settings.
-    Rule("gateway.backends.transport", only=("gateway.backends.base",)),
+    # `gateway.tracing` imports nothing of the gateway: each call is a span.
+    Rule("gateway.backends.transport", only=("gateway.backends.base", "gateway.tracing")),
     Rule("gateway.store", forbidden=("gateway.api", "gateway.dispatch", "gateway.ui")),
     Rule("gateway.dispatch", forbidden=("gateway.api", "gateway.ui")),
     # The calling apps' client: the schema and the status views' structs, never

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -244,6 +245,9 @@ async def _store(
     started = time.perf_counter()
     try:
         with tracing.span("store.accept", {"gateway.profiles": len(profiles)}) as span:
+            traceparent = _stored_traceparent()
+            if traceparent is not None:
+                new = msgspec.structs.replace(new, traceparent=traceparent)
             result = await ctx.store.accept(new)
             # A replay answers with the first write's id.
             span.update(
@@ -266,6 +270,16 @@ async def _store(
     finally:
         ctx.metrics.store_write_latency.observe(time.perf_counter() - started)
     return result, lane
+
+
+def _stored_traceparent() -> str | None:
+    """The commit span's traceparent, stored with the write so that its
+    deliveries join the caller's trace. Only a well-formed one: other
+    processes read it back, perhaps another release's."""
+    traceparent = tracing.current_traceparent()
+    if traceparent is None or not tracing.TRACEPARENT.fullmatch(traceparent):
+        return None
+    return traceparent
 
 
 async def get_profile(request: Request) -> Response:

@@ -36,7 +36,7 @@ from gateway.backends.base import (
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
 from gateway.crypto import PLAINTEXT, Sealer
-from gateway.dispatch import changes, lanes
+from gateway.dispatch import changes, lanes, spans
 from gateway.dispatch.breaker import CircuitBreaker, CircuitState, Permit, Verdict, verdict_of
 from gateway.dispatch.leadership import LEADER_RETRY, Leadership
 from gateway.dispatch.results import Judge
@@ -286,7 +286,7 @@ class Dispatcher:
         self.metrics.batch_size.labels(backend).observe(len(items))
         verdict: Verdict | None = None
         try:
-            outcomes = await adapter.deliver(items)
+            outcomes = await spans.deliver_traced(backend, adapter, claims, items)
         except asyncio.CancelledError:
             await self._release(backend, claims)
             raise

@@ -67,6 +67,9 @@ class NewRequest(msgspec.Struct, frozen=True):
     body_hash: str | None = None
     lane: Lane = "realtime"
     resend: bool = False  # send every field, even those the backend has
+    # The W3C traceparent of the span that accepted it (gateway/tracing.py):
+    # its deliveries, sent later and maybe by another replica, join that trace.
+    traceparent: str | None = None
 
 
 class AcceptResult(msgspec.Struct, frozen=True):
@@ -139,6 +142,10 @@ class Claim(msgspec.Struct, frozen=True):
     merged_now: int = 0
     # The request asked to send every field, even those the backend has.
     resend: bool = False
+    # The stored traceparent of this write's request, and those of the writes
+    # it carries, distinct (None, (): accepted with tracing off).
+    traceparent: str | None = None
+    carried_traceparents: tuple[str, ...] = ()
 
 
 def lane_order(lanes: Sequence[Lane]) -> tuple[Lane, ...]:

@@ -177,7 +177,8 @@ def open_claims(
     merged_now: Collection[int] = (),
 ) -> tuple[list[Claim], list[tuple[int, str]]]:
     """Claims from rows (id, external_id, attempts after the claim, created_at,
-    body, backend_id, request_id, position, lane, the request's resend), and
+    body, backend_id, request_id, position, lane, the request's resend and
+    traceparent), and
     the (id, reason) of deliveries
     that cannot be sent: a payload removed (purge and erasure never leave one
     open; this guards a replay racing a purge on PostgreSQL) or one that fails
@@ -185,7 +186,7 @@ def open_claims(
 
     `carried`: the writes merged into the claimed deliveries, as rows
     (carrier id, delivery id, body, request_id, position, ..., that write's
-    request's resend as the last column) in write order;
+    request's traceparent and resend as the last two columns) in write order;
     each claim's profile is its own with theirs written over it
     (gateway/store/merge.py). A carrier one of whose writes cannot be opened
     cannot be sent either: without it, it would send older data as newest.
@@ -217,6 +218,8 @@ def open_claims(
                 # A carried write that asked to resend makes the whole payload go
                 # (claims no longer merge one, but a queue merged before may hold one).
                 resend=bool(r[9]) or any(bool(c[-1]) for c in carries),
+                traceparent=r[10],
+                carried_traceparents=tuple(dict.fromkeys(c[-2] for c in carries if c[-2])),
             )
         )
     return claims, unsendable

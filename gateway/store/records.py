@@ -33,6 +33,7 @@ class Confirmation(msgspec.Struct, frozen=True):
     delivery_id: int
     external_id: str
     lag: float  # seconds from the backend accepting the delivery to the event
+    traceparent: str | None = None  # stored with the confirmed write (gateway/tracing.py)
 
 
 WebhookResult = Literal["applied", "unmatched", "stale", "invalid"]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from gateway import tracing
 from gateway.clock import SYSTEM_CLOCK, Clock
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.store.base import Store
+from gateway.store.base import AppliedEvent, Store
 from gateway.worker import BackgroundWorker
 
 log = logging.getLogger("gateway.webhooks")
@@ -68,6 +69,7 @@ class WebhookApplier:
                 for c in ev.confirmations:
                     self.metrics.confirmation_lag.observe(c.lag)
                 self.metrics.deliveries.labels("omneo", "confirmed").inc(len(ev.confirmations))
+                _trace(ev)
             if len(applied) < APPLY_BATCH:
                 break
 
@@ -87,3 +89,21 @@ class WebhookApplier:
         if self.clock.monotonic() - self._swept_at >= self.poll_interval:
             await self.sweep()
         # then rest: poll_interval, or until notify()
+
+
+def _trace(ev: AppliedEvent) -> None:
+    """`omneo.confirm`: an applied event, a span in the trace of the write it
+    confirmed (the traceparent stored with it), or linked to each when it
+    confirmed writes of several traces; its own trace when it matched none.
+    Made once the transaction has committed, so it marks the moment, and holds
+    the event's name, its result and a count: no id, no key it matched by."""
+    if not tracing.enabled():
+        return
+    parent, links = tracing.joined(c.traceparent for c in ev.confirmations)
+    attrs: tracing.Attrs = {
+        "gateway.webhook.event": ev.event,
+        "gateway.webhook.result": ev.result,
+        "gateway.confirmed": len(ev.confirmations),
+    }
+    with tracing.span("omneo.confirm", attrs, parent=parent, links=links, root=True):
+        pass

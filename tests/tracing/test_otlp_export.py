@@ -1,5 +1,6 @@
 """`gateway serve` exports its spans over OTLP/HTTP to a receiver on 127.0.0.1,
-which decodes each ExportTraceServiceRequest with opentelemetry-proto's classes."""
+which decodes each ExportTraceServiceRequest with opentelemetry-proto's classes:
+the write's, and those of its delivery to the import_batch simulator."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.simulators.import_batch import API_ROOT as IMPORT_BATCH_API_ROOT
+from gateway.simulators.import_batch import create_import_batch_app
 from tests.servers import free_port, serve
 from tests.tokens import api_token, entry
 from tests.tracing_guard import leaks_in_values
@@ -64,17 +67,24 @@ class Receiver:
             return [(r, s) for r, s in self.spans if s.name == name]
 
 
-def test_gateway_serve_exports_the_write_span_in_the_callers_trace(tmp_path: Path) -> None:
+def test_gateway_serve_exports_the_write_and_its_delivery_in_the_callers_trace(
+    tmp_path: Path,
+) -> None:
     receiver = Receiver()
     otlp = Starlette(routes=[Route("/v1/traces", receiver.traces, methods=["POST"])])
     port = free_port()
     log = tmp_path / "gateway.log"
-    with serve(otlp) as collector:
+    # A backend to deliver to, so the delivery's span is exported too.
+    import_batch = create_import_batch_app(token="ib-token", db_id=1)
+    with serve(otlp) as collector, serve(import_batch) as backend:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
             "PYTHONUNBUFFERED": "1",
             "GATEWAY_API_TOKENS": entry("crm", TOKEN),
             "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+            "GATEWAY_IMPORT_BATCH_URL": backend + IMPORT_BATCH_API_ROOT,
+            "GATEWAY_IMPORT_BATCH_TOKEN": "ib-token",
+            "GATEWAY_IMPORT_BATCH_DB_ID": "1",
             "GATEWAY_PORT": str(port),
             "GATEWAY_SHUTDOWN_DELAY": "0",
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector,
@@ -112,7 +122,10 @@ def test_gateway_serve_exports_the_write_span_in_the_callers_trace(tmp_path: Pat
             )
             assert answer.status_code == 202, answer.text
             deadline = time.monotonic() + 20
-            while not receiver.named("POST /v1/profiles") or not receiver.named("store.accept"):
+            while not all(
+                receiver.named(name)
+                for name in ("POST /v1/profiles", "store.accept", "gateway.deliver", "backend.send")
+            ):
                 assert time.monotonic() < deadline, (receiver.spans, log.read_text())
                 time.sleep(0.05)
         finally:
@@ -131,6 +144,22 @@ def test_gateway_serve_exports_the_write_span_in_the_callers_trace(tmp_path: Pat
     [(_, accept)] = receiver.named("store.accept")
     assert accept.trace_id.hex() == trace_id
     assert accept.parent_span_id == write.span_id
+    # Delivered by the dispatcher after the answer: still the caller's trace.
+    [(_, deliver)] = receiver.named("gateway.deliver")
+    assert deliver.trace_id.hex() == trace_id
+    assert deliver.parent_span_id == accept.span_id
+    assert [link.span_id for link in deliver.links] == [accept.span_id]
+    attributes = {a.key: _value(a.value) for a in deliver.attributes}
+    assert attributes["gateway.backend"] == "import_batch"
+    assert attributes["gateway.deliveries"] == 1
+    [(_, send)] = receiver.named("backend.send")
+    assert send.parent_span_id == deliver.span_id
+    assert send.kind == Span.SpanKind.SPAN_KIND_CLIENT
+    assert {a.key: _value(a.value) for a in send.attributes} == {
+        "gateway.backend": "import_batch",
+        "gateway.endpoint": "import",
+        "http.response.status_code": 200,
+    }
     assert receiver.content_types == {"application/x-protobuf"}
     leaks = [
         leak

@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from gateway import tracing
 from gateway.backends.base import Lane, NotSent, PermanentError, TransientError
 from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, classify, parse_retry_after
-from gateway.backends.transport.pacing import Pacer, PacingTimeout
+from gateway.backends.transport.pacing import Pacer, PacingTimeout, Permit
 
 # The name it had before the transport got its own package: operators filter
 # and alert on the JSON logs' "logger" field, so moving the module keeps it.
@@ -79,6 +80,22 @@ class HttpSender:
             permit = await self._pacer.acquire(self._max_wait, lane)
         except PacingTimeout as exc:
             raise NotSent(f"{label}: not sent: {exc}", retry_after=exc.wait) from None
+        # The call itself, not its wait for the pacer; the backend and endpoint
+        # names only: the URL's query, the body and the headers stay out.
+        attrs = {"gateway.backend": self.name, "gateway.endpoint": endpoint}
+        with tracing.span("backend.send", attrs, kind="client") as span:
+            return await self._send(span, endpoint, path, label, content, headers, permit)
+
+    async def _send(
+        self,
+        span: tracing.Handle,
+        endpoint: str,
+        path: str,
+        label: str,
+        content: bytes,
+        headers: Mapping[str, str] | None,
+        permit: Permit,
+    ) -> httpx.Response:
         status: int | None = None
         response_headers: Mapping[str, str] | None = None
         started = time.perf_counter()
@@ -94,12 +111,14 @@ class HttpSender:
             await response.aread()
         except httpx.TimeoutException as exc:
             self._observe(endpoint, "timeout", started)
+            span.fail("timeout")
             raise TransientError(
                 f"{label}: no answer within {self._timeout:g} s ({type(exc).__name__})",
                 unavailable=True,
             ) from None
         except httpx.HTTPError as exc:
             self._observe(endpoint, "error", started)
+            span.fail(type(exc).__name__)
             raise TransientError(
                 f"{label}: {_describe_transport_error(exc)}", unavailable=True
             ) from None
@@ -110,8 +129,10 @@ class HttpSender:
         finally:
             self._pacer.release(permit, status, response_headers)
 
+        span.set("http.response.status_code", status)
         if 200 <= status <= 299:
             return response
+        span.fail(str(status))
         if status == 404:
             self._log_not_found(endpoint, path)
         message = f"{label}: HTTP {status}: {vendor_message(response)}"

@@ -75,7 +75,7 @@ def apply_webhooks(source: Backend, limit: int, now: float) -> Plan[list[Applied
             if not rows and (yield FetchValue("call_in_flight", (source, now, received_at))):
                 continue  # left `received`: applied again once that call is recorded
             confirmations = sorted(
-                (Confirmation(r[0], r[1], max(0.0, received_at - r[2])) for r in rows),
+                (Confirmation(r[0], r[1], max(0.0, received_at - r[2]), r[3]) for r in rows),
                 key=lambda c: c.delivery_id,
             )
             result = "applied" if confirmations else "unmatched"

@@ -40,8 +40,8 @@ WHERE k.app = $1 AND k.key = $2
 # only if and when the transaction commits.
 _STORE = """
 WITH request AS (
-    INSERT INTO requests (id, app, received_at, targets, profile_count, lane, resend)
-    VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]), $9, $10)
+    INSERT INTO requests (id, app, received_at, targets, profile_count, lane, resend, traceparent)
+    VALUES ($1, $2, $3, $4::text[], cardinality($5::text[]), $9, $10, $11)
 ), writes AS (
     INSERT INTO profile_writes (request_id, position, external_id, body, key_id, received_at)
     SELECT $1, (p.n - 1)::integer, p.external_id, p.body, $8, $3
@@ -84,6 +84,7 @@ async def accept(
             sealer.current_id,
             req.lane,
             req.resend,
+            req.traceparent,
         )
     return AcceptResult(req.request_id, len(req.profiles), targets)
 

@@ -103,7 +103,8 @@ def accept_many(
             )
     insert_rows(
         conn,
-        "INSERT INTO requests (id, app, received_at, targets, profile_count, lane, resend)",
+        "INSERT INTO requests"
+        " (id, app, received_at, targets, profile_count, lane, resend, traceparent)",
         [
             (
                 r.request_id,
@@ -113,6 +114,7 @@ def accept_many(
                 len(r.profiles),
                 r.lane,
                 int(r.resend),
+                r.traceparent,
             )
             for r in fresh
         ],

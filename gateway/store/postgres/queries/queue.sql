@@ -74,7 +74,7 @@ WITH expired AS (
               p.branch, p.due_at
 )
 SELECT c.id, c.external_id, c.attempts, c.created_at, w.body, b.backend_id,
-       w.request_id, w.position, c.lane, r.resend
+       w.request_id, w.position, c.lane, r.resend, r.traceparent
 FROM claimed c
 JOIN profile_writes w ON w.id = c.write_id
 JOIN requests r ON r.id = w.request_id
@@ -123,10 +123,12 @@ WITH c AS (
     RETURNING d.id, d.merged_into, d.write_id
 )
 SELECT m.merged_into, m.id, w.body, w.request_id, w.position, true AS now,
+       (SELECT r.traceparent FROM requests r WHERE r.id = w.request_id),
        (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM merged m JOIN profile_writes w ON w.id = m.write_id
 UNION ALL
 SELECT m.merged_into, m.id, w.body, w.request_id, w.position, false,
+       (SELECT r.traceparent FROM requests r WHERE r.id = w.request_id),
        (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM c JOIN deliveries m ON m.external_id = c.external_id AND m.backend = c.backend
     AND m.id > c.id AND m.merged_into = c.id

@@ -8,7 +8,8 @@
 -- the same person to the same backend may still be open.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
        w.request_id, w.position, d.lane,
-       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id),
+       (SELECT r.traceparent FROM requests r WHERE r.id = w.request_id)
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -29,7 +30,8 @@ WHERE d.id IN (
 -- index after the backend, so each lane is its own walk.
 SELECT d.id, d.external_id, d.attempts + 1, d.created_at, w.body, b.backend_id,
        w.request_id, w.position, d.lane,
-       (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
+       (SELECT r.resend FROM requests r WHERE r.id = w.request_id),
+       (SELECT r.traceparent FROM requests r WHERE r.id = w.request_id)
 FROM deliveries d
 JOIN profile_writes w ON w.id = d.write_id
 LEFT JOIN backend_ids b ON b.external_id = d.external_id AND b.backend = d.backend
@@ -88,6 +90,7 @@ RETURNING deliveries.id
 -- The writes each claimed delivery carries, merged now or by an earlier claim
 -- of it (a retry, a lease taken over, a replay), in write order.
 SELECT m.merged_into, m.id, w.body, w.request_id, w.position,
+       (SELECT r.traceparent FROM requests r WHERE r.id = w.request_id),
        (SELECT r.resend FROM requests r WHERE r.id = w.request_id)
 FROM json_each(?1) j
 JOIN deliveries c ON c.id = j.value

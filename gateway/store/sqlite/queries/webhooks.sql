@@ -30,7 +30,10 @@ UPDATE deliveries SET state = 'confirmed', confirmed_at = ?1, updated_at = ?1, l
 WHERE backend = ?2 AND match_key IN (SELECT value FROM json_each(?3))
   AND state IN ('accepted', 'unconfirmed') -- lifecycle.AWAITING
   AND accepted_at < ?4  -- strictly before: an equal time cannot be what Omneo reported
-RETURNING id, external_id, accepted_at
+RETURNING id, external_id, accepted_at,
+    -- For the confirmation's span (README "Tracing"): the trace of the write.
+    (SELECT r.traceparent FROM profile_writes w JOIN requests r ON r.id = w.request_id
+     WHERE w.id = deliveries.write_id)
 
 -- name: call_in_flight
 SELECT EXISTS (
