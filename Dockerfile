@@ -16,10 +16,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python3 -m venv /opt/gateway
-# The metadata first, so a code-only change reuses the dependency layer.
+# The metadata first, so a code-only change reuses the dependency layer. The
+# `tracing` extra is in: traces are off until the OTEL_* variables ask for them.
 COPY pyproject.toml README.md ./
 RUN mkdir gateway && touch gateway/__init__.py \
-    && /opt/gateway/bin/pip install --no-cache-dir . \
+    && /opt/gateway/bin/pip install --no-cache-dir '.[tracing]' \
     && /opt/gateway/bin/pip uninstall --yes profile-gateway
 COPY gateway ./gateway
 RUN /opt/gateway/bin/pip install --no-cache-dir --no-deps . \

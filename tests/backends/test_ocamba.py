@@ -317,15 +317,21 @@ async def test_splitting_a_refused_import_has_a_budget() -> None:
     assert len(backend.requests) <= 1 + 16
 
 
-async def test_time_budget_hands_the_rest_back_for_later() -> None:
-    clock = FakeClock(start=0.0)
+def slow_ocamba(clock: FakeClock) -> FakeOcamba:
+    """An Ocamba whose every call takes 4 s of `clock`."""
+    backend = FakeOcamba()
 
     def slow(request: httpx.Request) -> httpx.Response:
         clock.now += 4.0
         return FakeOcamba.answer(backend, request)
 
-    backend = FakeOcamba()
     backend.reply = slow
+    return backend
+
+
+async def test_time_budget_hands_the_rest_back_for_later() -> None:
+    clock = FakeClock(start=0.0)
+    backend = slow_ocamba(clock)
     ocamba = adapter(backend, time_budget=10.0, clock=clock)
     outcomes = by_id(
         await ocamba.deliver(
@@ -345,13 +351,7 @@ async def test_time_budget_hands_the_rest_back_for_later() -> None:
 
 async def test_real_time_writes_in_a_batch_go_before_its_bulk_creates() -> None:
     clock = FakeClock(start=0.0)
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        clock.now += 4.0
-        return FakeOcamba.answer(backend, request)
-
-    backend = FakeOcamba()
-    backend.reply = slow
+    backend = slow_ocamba(clock)
     ocamba = adapter(backend, time_budget=10.0, clock=clock)
     bulk = [
         msgspec.structs.replace(item(i, email=f"p{i}@example.com"), lane="bulk") for i in (1, 2, 3)

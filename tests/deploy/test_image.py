@@ -67,6 +67,9 @@ def test_image_holds_the_virtualenv_and_no_build_tools(built: img.BuiltImage) ->
             store = site / "gateway/store" / engine
             assert list((store / "migrations").glob("*.sql")), f"{engine} migrations missing"
             assert list((store / "queries").glob("*.sql")), f"{engine} queries missing"
+        # The tracing extra: OTEL_* turns traces on without another image.
+        assert (site / "opentelemetry/sdk").is_dir()
+        assert (site / "opentelemetry/exporter/otlp/proto/http").is_dir()
         for absent in ("bin/pip", "bin/pip3"):
             assert not (venv / absent).exists(), absent
         assert not list(site.glob("pip")) and not list(site.glob("setuptools"))

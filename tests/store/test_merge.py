@@ -22,14 +22,21 @@ def version(external_id: str, i: int) -> NormalizedProfile:
     )
 
 
-async def write(store: Store, rid: str, *profiles: NormalizedProfile) -> str:
+async def write(
+    store: Store,
+    rid: str,
+    *profiles: NormalizedProfile,
+    received_at: float | None = None,
+    resend: bool = False,
+) -> str:
     await store.accept(
         NewRequest(
             request_id=rid,
             app="crm",
             targets=["omneo"],
             profiles=list(profiles),
-            received_at=time.time(),
+            received_at=time.time() if received_at is None else received_at,
+            resend=resend,
         )
     )
     return rid
@@ -205,15 +212,7 @@ async def test_a_settle_holds_a_write_back_until_the_persons_next_ones_ride_alon
     store.clock = clock
 
     async def at(rid: str, profile: NormalizedProfile) -> None:
-        await store.accept(
-            NewRequest(
-                request_id=rid,
-                app="crm",
-                targets=["omneo"],
-                profiles=[profile],
-                received_at=clock.now(),
-            )
-        )
+        await write(store, rid, profile, received_at=clock.now())
 
     await at("r0", version("p", 0))
     assert await store.claim("omneo", 10, "w", 60, settle=2.0) == []
@@ -237,23 +236,11 @@ async def test_a_settle_holds_a_write_back_until_the_persons_next_ones_ride_alon
 
 @pytest.mark.anyio
 async def test_a_write_asking_for_resend_is_neither_merged_nor_merged_past(store: Store) -> None:
-    async def at(rid: str, profile: NormalizedProfile, resend: bool = False) -> None:
-        await store.accept(
-            NewRequest(
-                request_id=rid,
-                app="crm",
-                targets=["omneo"],
-                profiles=[profile],
-                received_at=time.time(),
-                resend=resend,
-            )
-        )
-
-    await at("r0", version("p", 0))
-    await at("r1", version("p", 1))
-    await at("r2", version("p", 2), resend=True)
-    await at("r3", version("p", 3))
-    await at("r4", version("p", 4), resend=True)
+    await write(store, "r0", version("p", 0))
+    await write(store, "r1", version("p", 1))
+    await write(store, "r2", version("p", 2), resend=True)
+    await write(store, "r3", version("p", 3))
+    await write(store, "r4", version("p", 4), resend=True)
 
     sent = []
     while claims := await store.claim("omneo", 10, "w", 60):
