@@ -109,11 +109,9 @@ class _Window:
     so it is counted in both. Without this, pacing at exactly the limit gets
     the odd 429 at boundaries (seen with three replicas on one account)."""
 
-    def __init__(
-        self, length: float, limit: int, guard: float = 0.0, burst: int | None = None
-    ) -> None:
-        """`burst`: admissions a window may take at once before the rest are
-        spread evenly over it (None: no spreading)."""
+    def __init__(self, length: float, limit: int, guard: float = 0.0, spread: bool = False) -> None:
+        """`spread`: the k-th admission no sooner than k/limit of the way
+        through the window."""
         if length <= 0:
             raise ValueError("window length must be positive")
         if limit < 1:
@@ -121,7 +119,7 @@ class _Window:
         self.length = length
         self.limit = limit
         self.guard = min(guard, length / 2)
-        self.burst = burst
+        self.spread = spread
         self._index: int | None = None
         self._count = 0
         self._carried = 0  # admissions near the end of the window before
@@ -157,10 +155,10 @@ class _Window:
         count = self.count(now)
         if count >= self.limit:
             return self.ends_at(now) - now
-        if self.burst is None or count < self.burst:
+        if not self.spread:
             return 0.0
         start = self.ends_at(now) - self.length
-        return max(0.0, start + (count - self.burst + 1) * self.length / self.limit - now)
+        return max(0.0, start + count * self.length / self.limit - now)
 
 
 class FixedWindowPacer:
@@ -195,7 +193,7 @@ class FixedWindowPacer:
         # nothing left (Ocamba: 10 at once left the window's last 4 s empty).
         # Behind the pace (after a quiet spell) calls go at once until caught up.
         self._windows = [
-            _Window(length, limit, boundary_guard, 1 if spread and steady else None)
+            _Window(length, limit, boundary_guard, spread and steady)
             for length, limit, steady in (
                 (second_window, per_second, False),
                 (minute_window, per_minute, True),

@@ -32,9 +32,6 @@ class LaneTurns:
         # Real-time turns given in a row while bulk was waiting.
         self._realtime_run = 0
 
-    def waiting(self, lane: Lane) -> int:
-        return sum(not f.done() for f in self._waiting[lane])
-
     async def acquire(self, lane: Lane) -> None:
         if not self._held and not any(self._waiting.values()):
             self._held = True
