@@ -10,21 +10,15 @@ import pytest
 from gateway.backends.transport.pacing import FixedWindowPacer
 from gateway.backends.transport.turns import LaneTurns
 from gateway.schema import Lane
+from tests.backends.transport.test_pacing import pacer
 from tests.dispatch.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 
 def ocamba_like(clock: FakeClock, **kwargs: object) -> FixedWindowPacer:
-    options: dict[str, object] = {
-        "per_second": 10,
-        "per_minute": 150,
-        "max_in_flight": 4,
-        "clock": clock,
-        "sleep": clock.sleep,
-    }
-    options.update(kwargs)
-    return FixedWindowPacer(**options)  # type: ignore[arg-type]
+    """Ocamba's documented limits (test_pacing.py's pacer, other numbers)."""
+    return pacer(clock, **{"per_second": 10, "per_minute": 150, "max_in_flight": 4, **kwargs})
 
 
 async def admit_all(p: FixedWindowPacer, clock: FakeClock, n: int) -> list[float]:
