@@ -3,7 +3,9 @@
 `FixedWindowPacer` counts its own admissions in windows aligned the way the
 server aligns them (`floor(now / length)`), and admits a request only while
 both the burst (second) and the steady (minute) window have room, so the
-server never has to refuse us for our own traffic. What the server says wins
+server never has to refuse us for our own traffic. A window starts with our
+requests still unanswered at its start, which the server may count in it
+(ledger.py), however long they take to get there. What the server says wins
 over what we counted: other replicas share the account, so an answer with
 `X-RateLimit-Remaining: 0`, or a 429 with `Retry-After`, holds everyone back
 until the server's reset. `Retry-After: -1` (Ocamba: too many requests in flight)
@@ -36,6 +38,7 @@ import msgspec
 
 from gateway.backends.base import Lane
 from gateway.backends.transport.classify import TOO_MANY_IN_FLIGHT, parse_retry_after
+from gateway.backends.transport.ledger import Ledger
 from gateway.backends.transport.turns import LaneTurns
 
 Clock = Callable[[], float]
@@ -104,33 +107,36 @@ class Pacer(Protocol):
 class _Window:
     """Our admissions in the current fixed window of one length.
 
-    A request admitted in the last `guard` seconds of a window may reach the
-    server after the boundary, where the server counts it in the next window;
-    so it is counted in both. Without this, pacing at exactly the limit gets
-    the odd 429 at boundaries (seen with three replicas on one account)."""
+    A new window starts with the requests that straddle its start (`Ledger`):
+    let go before it, unanswered at it, so the server may count them in it."""
 
-    def __init__(self, length: float, limit: int, guard: float = 0.0, spread: bool = False) -> None:
+    def __init__(
+        self,
+        length: float,
+        limit: int,
+        spread: bool = False,
+        straddling: Callable[[float], int] | None = None,
+    ) -> None:
         """`spread`: the k-th admission no sooner than k/limit of the way
-        through the window."""
+        through the window. `straddling(boundary)`: how many requests may be
+        counted on both sides of it."""
         if length <= 0:
             raise ValueError("window length must be positive")
         if limit < 1:
             raise ValueError("a window limit must be at least 1")
         self.length = length
         self.limit = limit
-        self.guard = min(guard, length / 2)
         self.spread = spread
+        self._straddling = straddling
         self._index: int | None = None
         self._count = 0
-        self._carried = 0  # admissions near the end of the window before
 
     def _roll(self, now: float) -> None:
         index = math.floor(now / self.length)
         if index != self._index:
-            carried = self._carried if self._index is not None and index == self._index + 1 else 0
             self._index = index
-            self._count = carried
-            self._carried = 0
+            start = index * self.length
+            self._count = self._straddling(start) if self._straddling is not None else 0
 
     def count(self, now: float) -> int:
         self._roll(now)
@@ -139,8 +145,6 @@ class _Window:
     def add(self, now: float) -> None:
         self._roll(now)
         self._count += 1
-        if self.ends_at(now) - now < self.guard:
-            self._carried += 1
 
     def raise_to(self, count: int, now: float) -> None:
         self._roll(now)
@@ -169,10 +173,6 @@ class FixedWindowPacer:
         *,
         second_window: float = 1.0,
         minute_window: float = 60.0,
-        # Latency from our admission to the server's count; a loaded machine
-        # showed more than 0.1 s. Costs little: Ocamba's binding limit is the
-        # steady one, whose window is 240 times longer than the guard.
-        boundary_guard: float = 0.25,
         max_in_flight: int,
         recover_after: int = 20,
         spread: bool = True,
@@ -192,8 +192,9 @@ class FixedWindowPacer:
         # start is paid for at its end, where a real-time write then finds
         # nothing left (Ocamba: 10 at once left the window's last 4 s empty).
         # Behind the pace (after a quiet spell) calls go at once until caught up.
+        self._ledger = Ledger(horizon=max(second_window, minute_window))
         self._windows = [
-            _Window(length, limit, boundary_guard, spread and steady)
+            _Window(length, limit, spread and steady, self._ledger.straddling)
             for length, limit, steady in (
                 (second_window, per_second, False),
                 (minute_window, per_minute, True),
@@ -265,7 +266,9 @@ class FixedWindowPacer:
                 for window in self._windows:
                     window.add(now)
                 self._in_flight += 1
-                return Permit(self._generation)
+                permit = Permit(self._generation)
+                self._ledger.open(permit, now)
+                return permit
         finally:
             self._turns.release()
 
@@ -276,6 +279,7 @@ class FixedWindowPacer:
             raise RuntimeError("permit released twice")
         permit.released = True
         self._in_flight -= 1
+        self._ledger.close(permit, self._clock())
         if status is not None:
             self._observe(permit, status, headers or {})
         self._slot_freed.set()
