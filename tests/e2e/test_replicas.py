@@ -54,19 +54,9 @@ def fresh_database() -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-# What loads the two cores (three replicas, the Omneo/import_batch simulator)
-# runs at a lower CPU priority than Ocamba's simulator, which stands for a
-# service on machines of its own. Starved of CPU, it counted calls admitted just
-# inside one rate window in the next (a CI run drew a window 429 that way, the
-# simulator in its own process); the pacer's count was right.
-LOAD_NICENESS = 10
-
-
-def spawn(
-    args: list[str], env: dict[str, str], log: Path, niceness: int = LOAD_NICENESS
-) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["nice", "-n", str(niceness), sys.executable, "-m", "gateway", *args],
+        [sys.executable, "-m", "gateway", *args],
         env={**os.environ, **env},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -162,7 +152,7 @@ def cluster(tmp_path: Path, replicas: int = 3) -> Iterator[Cluster]:
             "GATEWAY_SHUTDOWN_DELAY": "0",  # no load balancer to wait for
         }
         processes = [
-            spawn(simulate_ocamba, {}, tmp_path / "simulate-ocamba.log", niceness=0),
+            spawn(simulate_ocamba, {}, tmp_path / "simulate-ocamba.log"),
             spawn(simulate_others, {}, tmp_path / "simulate.log"),
         ]
         try:
