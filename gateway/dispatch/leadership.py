@@ -29,6 +29,8 @@ class Leadership:
         self.clock = clock
         self.stopping = stopping  # ends a takeover wait
         self._following: set[Backend] = set()  # rate-limited backends led elsewhere
+        # After a takeover, no worker of the backend sends before this time.
+        self._resume_at: dict[Backend, float] = {}
 
     async def leading(self, backend: Backend) -> bool:
         try:
@@ -49,6 +51,13 @@ class Leadership:
                 # queued at the backend: landing in the window we would start
                 # in, they would push it over its limit. Start one window later.
                 wait += window
+            self._resume_at[backend] = self.clock.now() + wait
             log.warning("took over sending", extra={"backend": backend, "wait": wait})
-            await self.clock.wait(self.stopping, wait)
+        if leading:
+            # Every worker of the backend waits, not only the one that saw the
+            # takeover: another (a real-time worker), asking a moment later,
+            # finds itself leading and would send in the dead leader's window.
+            wait = self._resume_at.get(backend, 0.0) - self.clock.now()
+            if wait > 0:
+                await self.clock.wait(self.stopping, wait)
         return leading

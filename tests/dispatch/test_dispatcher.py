@@ -665,3 +665,40 @@ async def test_a_takeover_waits_for_the_next_rate_window(
             await d.stop()
     finally:
         await store.close()
+
+
+async def test_every_worker_of_a_taken_over_backend_waits_for_the_next_window(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # The worker that sees the takeover waits; the others of the backend (the
+    # real-time one here) find themselves leading a moment later and must wait
+    # too, or they send in the window the dead leader may have filled.
+    store = TakeoverStore(tmp_path / "t.db", clock=clock)
+    await store.open()
+    try:
+        ocamba = ScriptedAdapter()
+        # The defaults: one worker and one real-time worker per backend.
+        config = settings(
+            ocamba_url="http://o",
+            ocamba_minute_window=2.0,
+            workers_per_backend=1,
+            realtime_workers=1,
+        )
+        d = await run(Dispatcher(store, {"ocamba": ocamba}, config, Metrics(), clock=clock))
+        try:
+            await settle(d)  # every worker has seen itself a follower
+            store.leader_alive = False
+            clock.advance(LEADER_RETRY)  # the next tries win: a takeover at +1.0 s
+            await write(store, "a", targets=["ocamba"])
+            d.notify(["ocamba"])
+            await asyncio.wait_for(clock.blocked(2), BOUND)
+            clock.advance(START + 2.0 - clock.now() - 0.01)
+            await asyncio.wait_for(clock.blocked(2), BOUND)
+            assert ocamba.calls == []  # no worker before the dead leader's window ended
+            clock.advance(0.01)
+            await settle(d)
+            assert ocamba.calls == [["a"]]
+        finally:
+            await d.stop()
+    finally:
+        await store.close()
