@@ -151,6 +151,13 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.sending_leader = Gauge(
+            "gateway_sending_leader",
+            "1 while this replica is the elected sender of a rate-limited backend,"
+            " 0 while another one is and this one stands by",
+            ["backend"],
+            registry=r,
+        )
         self.circuit_transitions = Counter(
             "gateway_circuit_transitions",
             "Circuit breaker state changes, by backend and the state entered"

@@ -85,7 +85,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self.clock = clock
         self._stopping = asyncio.Event()
-        self.leadership = Leadership(store, settings, clock, self._stopping)
+        self.leadership = Leadership(store, settings, clock, self._stopping, self._observe_lead)
         self._exclusive = set(settings.rate_limited_backends())  # sent by one replica only
         self.breakers = {b: self._new_breaker(b) for b in self.adapters}
         # Batches claimed per backend (by all its workers here), for the lanes'
@@ -169,6 +169,9 @@ class Dispatcher:
 
     def _all_workers(self) -> list[BackgroundWorker]:
         return [w for ws in self.workers.values() for w in ws]
+
+    def _observe_lead(self, backend: Backend, leading: bool) -> None:
+        self.metrics.sending_leader.labels(backend).set(1 if leading else 0)
 
     # -- one worker's step ---------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from gateway.clock import Clock
 from gateway.config import Settings
@@ -22,9 +23,16 @@ TAKEOVER_QUIET = 1.0
 
 class Leadership:
     def __init__(
-        self, store: Store, settings: Settings, clock: Clock, stopping: asyncio.Event
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        stopping: asyncio.Event,
+        observe: Callable[[Backend, bool], None] | None = None,
     ) -> None:
+        """`observe(backend, leading)`: told after each check (a metric)."""
         self.store = store
+        self._observe = observe
         self.settings = settings
         self.clock = clock
         self.stopping = stopping  # ends a takeover wait
@@ -38,6 +46,8 @@ class Leadership:
         except StoreError:
             log.exception("leadership check failed", extra={"backend": backend})
             return False
+        if self._observe is not None:
+            self._observe(backend, leading)
         if not leading:
             self._following.add(backend)
         elif backend in self._following:

@@ -684,14 +684,23 @@ async def test_every_worker_of_a_taken_over_backend_waits_for_the_next_window(
             workers_per_backend=1,
             realtime_workers=1,
         )
-        d = await run(Dispatcher(store, {"ocamba": ocamba}, config, Metrics(), clock=clock))
+        metrics = Metrics()
+        d = await run(Dispatcher(store, {"ocamba": ocamba}, config, metrics, clock=clock))
+
+        def leader() -> float | None:
+            return metrics.registry.get_sample_value(
+                "gateway_sending_leader", {"backend": "ocamba"}
+            )
+
         try:
             await settle(d)  # every worker has seen itself a follower
+            assert leader() == 0
             store.leader_alive = False
             clock.advance(LEADER_RETRY)  # the next tries win: a takeover at +1.0 s
             await write(store, "a", targets=["ocamba"])
             d.notify(["ocamba"])
             await asyncio.wait_for(clock.blocked(2), BOUND)
+            assert leader() == 1  # the metric says who sends, even while it waits
             clock.advance(START + 2.0 - clock.now() - 0.01)
             await asyncio.wait_for(clock.blocked(2), BOUND)
             assert ocamba.calls == []  # no worker before the dead leader's window ended
