@@ -18,10 +18,10 @@ from collections import deque
 class Ledger:
     """Admission and answer times of our recent requests, by a key each."""
 
-    def __init__(self, horizon: float) -> None:
+    def __init__(self, horizon: float = 0.0) -> None:
         """`horizon`: the longest window asking; an answer older than that
         cannot straddle any boundary a window will roll over."""
-        self._horizon = horizon
+        self.horizon = horizon
         self._open: dict[object, float] = {}
         self._closed: deque[tuple[float, float]] = deque()  # (admitted, answered), by answer
 
@@ -31,7 +31,7 @@ class Ledger:
     def close(self, key: object, now: float) -> None:
         admitted = self._open.pop(key)
         self._closed.append((admitted, now))
-        while self._closed and self._closed[0][1] < now - self._horizon:
+        while self._closed and self._closed[0][1] < now - self.horizon:
             self._closed.popleft()
 
     def straddling(self, boundary: float) -> int:

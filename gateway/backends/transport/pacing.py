@@ -192,7 +192,7 @@ class FixedWindowPacer:
         # start is paid for at its end, where a real-time write then finds
         # nothing left (Ocamba: 10 at once left the window's last 4 s empty).
         # Behind the pace (after a quiet spell) calls go at once until caught up.
-        self._ledger = Ledger(horizon=max(second_window, minute_window))
+        self._ledger = Ledger()
         self._windows = [
             _Window(length, limit, spread and steady, self._ledger.straddling)
             for length, limit, steady in (
@@ -201,6 +201,8 @@ class FixedWindowPacer:
             )
             if limit is not None
         ]
+        # No window (only the cap on requests in flight): keep no answers.
+        self._ledger.horizon = max((w.length for w in self._windows), default=0.0)
         self.max_in_flight = max_in_flight
         self._recover_after = recover_after
         self._clock = clock
